@@ -1,0 +1,193 @@
+//! Gladia Live v2 wire types (shared/reference/gladia-live-v2.md §2–§3).
+//!
+//! Parsing is liberal: unknown message types and extra fields are tolerated, because the
+//! reference marks several shapes UNCONFIRMED; only what we act on is required.
+
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+/// The init body SPEC §6 asks for. `region` is deliberately absent: it goes in the query.
+pub fn init_body(session_slug: &str) -> Value {
+    json!({
+        "encoding": "wav/pcm",
+        "bit_depth": 16,
+        "sample_rate": 16000,
+        "channels": 1,
+        "custom_metadata": { "sessionSlug": session_slug },
+        "messages_config": {
+            "receive_partial_transcripts": true,
+            "receive_final_transcripts": true,
+            "receive_acknowledgments": true,
+        }
+    })
+}
+
+/// 2xx answer to `POST /v2/live`.
+#[derive(Deserialize, Debug, Clone)]
+pub struct InitResponse {
+    pub id: String,
+    pub url: String,
+}
+
+/// Gladia's error body; only `message` is shown (never echo request headers).
+#[derive(Deserialize, Debug, Default)]
+pub struct ErrorBody {
+    #[serde(default)]
+    pub message: Option<String>,
+    #[serde(default)]
+    pub validation_errors: Option<Vec<String>>,
+}
+
+#[derive(Deserialize, Debug)]
+pub struct Utterance {
+    #[serde(default)]
+    pub text: String,
+    #[serde(default)]
+    pub start: f64,
+    #[serde(default)]
+    pub end: f64,
+    #[serde(default)]
+    pub language: Option<String>,
+    /// Present only with diarization, which live sessions do not offer; kept if it ever comes.
+    #[serde(default)]
+    pub speaker: Option<Value>,
+}
+
+#[derive(Deserialize, Debug)]
+pub struct TranscriptData {
+    pub id: String,
+    #[serde(default)]
+    pub is_final: bool,
+    pub utterance: Utterance,
+}
+
+#[derive(Deserialize, Debug)]
+pub struct AckData {
+    #[serde(default)]
+    pub byte_range: Option<(u64, u64)>,
+}
+
+/// The server messages we act on; everything else is `Other` and only logged.
+#[derive(Debug)]
+pub enum ServerMessage {
+    Transcript(TranscriptData),
+    AudioChunkAck {
+        acknowledged: bool,
+        byte_end: Option<u64>,
+        error: Option<String>,
+    },
+    StopRecordingAck,
+    PostFinalTranscript,
+    Other(String),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ParseError {
+    #[error("provider sent invalid JSON: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("provider message has no type")]
+    NoType,
+    #[error("provider {kind} message is malformed: {reason}")]
+    Malformed { kind: String, reason: String },
+}
+
+pub fn parse_server_message(text: &str) -> Result<ServerMessage, ParseError> {
+    let value: Value = serde_json::from_str(text)?;
+    let kind = value
+        .get("type")
+        .and_then(Value::as_str)
+        .ok_or(ParseError::NoType)?
+        .to_owned();
+    let malformed = |e: serde_json::Error| ParseError::Malformed {
+        kind: kind.clone(),
+        reason: e.to_string(),
+    };
+    Ok(match kind.as_str() {
+        "transcript" => {
+            let data = value.get("data").cloned().unwrap_or(Value::Null);
+            ServerMessage::Transcript(serde_json::from_value(data).map_err(malformed)?)
+        }
+        "audio_chunk" => {
+            let acknowledged = value
+                .get("acknowledged")
+                .and_then(Value::as_bool)
+                .unwrap_or(false);
+            let byte_end = match value.get("data") {
+                Some(Value::Null) | None => None,
+                Some(data) => serde_json::from_value::<AckData>(data.clone())
+                    .map_err(malformed)?
+                    .byte_range
+                    .map(|(_, end)| end),
+            };
+            let error = value
+                .get("error")
+                .and_then(|e| e.get("message"))
+                .and_then(Value::as_str)
+                .map(str::to_owned);
+            ServerMessage::AudioChunkAck {
+                acknowledged,
+                byte_end,
+                error,
+            }
+        }
+        "stop_recording" => ServerMessage::StopRecordingAck,
+        "post_final_transcript" => ServerMessage::PostFinalTranscript,
+        _ => ServerMessage::Other(kind),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_documented_transcript() {
+        let text = r#"{"type":"transcript","session_id":"x","created_at":"2024-10-10T14:35:28.387Z",
+          "data":{"id":"00_00000000","is_final":true,"utterance":{"text":" Hello world","start":0.188,
+          "end":1.284,"language":"en","confidence":1,"channel":0,"words":[]}}}"#;
+        match parse_server_message(text).unwrap() {
+            ServerMessage::Transcript(t) => {
+                assert_eq!(t.id, "00_00000000");
+                assert!(t.is_final);
+                assert_eq!(t.utterance.text, " Hello world");
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn parses_acks_and_tolerates_unknown_types() {
+        let ack = r#"{"type":"audio_chunk","acknowledged":true,"error":null,"data":{"byte_range":[3200,6400],"time_range":[0.1,0.2]}}"#;
+        assert!(matches!(
+            parse_server_message(ack).unwrap(),
+            ServerMessage::AudioChunkAck {
+                acknowledged: true,
+                byte_end: Some(6400),
+                error: None
+            }
+        ));
+        let rejected = r#"{"type":"audio_chunk","acknowledged":false,"error":{"message":"quota"},"data":null}"#;
+        assert!(matches!(
+            parse_server_message(rejected).unwrap(),
+            ServerMessage::AudioChunkAck {
+                acknowledged: false,
+                byte_end: None,
+                error: Some(_)
+            }
+        ));
+        assert!(matches!(
+            parse_server_message(r#"{"type":"speech_start"}"#).unwrap(),
+            ServerMessage::Other(_)
+        ));
+        assert!(parse_server_message("not json").is_err());
+        assert!(parse_server_message(r#"{"type":"transcript","data":{}}"#).is_err());
+    }
+
+    #[test]
+    fn init_body_keeps_region_out() {
+        let body = init_body("weekly");
+        assert!(body.get("region").is_none());
+        assert_eq!(body["sample_rate"], 16000);
+        assert_eq!(body["custom_metadata"]["sessionSlug"], "weekly");
+    }
+}

@@ -1,0 +1,359 @@
+//! `IngestActor`: one session's audio, from FLV audio tags to provider-sized PCM chunks.
+//!
+//! It owns the GStreamer decode pipeline. GStreamer calls back on its own streaming threads;
+//! those callbacks only `try_send` into a bounded channel that this actor reads as a stream,
+//! so neither side ever blocks the other.
+
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use pipelines::{
+    parse_audio_tag, AudioSpecificConfig, AudioTag, DecodePipeline, DecoderEvent, PcmChunker,
+};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+
+use crate::events::PcmChunk;
+use crate::ingest_messages::{AudioTagReceived, DetachPublisher, PublisherId};
+
+/// Decoded buffers waiting for this actor; ~20 s of avdec_aac output. Full means the actor's
+/// arbiter is stalled, and the drop is counted.
+const DECODER_CHANNEL_CAPACITY: usize = 1024;
+
+/// Decoder rebuilds after errors before the session gives up on this publisher's audio.
+const MAX_DECODER_STARTS: u64 = 20;
+
+/// Sent by the supervisor: this publisher is now the session's source (a previous one, if
+/// any, is replaced: egress reconnects to the same key at once).
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "()")]
+pub struct UsePublisher(pub PublisherId);
+
+/// Sent by the supervisor: where PCM goes from now on (a new provider stream after a stop).
+#[derive(Message, Clone)]
+#[rtype(result = "()")]
+pub struct UseProvider(pub Option<Recipient<PcmChunk>>);
+
+/// Stop decoding: drain what is in the pipeline, hand it on, then report `IngestDrained`.
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "()")]
+pub struct DrainIngest;
+
+/// Reported to the supervisor. `Drained` is sent after the last PCM chunk went to the
+/// provider's mailbox, so the supervisor's `EndOfAudio` arrives after it (mailboxes are FIFO).
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "()")]
+pub enum IngestReport {
+    /// The publisher left and its audio has been decoded and handed to the provider.
+    Drained {
+        publisher: Option<PublisherId>,
+        reason: String,
+    },
+    /// The decoder failed; the detail says why.
+    DecoderError(String),
+}
+
+#[derive(Default, Debug, Clone, Copy)]
+pub struct IngestCounters {
+    pub audio_tags: u64,
+    pub audio_bytes: u64,
+    pub pcm_bytes: u64,
+    pub dropped_tags: u64,
+    pub dropped_pcm_chunks: u64,
+    pub decoder_starts: u64,
+}
+
+#[derive(Message)]
+#[rtype(result = "IngestCounters")]
+pub struct GetIngestCounters;
+
+/// Events from the decoder, tagged with the pipeline generation that produced them.
+struct DecoderOutput(u64, DecoderEvent);
+
+enum DecoderState {
+    /// No AAC sequence header yet.
+    NotConfigured,
+    Running {
+        pipeline: DecodePipeline,
+        config: AudioSpecificConfig,
+        generation: u64,
+    },
+    /// `finish()` sent; waiting for `Finished` from the pipeline.
+    Draining {
+        _pipeline: DecodePipeline,
+        generation: u64,
+        reason: String,
+    },
+}
+
+pub struct IngestActor {
+    session_slug: String,
+    publisher: Option<PublisherId>,
+    decoder: DecoderState,
+    generation: u64,
+    chunker: PcmChunker,
+    flush_interval: Duration,
+    provider: Option<Recipient<PcmChunk>>,
+    report: Recipient<IngestReport>,
+    decoded_tx: Option<mpsc::Sender<DecoderOutput>>,
+    counters: IngestCounters,
+}
+
+impl IngestActor {
+    pub fn new(
+        session_slug: String,
+        chunk_ms: u32,
+        flush_ms: u32,
+        report: Recipient<IngestReport>,
+    ) -> Self {
+        IngestActor {
+            session_slug,
+            publisher: None,
+            decoder: DecoderState::NotConfigured,
+            generation: 0,
+            chunker: PcmChunker::new(chunk_ms, flush_ms),
+            flush_interval: Duration::from_millis(u64::from(flush_ms.max(1))),
+            provider: None,
+            report,
+            decoded_tx: None,
+            counters: IngestCounters::default(),
+        }
+    }
+
+    fn forward(&mut self, chunk: bytes::Bytes) {
+        let Some(provider) = &self.provider else {
+            return;
+        };
+        if provider.try_send(PcmChunk { pcm: chunk }).is_err() {
+            self.counters.dropped_pcm_chunks += 1;
+            if self.counters.dropped_pcm_chunks.is_power_of_two() {
+                tracing::warn!(session = %self.session_slug, dropped = self.counters.dropped_pcm_chunks, "provider mailbox full: PCM chunk dropped");
+            }
+        }
+    }
+
+    fn start_decoder(&mut self, config: AudioSpecificConfig) {
+        let Some(tx) = self.decoded_tx.clone() else {
+            return;
+        };
+        self.generation += 1;
+        let generation = self.generation;
+        let session = self.session_slug.clone();
+        let on_event = move |event: DecoderEvent| {
+            if let Err(mpsc::error::TrySendError::Full(_)) =
+                tx.try_send(DecoderOutput(generation, event))
+            {
+                tracing::warn!(%session, "ingest actor behind the decoder: PCM dropped");
+            }
+        };
+        match DecodePipeline::start(&config, on_event) {
+            Ok(pipeline) => {
+                self.counters.decoder_starts += 1;
+                tracing::info!(session = %self.session_slug, rate = config.sample_rate, channels = config.channels, "decoder started");
+                self.decoder = DecoderState::Running {
+                    pipeline,
+                    config,
+                    generation,
+                };
+            }
+            Err(error) => {
+                tracing::error!(session = %self.session_slug, %error, "decoder failed to start");
+                self.decoder = DecoderState::NotConfigured;
+                self.report
+                    .do_send(IngestReport::DecoderError(error.to_string()));
+            }
+        }
+    }
+
+    /// Ends the current stream: drain the decoder if there is one, else report at once.
+    fn drain(&mut self, reason: String) {
+        match std::mem::replace(&mut self.decoder, DecoderState::NotConfigured) {
+            DecoderState::Running {
+                pipeline,
+                generation,
+                ..
+            } => {
+                pipeline.finish();
+                self.decoder = DecoderState::Draining {
+                    _pipeline: pipeline,
+                    generation,
+                    reason,
+                };
+            }
+            DecoderState::Draining {
+                _pipeline,
+                generation,
+                reason: r,
+            } => {
+                self.decoder = DecoderState::Draining {
+                    _pipeline,
+                    generation,
+                    reason: r,
+                };
+            }
+            DecoderState::NotConfigured => self.drained(reason),
+        }
+    }
+
+    fn drained(&mut self, reason: String) {
+        if let Some(rest) = self.chunker.flush_all() {
+            self.forward(rest);
+        }
+        self.report.do_send(IngestReport::Drained {
+            publisher: self.publisher.take(),
+            reason,
+        });
+    }
+}
+
+impl Actor for IngestActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        // ~43 AAC frames per second arrive; 1024 is ~20 s of slack before a tag is dropped.
+        ctx.set_mailbox_capacity(1024);
+        let (tx, rx) = mpsc::channel(DECODER_CHANNEL_CAPACITY);
+        self.decoded_tx = Some(tx);
+        ctx.add_stream(ReceiverStream::new(rx));
+        ctx.run_interval(self.flush_interval / 2, |act, _| {
+            if let Some(chunk) = act.chunker.flush_due(Instant::now()) {
+                act.forward(chunk);
+            }
+        });
+    }
+}
+
+impl Handler<UsePublisher> for IngestActor {
+    type Result = ();
+
+    fn handle(&mut self, UsePublisher(publisher): UsePublisher, _: &mut Self::Context) {
+        if let Some(old) = self.publisher.replace(publisher) {
+            tracing::info!(session = %self.session_slug, %old, new = %publisher, "publisher replaced");
+        }
+    }
+}
+
+impl Handler<UseProvider> for IngestActor {
+    type Result = ();
+
+    fn handle(&mut self, UseProvider(provider): UseProvider, _: &mut Self::Context) {
+        self.provider = provider;
+    }
+}
+
+impl Handler<AudioTagReceived> for IngestActor {
+    type Result = ();
+
+    fn handle(&mut self, tag: AudioTagReceived, _: &mut Self::Context) {
+        if Some(tag.publisher) != self.publisher {
+            return;
+        }
+        self.counters.audio_tags += 1;
+        self.counters.audio_bytes += tag.payload.len() as u64;
+        match parse_audio_tag(&tag.payload) {
+            Ok(AudioTag::AacSequenceHeader(raw)) => match AudioSpecificConfig::parse(raw) {
+                Ok(config) => {
+                    let same = matches!(&self.decoder, DecoderState::Running { config: c, .. } if c.raw == config.raw);
+                    if !same {
+                        // A new publisher with another format: the old pipeline is dropped.
+                        self.start_decoder(config);
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(session = %self.session_slug, %error, "unusable AAC configuration");
+                    self.report
+                        .do_send(IngestReport::DecoderError(error.to_string()));
+                }
+            },
+            Ok(AudioTag::AacRaw(frame)) => {
+                if let DecoderState::Running { pipeline, .. } = &self.decoder {
+                    if let Err(error) = pipeline.push_frame(frame, tag.timestamp_ms) {
+                        self.counters.dropped_tags += 1;
+                        tracing::warn!(session = %self.session_slug, %error, "AAC frame not accepted by the decoder");
+                    }
+                }
+            }
+            Ok(AudioTag::Unsupported { sound_format }) => {
+                if self.counters.audio_tags == 1 {
+                    tracing::warn!(session = %self.session_slug, sound_format, "publisher sends audio that is not AAC: ignored");
+                }
+            }
+            Err(error) => {
+                self.counters.dropped_tags += 1;
+                tracing::debug!(session = %self.session_slug, %error, "bad audio tag");
+            }
+        }
+    }
+}
+
+impl Handler<DetachPublisher> for IngestActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: DetachPublisher, _: &mut Self::Context) {
+        if Some(msg.publisher) == self.publisher {
+            tracing::info!(session = %self.session_slug, publisher = %msg.publisher, reason = %msg.reason, "publish ended");
+            self.drain(msg.reason);
+        }
+    }
+}
+
+impl Handler<DrainIngest> for IngestActor {
+    type Result = ();
+
+    fn handle(&mut self, _: DrainIngest, _: &mut Self::Context) {
+        self.drain("session stopped".to_owned());
+    }
+}
+
+impl Handler<GetIngestCounters> for IngestActor {
+    type Result = MessageResult<GetIngestCounters>;
+
+    fn handle(&mut self, _: GetIngestCounters, _: &mut Self::Context) -> Self::Result {
+        MessageResult(self.counters)
+    }
+}
+
+impl StreamHandler<DecoderOutput> for IngestActor {
+    fn handle(&mut self, DecoderOutput(generation, event): DecoderOutput, _: &mut Self::Context) {
+        let current = match &self.decoder {
+            DecoderState::Running { generation, .. }
+            | DecoderState::Draining { generation, .. } => *generation,
+            DecoderState::NotConfigured => return,
+        };
+        if generation != current {
+            return;
+        }
+        match event {
+            DecoderEvent::Pcm(pcm) => {
+                self.counters.pcm_bytes += pcm.len() as u64;
+                for chunk in self.chunker.push(&pcm, Instant::now()) {
+                    self.forward(chunk);
+                }
+            }
+            DecoderEvent::Finished => {
+                if let DecoderState::Draining { reason, .. } =
+                    std::mem::replace(&mut self.decoder, DecoderState::NotConfigured)
+                {
+                    self.drained(reason);
+                }
+            }
+            DecoderEvent::Error(error) => {
+                tracing::error!(session = %self.session_slug, %error, "decoder error");
+                match std::mem::replace(&mut self.decoder, DecoderState::NotConfigured) {
+                    DecoderState::Draining { reason, .. } => self.drained(reason),
+                    DecoderState::Running { config, .. } => {
+                        self.report.do_send(IngestReport::DecoderError(error));
+                        // Rebuild from the stored configuration so the next frames decode.
+                        // Bounded so a publisher sending only garbage cannot spin us.
+                        if self.counters.decoder_starts < MAX_DECODER_STARTS {
+                            self.start_decoder(config);
+                        }
+                    }
+                    DecoderState::NotConfigured => {}
+                }
+            }
+        }
+    }
+
+    fn finished(&mut self, _: &mut Self::Context) {}
+}

@@ -1,0 +1,65 @@
+//! Messages between the RTMP listener (in the service crate) and the actor tree.
+//!
+//! The RTMP side asks the `SessionRegistry` to attach a publisher to a session, then sends
+//! each FLV audio tag straight to the session's `IngestActor` with `try_send` (the RTMP
+//! connection must keep reading: egress fails a stream whose bytes stall for 30 s).
+
+use actix::prelude::*;
+use bytes::Bytes;
+
+/// Identifies one RTMP connection's publish, so a replaced publisher's late messages are ignored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct PublisherId(pub u64);
+
+impl std::fmt::Display for PublisherId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "publisher-{}", self.0)
+    }
+}
+
+/// Sent to the `SessionRegistry` when a publish is requested on `live/{slug}`.
+/// A publisher already attached to the same slug is replaced (egress reconnects at once).
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "Result<PublishHandle, PublishRefused>")]
+pub struct AttachPublisher {
+    pub session_slug: String,
+    pub publisher: PublisherId,
+    /// Peer address, for logs and the session snapshot.
+    pub peer: String,
+}
+
+/// Where an accepted publisher sends its audio and its end.
+#[derive(Clone)]
+pub struct PublishHandle {
+    pub audio: Recipient<AudioTagReceived>,
+    pub detach: Recipient<DetachPublisher>,
+}
+
+/// Why a publish was refused; the RTMP side maps it to an `onStatus` code.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum PublishRefused {
+    #[error("unknown session")]
+    UnknownSession,
+    #[error("session limit reached")]
+    SessionLimit,
+    #[error("{0}")]
+    Other(String),
+}
+
+/// One RTMP audio message: the FLV AUDIODATA payload (sound format byte included).
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "()")]
+pub struct AudioTagReceived {
+    pub publisher: PublisherId,
+    /// RTMP timestamp in milliseconds.
+    pub timestamp_ms: u32,
+    pub payload: Bytes,
+}
+
+/// The publish ended: `deleteStream`, `FCUnpublish`, TCP close or a protocol error.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "()")]
+pub struct DetachPublisher {
+    pub publisher: PublisherId,
+    pub reason: String,
+}

@@ -1,0 +1,23 @@
+//! The actor tree of realtime-core (docs/ARCHITECTURE.md has the picture).
+//!
+//! - `registry`: slug → `SessionSupervisor`; the entry point for routes and the RTMP listener.
+//! - `supervisor`: one meeting session's state and children.
+//! - `ingest`: FLV audio tags → GStreamer decode → PCM chunks (`pipelines` does the media work).
+//! - `gladia`: the provider connection (init, WebSocket, acks, resend, stop).
+//! - `broadcast`: numbering, attribution, one serialisation per message, fan-out.
+//! - `client` + `outbox`: one browser socket; finals first, newest partial only.
+//! - `events`, `wire`, `ingest_messages`, `persistence`: the messages between them and the
+//!   outside (RTMP listener, database, browsers).
+
+pub mod broadcast;
+pub mod client;
+pub mod events;
+pub mod gladia;
+pub mod ingest;
+pub mod ingest_messages;
+pub mod outbound_frames;
+pub mod outbox;
+pub mod persistence;
+pub mod registry;
+pub mod supervisor;
+pub mod wire;

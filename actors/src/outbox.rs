@@ -1,0 +1,179 @@
+//! A client's queue of frames: where "finals before partials" and "only the newest partial
+//! per utterance" are decided (SPEC §4.4). Pure logic, no I/O, so it can be tested exhaustively.
+
+use std::collections::{HashSet, VecDeque};
+use std::sync::Arc;
+
+use bytestring::ByteString;
+
+/// One frame for a client, already serialised once for all clients by the broadcaster.
+#[derive(Debug, Clone)]
+pub enum Outbound {
+    Final {
+        seq: i64,
+        utterance_id: Arc<str>,
+        frame: ByteString,
+    },
+    Partial {
+        utterance_id: Arc<str>,
+        frame: ByteString,
+    },
+    /// Status, replies and errors: never dropped, sent in order with the finals.
+    Control(ByteString),
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Pushed {
+    Queued,
+    /// An older partial of the same utterance was replaced, or the partial came after its final.
+    PartialDropped,
+    /// The client is more than the allowed number of finals behind: it must be disconnected.
+    TooManyFinals,
+}
+
+/// How many finalized utterance ids to remember, to refuse a late partial of each.
+const FINALIZED_MEMORY: usize = 4096;
+
+#[derive(Debug)]
+pub struct Outbox {
+    /// Finals (in seq order) and control frames, FIFO.
+    reliable: VecDeque<ByteString>,
+    finals_queued: usize,
+    max_queued_finals: usize,
+    /// At most one partial per utterance, oldest utterance first.
+    partials: VecDeque<(Arc<str>, ByteString)>,
+    finalized: HashSet<Arc<str>>,
+    finalized_order: VecDeque<Arc<str>>,
+    /// Frames popped from `reliable` that were finals, in order: lets `pop` keep the count right.
+    reliable_is_final: VecDeque<bool>,
+}
+
+impl Outbox {
+    pub fn new(max_queued_finals: usize) -> Self {
+        Outbox {
+            reliable: VecDeque::new(),
+            finals_queued: 0,
+            max_queued_finals,
+            partials: VecDeque::new(),
+            finalized: HashSet::new(),
+            finalized_order: VecDeque::new(),
+            reliable_is_final: VecDeque::new(),
+        }
+    }
+
+    pub fn push(&mut self, outbound: Outbound) -> Pushed {
+        match outbound {
+            Outbound::Control(frame) => {
+                self.reliable.push_back(frame);
+                self.reliable_is_final.push_back(false);
+                Pushed::Queued
+            }
+            Outbound::Final {
+                utterance_id,
+                frame,
+                ..
+            } => {
+                if self.finals_queued >= self.max_queued_finals {
+                    return Pushed::TooManyFinals;
+                }
+                // The final supersedes any pending partial of its utterance.
+                self.partials.retain(|(id, _)| *id != utterance_id);
+                self.remember_final(utterance_id);
+                self.reliable.push_back(frame);
+                self.reliable_is_final.push_back(true);
+                self.finals_queued += 1;
+                Pushed::Queued
+            }
+            Outbound::Partial {
+                utterance_id,
+                frame,
+            } => {
+                if self.finalized.contains(&utterance_id) {
+                    return Pushed::PartialDropped;
+                }
+                if let Some(slot) = self.partials.iter_mut().find(|(id, _)| *id == utterance_id) {
+                    slot.1 = frame;
+                    return Pushed::PartialDropped;
+                }
+                self.partials.push_back((utterance_id, frame));
+                Pushed::Queued
+            }
+        }
+    }
+
+    /// The next frame to write: finals and control first, then partials.
+    pub fn pop(&mut self) -> Option<ByteString> {
+        if let Some(frame) = self.reliable.pop_front() {
+            if self.reliable_is_final.pop_front().unwrap_or(false) {
+                self.finals_queued -= 1;
+            }
+            return Some(frame);
+        }
+        self.partials.pop_front().map(|(_, frame)| frame)
+    }
+
+    pub fn len(&self) -> usize {
+        self.reliable.len() + self.partials.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn remember_final(&mut self, utterance_id: Arc<str>) {
+        if self.finalized.insert(utterance_id.clone()) {
+            self.finalized_order.push_back(utterance_id);
+            if self.finalized_order.len() > FINALIZED_MEMORY {
+                if let Some(old) = self.finalized_order.pop_front() {
+                    self.finalized.remove(&old);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn partial(u: &str, text: &str) -> Outbound {
+        Outbound::Partial {
+            utterance_id: u.into(),
+            frame: text.to_owned().into(),
+        }
+    }
+    fn final_(seq: i64, u: &str) -> Outbound {
+        Outbound::Final {
+            seq,
+            utterance_id: u.into(),
+            frame: format!("F{seq}").into(),
+        }
+    }
+
+    #[test]
+    fn finals_go_before_partials_and_replace_their_partial() {
+        let mut o = Outbox::new(10);
+        o.push(partial("a", "a1"));
+        o.push(partial("b", "b1"));
+        assert_eq!(o.push(partial("a", "a2")), Pushed::PartialDropped);
+        o.push(final_(1, "a"));
+        assert_eq!(o.pop().as_deref(), Some("F1"));
+        assert_eq!(o.pop().as_deref(), Some("b1"));
+        assert_eq!(o.pop(), None);
+        assert_eq!(
+            o.push(partial("a", "a3")),
+            Pushed::PartialDropped,
+            "no partial after its final"
+        );
+    }
+
+    #[test]
+    fn too_many_finals_is_reported() {
+        let mut o = Outbox::new(2);
+        assert_eq!(o.push(final_(1, "a")), Pushed::Queued);
+        assert_eq!(o.push(final_(2, "b")), Pushed::Queued);
+        assert_eq!(o.push(final_(3, "c")), Pushed::TooManyFinals);
+        o.pop();
+        assert_eq!(o.push(final_(3, "c")), Pushed::Queued);
+    }
+}

@@ -1,0 +1,177 @@
+//! `SessionRegistry`: session slug → `SessionSupervisor`, the one entry point for routes and
+//! the RTMP listener. Sessions start on demand and leave when nobody uses them.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use actix::prelude::*;
+
+use crate::gladia::GladiaConfig;
+use crate::ingest_messages::{AttachPublisher, PublishHandle, PublishRefused};
+use crate::persistence::Storage;
+use crate::supervisor::SessionSupervisor;
+
+/// Settings every session shares.
+#[derive(Debug)]
+pub struct SessionSettings {
+    /// `rtmp://{RTMP_HOST}:{RTMP_EXTERNAL_PORT}/live/`; the slug is appended.
+    pub rtmp_url_base: String,
+    /// `None`: no STT provider configured (SPEC §6), audio is decoded but not transcribed.
+    pub provider: Option<Arc<GladiaConfig>>,
+    pub pcm_chunk_ms: u32,
+    pub pcm_flush_ms: u32,
+    pub client_max_queued_finals: usize,
+    pub max_sessions: usize,
+}
+
+#[derive(Clone)]
+pub struct SessionContext {
+    pub settings: Arc<SessionSettings>,
+    pub storage: Storage,
+}
+
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum SessionRefused {
+    #[error("session slug must be 1-128 characters of letters, digits, '-', '_' or '.'")]
+    BadSlug,
+    #[error("this instance already runs its maximum of {0} sessions")]
+    TooManySessions(usize),
+}
+
+/// Valid slugs are safe in URLs, logs and file names.
+pub fn validate_slug(slug: &str) -> Result<(), SessionRefused> {
+    let ok = !slug.is_empty()
+        && slug.len() <= 128
+        && slug
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(SessionRefused::BadSlug)
+    }
+}
+
+#[derive(Message)]
+#[rtype(result = "Result<Addr<SessionSupervisor>, SessionRefused>")]
+pub struct GetOrCreateSession {
+    pub session_slug: String,
+}
+
+#[derive(Message)]
+#[rtype(result = "Option<Addr<SessionSupervisor>>")]
+pub struct FindSession {
+    pub session_slug: String,
+}
+
+#[derive(Message)]
+#[rtype(result = "Vec<Addr<SessionSupervisor>>")]
+pub struct ListSessions;
+
+/// Sent by a supervisor that has nothing left to do.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SessionRetired {
+    pub session_slug: String,
+    pub supervisor: Addr<SessionSupervisor>,
+}
+
+pub struct SessionRegistry {
+    context: SessionContext,
+    sessions: HashMap<String, Addr<SessionSupervisor>>,
+}
+
+impl SessionRegistry {
+    pub fn new(context: SessionContext) -> Self {
+        SessionRegistry {
+            context,
+            sessions: HashMap::new(),
+        }
+    }
+
+    fn get_or_create(
+        &mut self,
+        slug: &str,
+        ctx: &mut Context<Self>,
+    ) -> Result<Addr<SessionSupervisor>, SessionRefused> {
+        validate_slug(slug)?;
+        if let Some(addr) = self.sessions.get(slug).filter(|a| a.connected()) {
+            return Ok(addr.clone());
+        }
+        let max = self.context.settings.max_sessions;
+        if self.sessions.len() >= max {
+            return Err(SessionRefused::TooManySessions(max));
+        }
+        let addr =
+            SessionSupervisor::new(slug.to_owned(), self.context.clone(), ctx.address()).start();
+        tracing::info!(session = %slug, "session created");
+        self.sessions.insert(slug.to_owned(), addr.clone());
+        Ok(addr)
+    }
+}
+
+impl Actor for SessionRegistry {
+    type Context = Context<Self>;
+}
+
+impl Handler<GetOrCreateSession> for SessionRegistry {
+    type Result = Result<Addr<SessionSupervisor>, SessionRefused>;
+
+    fn handle(&mut self, msg: GetOrCreateSession, ctx: &mut Self::Context) -> Self::Result {
+        self.get_or_create(&msg.session_slug, ctx)
+    }
+}
+
+impl Handler<FindSession> for SessionRegistry {
+    type Result = Option<Addr<SessionSupervisor>>;
+
+    fn handle(&mut self, msg: FindSession, _: &mut Self::Context) -> Self::Result {
+        self.sessions
+            .get(&msg.session_slug)
+            .filter(|a| a.connected())
+            .cloned()
+    }
+}
+
+impl Handler<ListSessions> for SessionRegistry {
+    type Result = MessageResult<ListSessions>;
+
+    fn handle(&mut self, _: ListSessions, _: &mut Self::Context) -> Self::Result {
+        MessageResult(
+            self.sessions
+                .values()
+                .filter(|a| a.connected())
+                .cloned()
+                .collect(),
+        )
+    }
+}
+
+impl Handler<SessionRetired> for SessionRegistry {
+    type Result = ();
+
+    fn handle(&mut self, msg: SessionRetired, _: &mut Self::Context) {
+        if self.sessions.get(&msg.session_slug) == Some(&msg.supervisor) {
+            self.sessions.remove(&msg.session_slug);
+        }
+    }
+}
+
+impl Handler<AttachPublisher> for SessionRegistry {
+    type Result = ResponseFuture<Result<PublishHandle, PublishRefused>>;
+
+    fn handle(&mut self, msg: AttachPublisher, ctx: &mut Self::Context) -> Self::Result {
+        // Without signed stream keys a publish to an unknown slug starts that session (SPEC §3).
+        let session = self.get_or_create(&msg.session_slug, ctx);
+        Box::pin(async move {
+            let supervisor = session.map_err(|e| match e {
+                SessionRefused::BadSlug => PublishRefused::UnknownSession,
+                SessionRefused::TooManySessions(_) => PublishRefused::SessionLimit,
+            })?;
+            supervisor
+                .send(msg)
+                .await
+                .map_err(|e| PublishRefused::Other(e.to_string()))?
+        })
+    }
+}

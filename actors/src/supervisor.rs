@@ -1,0 +1,461 @@
+//! `SessionSupervisor`: owns one meeting session's state and its children.
+//!
+//! ```text
+//! SessionSupervisor ─┬─ IngestActor    (lives as long as the session)
+//!                    ├─ GladiaActor    (one per provider stream; replaced after a stop)
+//!                    └─ BroadcastActor (lives as long as the session)
+//! ```
+//! It is the only place that decides the session's state (SPEC §4.2); children report to it.
+
+use actix::prelude::*;
+use std::collections::HashSet;
+
+use crate::broadcast::{AddClient, BroadcastActor, BroadcastStatus, RemoveClient};
+use crate::client::{ClientId, Deliver};
+use crate::events::{EndOfAudio, SessionState};
+use crate::gladia::{GladiaActor, ProviderFinished, ProviderPhase, ProviderStatus};
+use crate::ingest::{DrainIngest, IngestActor, IngestReport, UseProvider, UsePublisher};
+use crate::ingest_messages::{AttachPublisher, PublishHandle, PublishRefused, PublisherId};
+use crate::outbound_frames::status_frame;
+use crate::outbox::Outbound;
+use crate::persistence::SaveSessionState;
+use crate::registry::{SessionContext, SessionRegistry, SessionRetired};
+
+/// What the HTTP API and `transcription_started` show about a session.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionSnapshot {
+    pub session_slug: String,
+    pub state: &'static str,
+    pub detail: String,
+    pub rtmp_url: String,
+    pub clients: usize,
+    pub publisher: Option<String>,
+    pub provider: Option<&'static str>,
+    pub provider_session_id: Option<String>,
+    pub publishes: u64,
+    pub provider_streams: u64,
+}
+
+#[derive(Message)]
+#[rtype(result = "SessionSnapshot")]
+pub struct GetSnapshot;
+
+/// Idempotent: a session that ended is opened again.
+#[derive(Message)]
+#[rtype(result = "SessionSnapshot")]
+pub struct StartTranscription;
+
+/// The provider gets its stop, trailing finals are delivered and saved, the session ends.
+#[derive(Message)]
+#[rtype(result = "SessionSnapshot")]
+pub struct StopTranscription;
+
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Subscribe {
+    pub client: ClientId,
+    pub deliver: Recipient<Deliver>,
+}
+
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Unsubscribe {
+    pub client: ClientId,
+}
+
+struct Publisher {
+    id: PublisherId,
+    peer: String,
+}
+
+struct ProviderStream {
+    id: u64,
+    addr: Addr<GladiaActor>,
+    /// `EndOfAudio` sent: the stream is finishing and takes no more audio.
+    ending: bool,
+}
+
+pub struct SessionSupervisor {
+    slug: String,
+    context: SessionContext,
+    registry: Addr<SessionRegistry>,
+    state: SessionState,
+    detail: String,
+    ingest: Option<Addr<IngestActor>>,
+    broadcast: Option<Addr<BroadcastActor>>,
+    provider: Option<ProviderStream>,
+    /// Streams told to end that have not reported `ProviderFinished` yet.
+    finishing_streams: HashSet<u64>,
+    provider_session_id: Option<String>,
+    publisher: Option<Publisher>,
+    clients: HashSet<ClientId>,
+    started_explicitly: bool,
+    stop_requested: bool,
+    stream_counter: u64,
+    publishes: u64,
+}
+
+impl SessionSupervisor {
+    pub fn new(slug: String, context: SessionContext, registry: Addr<SessionRegistry>) -> Self {
+        SessionSupervisor {
+            slug,
+            context,
+            registry,
+            state: SessionState::WaitingForEgress,
+            detail: "waiting for the meeting's audio".to_owned(),
+            ingest: None,
+            broadcast: None,
+            provider: None,
+            finishing_streams: HashSet::new(),
+            provider_session_id: None,
+            publisher: None,
+            clients: HashSet::new(),
+            started_explicitly: false,
+            stop_requested: false,
+            stream_counter: 0,
+            publishes: 0,
+        }
+    }
+
+    fn snapshot(&self) -> SessionSnapshot {
+        SessionSnapshot {
+            session_slug: self.slug.clone(),
+            state: self.state.as_str(),
+            detail: self.detail.clone(),
+            rtmp_url: format!("{}{}", self.context.settings.rtmp_url_base, self.slug),
+            clients: self.clients.len(),
+            publisher: self.publisher.as_ref().map(|p| p.peer.clone()),
+            provider: self.context.settings.provider.as_ref().map(|_| "gladia"),
+            provider_session_id: self.provider_session_id.clone(),
+            publishes: self.publishes,
+            provider_streams: self.stream_counter,
+        }
+    }
+
+    fn set_state(&mut self, state: SessionState, detail: impl Into<String>) {
+        let detail = detail.into();
+        if state == self.state && detail == self.detail {
+            return;
+        }
+        tracing::info!(session = %self.slug, from = %self.state, to = %state, %detail, "session state");
+        let changed = state != self.state;
+        self.state = state;
+        self.detail = detail;
+        if let Some(broadcast) = &self.broadcast {
+            broadcast.do_send(BroadcastStatus {
+                state: state.as_str(),
+                detail: self.detail.clone(),
+            });
+        }
+        if changed {
+            self.context
+                .storage
+                .save_session_state
+                .do_send(SaveSessionState {
+                    session_slug: self.slug.clone(),
+                    state: state.as_str().to_owned(),
+                });
+        }
+    }
+
+    /// The state while audio may flow, given what the provider is doing.
+    fn live_state(&mut self) {
+        if self.publisher.is_none() {
+            return;
+        }
+        if self.context.settings.provider.is_none() {
+            self.set_state(SessionState::Reconnecting, "no STT provider configured");
+        } else if self.provider_session_id.is_some() {
+            self.set_state(SessionState::Live, "transcribing");
+        }
+    }
+
+    fn start_provider_stream(&mut self, ctx: &mut Context<Self>) {
+        let (Some(config), Some(broadcast), Some(ingest)) = (
+            self.context.settings.provider.clone(),
+            self.broadcast.clone(),
+            self.ingest.clone(),
+        ) else {
+            return;
+        };
+        self.stream_counter += 1;
+        let stream = self.stream_counter;
+        let me = ctx.address();
+        let addr = GladiaActor::new(
+            self.slug.clone(),
+            stream,
+            config,
+            broadcast.recipient(),
+            me.clone().recipient(),
+            me.recipient(),
+        )
+        .start();
+        ingest.do_send(UseProvider(Some(addr.clone().recipient())));
+        self.provider = Some(ProviderStream {
+            id: stream,
+            addr,
+            ending: false,
+        });
+    }
+
+    /// No more audio for the current provider stream.
+    fn end_provider_stream(&mut self) {
+        if let Some(stream) = &mut self.provider {
+            if !stream.ending {
+                stream.ending = true;
+                stream.addr.do_send(EndOfAudio);
+                self.finishing_streams.insert(stream.id);
+            }
+        }
+        if let Some(ingest) = &self.ingest {
+            ingest.do_send(UseProvider(None));
+        }
+    }
+
+    /// A session nobody uses any more leaves the registry.
+    fn maybe_retire(&mut self, ctx: &mut Context<Self>) {
+        let busy = !self.clients.is_empty()
+            || self.publisher.is_some()
+            || self.provider.is_some()
+            || !self.finishing_streams.is_empty();
+        let finished = self.state == SessionState::Ended || !self.started_explicitly;
+        if !busy && finished {
+            tracing::debug!(session = %self.slug, "session retired");
+            self.registry.do_send(SessionRetired {
+                session_slug: self.slug.clone(),
+                supervisor: ctx.address(),
+            });
+            ctx.stop();
+        }
+    }
+
+    fn reopen_if_ended(&mut self) {
+        if self.state == SessionState::Ended {
+            self.stop_requested = false;
+            self.set_state(
+                SessionState::WaitingForEgress,
+                "waiting for the meeting's audio",
+            );
+        }
+    }
+}
+
+impl Actor for SessionSupervisor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        let settings = &self.context.settings;
+        let me = ctx.address();
+        self.broadcast =
+            Some(BroadcastActor::new(&self.slug, self.context.storage.clone()).start());
+        self.ingest = Some(
+            IngestActor::new(
+                self.slug.clone(),
+                settings.pcm_chunk_ms,
+                settings.pcm_flush_ms,
+                me.recipient(),
+            )
+            .start(),
+        );
+        self.context
+            .storage
+            .save_session_state
+            .do_send(SaveSessionState {
+                session_slug: self.slug.clone(),
+                state: self.state.as_str().to_owned(),
+            });
+    }
+}
+
+impl Handler<AttachPublisher> for SessionSupervisor {
+    type Result = Result<PublishHandle, PublishRefused>;
+
+    fn handle(&mut self, msg: AttachPublisher, ctx: &mut Self::Context) -> Self::Result {
+        let Some(ingest) = self.ingest.clone() else {
+            return Err(PublishRefused::Other("session is shutting down".into()));
+        };
+        self.reopen_if_ended();
+        if let Some(old) = &self.publisher {
+            tracing::info!(session = %self.slug, old = %old.id, new = %msg.publisher, "publisher replaced by a reconnect");
+        }
+        self.publishes += 1;
+        self.publisher = Some(Publisher {
+            id: msg.publisher,
+            peer: msg.peer,
+        });
+        ingest.do_send(UsePublisher(msg.publisher));
+        let need_stream = self.provider.as_ref().is_none_or(|p| p.ending);
+        if need_stream {
+            self.start_provider_stream(ctx);
+        } else if let Some(stream) = &self.provider {
+            ingest.do_send(UseProvider(Some(stream.addr.clone().recipient())));
+        }
+        if self.context.settings.provider.is_none() {
+            self.set_state(SessionState::Reconnecting, "no STT provider configured");
+        } else if self.provider_session_id.is_none() || need_stream {
+            self.set_state(
+                SessionState::Live,
+                "publisher connected; starting speech-to-text",
+            );
+        } else {
+            self.set_state(SessionState::Live, "transcribing");
+        }
+        Ok(PublishHandle {
+            audio: ingest.clone().recipient(),
+            detach: ingest.recipient(),
+        })
+    }
+}
+
+impl Handler<IngestReport> for SessionSupervisor {
+    type Result = ();
+
+    fn handle(&mut self, report: IngestReport, ctx: &mut Self::Context) {
+        match report {
+            IngestReport::Drained { publisher, reason } => {
+                let current = self.publisher.as_ref().map(|p| p.id);
+                if publisher.is_some() && publisher != current {
+                    return;
+                }
+                self.publisher = None;
+                self.end_provider_stream();
+                if self.stop_requested {
+                    self.set_state(SessionState::Ended, "finishing transcription");
+                } else {
+                    self.set_state(
+                        SessionState::WaitingForEgress,
+                        format!("publisher left ({reason})"),
+                    );
+                }
+                self.maybe_retire(ctx);
+            }
+            IngestReport::DecoderError(error) => {
+                tracing::warn!(session = %self.slug, %error, "decoder error");
+            }
+        }
+    }
+}
+
+impl Handler<ProviderStatus> for SessionSupervisor {
+    type Result = ();
+
+    fn handle(&mut self, status: ProviderStatus, _: &mut Self::Context) {
+        // A finishing old stream must not change the state of the session's current one.
+        if self.provider.as_ref().map(|p| p.id) != Some(status.stream) {
+            return;
+        }
+        if status.provider_session_id.is_some() {
+            self.provider_session_id = status.provider_session_id;
+        }
+        match status.phase {
+            ProviderPhase::Streaming => self.live_state(),
+            ProviderPhase::Connecting => {}
+            ProviderPhase::Retrying => {
+                if self.state != SessionState::Ended {
+                    self.set_state(SessionState::Reconnecting, status.detail);
+                }
+            }
+        }
+    }
+}
+
+impl Handler<ProviderFinished> for SessionSupervisor {
+    type Result = ();
+
+    fn handle(&mut self, finished: ProviderFinished, ctx: &mut Self::Context) {
+        let stream = finished.stream;
+        self.finishing_streams.remove(&stream);
+        if finished.lost_audio_bytes > 0 {
+            tracing::warn!(session = %self.slug, lost_bytes = finished.lost_audio_bytes, "audio was lost while the provider was unreachable");
+        }
+        if self.provider.as_ref().map(|p| p.id) == Some(stream) {
+            self.provider = None;
+            if self.publisher.is_some() {
+                // The provider gave up while audio still flows: open a new stream.
+                self.start_provider_stream(ctx);
+            } else if self.stop_requested {
+                self.set_state(SessionState::Ended, "transcription stopped");
+            }
+        }
+        if self.stop_requested && self.provider.is_none() && self.finishing_streams.is_empty() {
+            self.set_state(SessionState::Ended, "transcription stopped");
+        }
+        self.maybe_retire(ctx);
+    }
+}
+
+impl Handler<GetSnapshot> for SessionSupervisor {
+    type Result = MessageResult<GetSnapshot>;
+
+    fn handle(&mut self, _: GetSnapshot, _: &mut Self::Context) -> Self::Result {
+        MessageResult(self.snapshot())
+    }
+}
+
+impl Handler<StartTranscription> for SessionSupervisor {
+    type Result = MessageResult<StartTranscription>;
+
+    fn handle(&mut self, _: StartTranscription, _: &mut Self::Context) -> Self::Result {
+        self.started_explicitly = true;
+        self.reopen_if_ended();
+        MessageResult(self.snapshot())
+    }
+}
+
+impl Handler<StopTranscription> for SessionSupervisor {
+    type Result = MessageResult<StopTranscription>;
+
+    fn handle(&mut self, _: StopTranscription, ctx: &mut Self::Context) -> Self::Result {
+        if self.state != SessionState::Ended && !self.stop_requested {
+            self.stop_requested = true;
+            self.started_explicitly = true;
+            if self.publisher.is_some() {
+                // The ingest drains the decoder, then reports `Drained`, which ends the stream.
+                if let Some(ingest) = &self.ingest {
+                    ingest.do_send(DrainIngest);
+                }
+                self.set_state(
+                    SessionState::Ended,
+                    "stopping: waiting for trailing transcripts",
+                );
+            } else {
+                self.end_provider_stream();
+                self.set_state(SessionState::Ended, "transcription stopped");
+            }
+            self.maybe_retire(ctx);
+        }
+        MessageResult(self.snapshot())
+    }
+}
+
+impl Handler<Subscribe> for SessionSupervisor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Subscribe, _: &mut Self::Context) {
+        self.clients.insert(msg.client);
+        let _ = msg.deliver.try_send(Deliver(Outbound::Control(status_frame(
+            &self.slug,
+            self.state.as_str(),
+            &self.detail,
+        ))));
+        if let Some(broadcast) = &self.broadcast {
+            broadcast.do_send(AddClient {
+                id: msg.client,
+                deliver: msg.deliver,
+            });
+        }
+    }
+}
+
+impl Handler<Unsubscribe> for SessionSupervisor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Unsubscribe, ctx: &mut Self::Context) {
+        self.clients.remove(&msg.client);
+        if let Some(broadcast) = &self.broadcast {
+            broadcast.do_send(RemoveClient { id: msg.client });
+        }
+        self.maybe_retire(ctx);
+    }
+}

@@ -1,0 +1,164 @@
+//! The JSON messages existing front ends read (SPEC §4.1, §4.3). Field names are a contract:
+//! change them and deployed clients break.
+
+use serde::Serialize;
+
+/// `{"type":"transcript",...}` for partials and finals alike (SPEC §4.3).
+#[derive(Serialize, Debug)]
+#[serde(rename_all = "camelCase")]
+pub struct TranscriptMessage<'a> {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub session_slug: &'a str,
+    pub utterance_id: &'a str,
+    pub text: &'a str,
+    pub is_final: bool,
+    pub speaker: &'a str,
+    pub speaker_id: &'a str,
+    /// When the server sent it, ms since the epoch.
+    pub ts: i64,
+    pub transcript_type: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seq: Option<i64>,
+    pub started_at: i64,
+    pub ended_at: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub language: Option<&'a str>,
+}
+
+/// `{"type":"status",...}`: every session state change (SPEC §4.2).
+#[derive(Serialize, Debug)]
+#[serde(rename_all = "camelCase")]
+pub struct StatusMessage<'a> {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub session_slug: &'a str,
+    pub state: &'a str,
+    pub detail: &'a str,
+}
+
+/// Reply to `start_transcription`.
+#[derive(Serialize, Debug)]
+#[serde(rename_all = "camelCase")]
+pub struct TranscriptionStartedMessage<'a> {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub session_slug: &'a str,
+    pub rtmp_url: &'a str,
+    pub state: &'a str,
+}
+
+/// `{"type":"error","code":…,"message":…}`: bad client input; the socket stays open.
+#[derive(Serialize, Debug)]
+pub struct ErrorMessage<'a> {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub code: &'a str,
+    pub message: &'a str,
+}
+
+/// What a client may send (SPEC §4.1). Unknown types are rejected with `bad_request`.
+#[derive(serde::Deserialize, Debug, PartialEq)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ClientCommand {
+    StartTranscription {
+        #[serde(rename = "sessionSlug")]
+        session_slug: String,
+    },
+    StopTranscription {
+        #[serde(rename = "sessionSlug")]
+        session_slug: String,
+    },
+    Subscribe {
+        #[serde(rename = "sessionSlug")]
+        session_slug: String,
+        #[serde(rename = "lastSeq", default)]
+        last_seq: Option<i64>,
+    },
+    Ping,
+}
+
+pub fn to_json<T: Serialize>(value: &T) -> String {
+    // Serialising these plain structs cannot fail; fall back to an empty object rather than panic.
+    serde_json::to_string(value).unwrap_or_else(|_| "{}".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transcript_message_has_the_contract_fields() {
+        let msg = TranscriptMessage {
+            kind: "transcript",
+            session_slug: "weekly-sync",
+            utterance_id: "00_00000003",
+            text: "Hello world",
+            is_final: true,
+            speaker: "Alice",
+            speaker_id: "user-17:sess-9",
+            ts: 1763800000123,
+            transcript_type: "final",
+            seq: Some(3),
+            started_at: 1,
+            ended_at: 2,
+            language: Some("en"),
+        };
+        let v: serde_json::Value = serde_json::from_str(&to_json(&msg)).unwrap();
+        for field in [
+            "type",
+            "sessionSlug",
+            "utteranceId",
+            "text",
+            "isFinal",
+            "speaker",
+            "speakerId",
+            "ts",
+            "transcriptType",
+            "seq",
+            "startedAt",
+            "endedAt",
+            "language",
+        ] {
+            assert!(v.get(field).is_some(), "missing {field}");
+        }
+        assert_eq!(v["type"], "transcript");
+        assert_eq!(v["isFinal"], true);
+    }
+
+    #[test]
+    fn partials_carry_no_seq() {
+        let msg = TranscriptMessage {
+            kind: "transcript",
+            session_slug: "s",
+            utterance_id: "u",
+            text: "t",
+            is_final: false,
+            speaker: "room",
+            speaker_id: "room",
+            ts: 0,
+            transcript_type: "partial",
+            seq: None,
+            started_at: 0,
+            ended_at: 0,
+            language: None,
+        };
+        let v: serde_json::Value = serde_json::from_str(&to_json(&msg)).unwrap();
+        assert!(v.get("seq").is_none());
+    }
+
+    #[test]
+    fn client_commands_parse() {
+        let c: ClientCommand =
+            serde_json::from_str(r#"{"type":"subscribe","sessionSlug":"a","lastSeq":4}"#).unwrap();
+        assert_eq!(
+            c,
+            ClientCommand::Subscribe {
+                session_slug: "a".into(),
+                last_seq: Some(4)
+            }
+        );
+        assert!(serde_json::from_str::<ClientCommand>(r#"{"type":"nope"}"#).is_err());
+        assert!(serde_json::from_str::<ClientCommand>(r#"{"type":"ping"}"#).is_ok());
+    }
+}

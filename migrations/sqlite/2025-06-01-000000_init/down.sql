@@ -1,0 +1,3 @@
+DROP TABLE IF EXISTS ai_locks;
+DROP TABLE IF EXISTS transcripts;
+DROP TABLE IF EXISTS sessions;

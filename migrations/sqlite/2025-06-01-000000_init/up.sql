@@ -1,0 +1,40 @@
+-- realtime-core storage, SQLite flavour. Keep the logical schema identical to
+-- migrations/postgres (same tables, columns, constraints); only the types differ:
+-- INTEGER is SQLite's 64-bit integer, timestamps are UTC text from CURRENT_TIMESTAMP.
+
+-- One row per session slug, for operators (best-effort lifecycle state).
+CREATE TABLE sessions (
+    slug       TEXT PRIMARY KEY NOT NULL,
+    state      TEXT NOT NULL,
+    created_at TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP,
+    updated_at TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP
+);
+
+-- Finals only. No foreign key to sessions: the session row is written best-effort and
+-- may arrive after (or never before) the first final; a final must never be refused for it.
+CREATE TABLE transcripts (
+    id            INTEGER PRIMARY KEY NOT NULL,
+    session_slug  TEXT NOT NULL,
+    seq           BIGINT NOT NULL,
+    utterance_id  TEXT NOT NULL,
+    text          TEXT NOT NULL,
+    speaker       TEXT NOT NULL,
+    speaker_id    TEXT NOT NULL,
+    started_at_ms BIGINT NOT NULL,
+    ended_at_ms   BIGINT NOT NULL,
+    language      TEXT NULL,
+    created_at    TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP,
+    -- The upsert target: a re-sent final of the same utterance replaces the stored one.
+    CONSTRAINT transcripts_session_utterance_key UNIQUE (session_slug, utterance_id),
+    -- seq is gap-free and never reused per session. This constraint's index is also the
+    -- (session_slug, seq) index that LoadLastSeq and replay (`seq > N ORDER BY seq`) use,
+    -- so no separate index is created: it would only slow down writes.
+    CONSTRAINT transcripts_session_seq_key UNIQUE (session_slug, seq)
+);
+
+-- One AI coordinator per meeting; the lock expires by itself at locked_until_ms (epoch ms).
+CREATE TABLE ai_locks (
+    session_slug    TEXT PRIMARY KEY NOT NULL,
+    holder          TEXT NOT NULL,
+    locked_until_ms BIGINT NOT NULL
+);

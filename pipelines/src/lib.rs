@@ -1,0 +1,34 @@
+//! Media code for realtime-core: from RTMP audio messages to PCM chunks for the
+//! speech-to-text provider. Nothing here knows about actix; the actors drive it.
+//!
+//! The data path, one module per step:
+//!
+//! - [`flv`]: split an RTMP audio message (an FLV `AUDIODATA` body) into an AAC
+//!   sequence header or one raw AAC frame, zero-copy.
+//! - [`aac_config`]: parse the AAC `AudioSpecificConfig` from the sequence header;
+//!   it, not `onMetaData`, is the truth about sample rate and channels.
+//! - [`decode_pipeline`]: an in-process GStreamer pipeline
+//!   (`appsrc ! aacparse ! avdec_aac ! audioconvert ! audioresample ! appsink`)
+//!   turning AAC frames into S16LE 16 kHz mono PCM, reported through a callback.
+//! - [`chunker`]: cut that PCM into fixed-size chunks (~100 ms) for the provider,
+//!   flushing a partial chunk when audio trickles in too slowly.
+//!
+//! Call [`init`] once at startup to fail fast when a GStreamer plugin is missing.
+
+pub mod aac_config;
+pub mod chunker;
+pub mod decode_pipeline;
+pub mod flv;
+mod gst_init;
+
+pub use aac_config::{AacConfigError, AudioSpecificConfig};
+pub use chunker::PcmChunker;
+pub use decode_pipeline::{DecodeError, DecodePipeline, DecoderEvent};
+pub use flv::{parse_audio_tag, AudioTag, FlvError};
+pub use gst_init::init;
+
+/// Sample rate of the PCM handed to the speech-to-text provider.
+pub const PCM_SAMPLE_RATE: u32 = 16_000;
+
+/// Bytes of output PCM per millisecond: 16 kHz * 2 bytes (S16LE) * 1 channel / 1000.
+pub const PCM_BYTES_PER_MS: usize = 32;

@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Builds and runs realtime-core on this machine: SQLite in ./data, loopback listeners.
+# Every setting is an environment variable (see `--help` and SPEC §2); extra arguments are
+# passed to the service, e.g. scripts/run-service.sh --port 9000
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/install-debian-deps.sh
+mkdir -p data
+exec cargo run --release --locked --bin realtime-core -- "$@"

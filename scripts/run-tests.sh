@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Runs every test: installs what the tests need, starts PostgreSQL and Redis on loopback when
+# none answers, then runs the workspace's tests, clippy and rustfmt. With CI=true a test whose
+# tool or server is missing fails instead of skipping.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/install-debian-deps.sh --test
+
+sudo_cmd=()
+[[ $(id -u) -eq 0 ]] || sudo_cmd=(sudo)
+
+# PostgreSQL on 127.0.0.1:5432, unless one already answers there.
+if ! pg_isready -q -h 127.0.0.1 -p 5432; then
+  version=$(ls /etc/postgresql 2>/dev/null | sort -V | tail -n1 || true)
+  if [[ -z "$version" ]]; then
+    version=$(ls /usr/lib/postgresql | sort -V | tail -n1)
+    "${sudo_cmd[@]}" pg_createcluster "$version" main >/dev/null
+  fi
+  "${sudo_cmd[@]}" pg_ctlcluster --skip-systemctl-redirect "$version" main start
+  for _ in $(seq 1 30); do pg_isready -q -h 127.0.0.1 -p 5432 && break; sleep 1; done
+  # A cluster we started ourselves gets a known password for the test role.
+  "${sudo_cmd[@]}" -u postgres psql -q -c "ALTER USER postgres PASSWORD 'postgres'" >/dev/null 2>&1 ||
+    su postgres -c "psql -q -c \"ALTER USER postgres PASSWORD 'postgres'\"" >/dev/null
+fi
+export DATABASE_URL_PG_ADMIN="${DATABASE_URL_PG_ADMIN:-postgres://postgres:postgres@127.0.0.1:5432/postgres}"
+
+# Redis on 127.0.0.1:6379, unless one already answers there (cluster-mode tests use it).
+if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
+  redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no \
+    --dir /tmp --logfile /tmp/realtime-core-test-redis.log
+  for _ in $(seq 1 30); do redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 && break; sleep 0.2; done
+fi
+export REDIS_URL_TEST="${REDIS_URL_TEST:-redis://127.0.0.1:6379}"
+
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo test --workspace --locked -- --test-threads=2

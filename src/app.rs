@@ -1,0 +1,125 @@
+//! Wiring: storage, the session registry, the RTMP listener and the HTTP server.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ::actors::gladia::GladiaConfig;
+use ::actors::registry::{SessionContext, SessionRegistry, SessionSettings};
+use actix::prelude::*;
+use actix_web::{web, App, HttpServer};
+use anyhow::Context as _;
+
+use crate::config::{Config, SttProvider};
+use crate::db::{start_storage, Flush};
+use crate::http::{routes, AppState};
+use crate::rtmp::{serve, RtmpConfig};
+
+/// How long shutdown waits for queued finals to reach the database.
+const SHUTDOWN_FLUSH_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// The provider a new session uses, and the start-up line saying why (SPEC §6).
+fn provider(config: &Config) -> (Option<Arc<GladiaConfig>>, String) {
+    match (config.stt_provider, &config.gladia_api_key) {
+        (SttProvider::Gladia, Some(key)) => (
+            Some(Arc::new(GladiaConfig {
+                api_url: config.gladia_api_url.clone(),
+                api_key: key.clone(),
+                region: config.gladia_region.clone(),
+                max_buffered_audio: Duration::from_secs(60),
+                stop_timeout: Duration::from_secs(30),
+            })),
+            format!("speech-to-text provider: gladia at {} ({})", config.gladia_api_url, config.stt_provider_reason),
+        ),
+        _ => (
+            None,
+            format!(
+                "speech-to-text provider: none ({}; the offline whisper provider is not built yet): audio is decoded but not transcribed",
+                config.stt_provider_reason
+            ),
+        ),
+    }
+}
+
+/// Runs the service until SIGINT/SIGTERM. Must be called inside an actix `System`.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    pipelines::init().context("GStreamer is not usable")?;
+    let storage = start_storage(
+        &config.database_url,
+        config.transcript_batch_size,
+        config.transcript_batch_delay,
+    )
+    .context("database")?;
+
+    let rtmp_addr = (config.rtmp_bind, config.rtmp_internal_port);
+    let rtmp_listener = tokio::net::TcpListener::bind(rtmp_addr)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot bind RTMP on {}:{}",
+                config.rtmp_bind, config.rtmp_internal_port
+            )
+        })?;
+    let rtmp_local = rtmp_listener.local_addr()?;
+
+    let (provider, provider_line) = provider(&config);
+    let settings = SessionSettings {
+        rtmp_url_base: config.rtmp_url_base(rtmp_local.port()),
+        provider,
+        pcm_chunk_ms: config.pcm_chunk_ms,
+        pcm_flush_ms: config.pcm_flush_ms,
+        client_max_queued_finals: config.client_max_queued_finals,
+        max_sessions: config.max_sessions,
+    };
+    let registry = SessionRegistry::new(SessionContext {
+        settings: Arc::new(settings),
+        storage: storage.storage.clone(),
+    })
+    .start();
+
+    actix_rt::spawn(serve(
+        rtmp_listener,
+        Arc::new(RtmpConfig::default()),
+        registry.clone().recipient(),
+    ));
+
+    let state = AppState {
+        registry,
+        storage: storage.storage.clone(),
+        db_ping: storage.executor.clone().recipient(),
+        client_max_queued_finals: config.client_max_queued_finals,
+    };
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(web::Data::new(state.clone()))
+            .configure(routes)
+    })
+    .workers(1)
+    .shutdown_timeout(5)
+    .bind((config.http_host, config.port))
+    .with_context(|| format!("cannot bind HTTP on {}:{}", config.http_host, config.port))?;
+    let http_local = server
+        .addrs()
+        .first()
+        .copied()
+        .context("HTTP listener has no address")?;
+
+    tracing::info!("{provider_line}");
+    if config.realtime_auth_secret.is_none() {
+        tracing::warn!(
+            "REALTIME_AUTH_SECRET is not set: anonymous clients are accepted (loopback only)"
+        );
+    }
+    tracing::info!(http = %http_local, rtmp = %rtmp_local, "realtime-core ready");
+
+    server.run().await.context("HTTP server")?;
+
+    tracing::info!("shutting down: flushing queued transcripts");
+    match tokio::time::timeout(SHUTDOWN_FLUSH_TIMEOUT, storage.batcher.send(Flush)).await {
+        Ok(Ok(Ok(()))) => tracing::info!("all transcripts saved"),
+        Ok(_) => tracing::error!("transcript flush failed at shutdown"),
+        Err(_) => tracing::error!(
+            "transcript flush timed out at shutdown; unsaved finals remain in memory"
+        ),
+    }
+    Ok(())
+}

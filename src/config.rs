@@ -1,0 +1,439 @@
+//! Configuration (SPEC §2): every setting is an environment variable and a flag.
+//!
+//! clap reads the raw strings; `Config::from_cli` validates them so that a bad value stops
+//! start-up with one line naming the variable, the value and what is allowed.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::Duration;
+
+use clap::Parser;
+
+/// Live meeting audio over RTMP in, live transcripts over WebSocket out.
+#[derive(Parser, Debug)]
+#[command(name = "realtime-core", version, about)]
+pub struct Cli {
+    /// Address of the HTTP API and WebSocket listener (loopback by default, see SPEC §5).
+    #[arg(long, env = "HTTP_HOST", default_value = "127.0.0.1")]
+    pub http_host: String,
+    /// Port of the HTTP API and WebSocket listener (0 picks a free port).
+    #[arg(long, env = "PORT", default_value = "8080")]
+    pub port: String,
+    /// Address of the RTMP listener.
+    #[arg(long, env = "RTMP_BIND", default_value = "127.0.0.1")]
+    pub rtmp_bind: String,
+    /// Port of the RTMP listener (0 picks a free port).
+    #[arg(long, env = "RTMP_INTERNAL_PORT", default_value = "1937")]
+    pub rtmp_internal_port: String,
+    /// Host written into the rtmpUrl handed to egress.
+    #[arg(long, env = "RTMP_HOST", default_value = "localhost")]
+    pub rtmp_host: String,
+    /// Port written into the rtmpUrl [default: the internal port].
+    #[arg(long, env = "RTMP_EXTERNAL_PORT")]
+    pub rtmp_external_port: Option<String>,
+    /// sqlite://PATH or postgres://… [default: sqlite://./data/realtime-core.db]
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+    /// Gladia API key (never logged).
+    #[arg(long, env = "GLADIA_API_KEY", hide_env_values = true)]
+    pub gladia_api_key: Option<String>,
+    /// Base URL of the Gladia Live v2 API.
+    #[arg(long, env = "GLADIA_API_URL", default_value = "https://api.gladia.io")]
+    pub gladia_api_url: String,
+    /// eu-west or us-west, sent as the region query parameter.
+    #[arg(long, env = "GLADIA_REGION")]
+    pub gladia_region: Option<String>,
+    /// gladia or whisper [default: gladia with a key, else whisper]
+    #[arg(long, env = "STT_PROVIDER")]
+    pub stt_provider: Option<String>,
+    /// Audio per chunk sent to the provider, in ms (10-1000).
+    #[arg(long, env = "PCM_CHUNK_SIZE_MS", default_value = "100")]
+    pub pcm_chunk_size_ms: String,
+    /// A partial chunk older than this (ms) is sent anyway (1-10000).
+    #[arg(long, env = "PCM_FLUSH_INTERVAL_MS", default_value = "50")]
+    pub pcm_flush_interval_ms: String,
+    /// WebSocket ping period in ms.
+    #[arg(long, env = "WS_PING_INTERVAL_MS", default_value = "30000")]
+    pub ws_ping_interval_ms: String,
+    /// Unanswered pings in a row before a client is closed.
+    #[arg(long, env = "WS_MAX_MISSED_PONGS", default_value = "3")]
+    pub ws_max_missed_pongs: String,
+    /// Finals waiting for one slow client before it is disconnected.
+    #[arg(long, env = "CLIENT_MAX_QUEUED_FINALS", default_value = "1000")]
+    pub client_max_queued_finals: String,
+    /// Finals per database batch.
+    #[arg(long, env = "TRANSCRIPT_BATCH_SIZE", default_value = "50")]
+    pub transcript_batch_size: String,
+    /// A batch is written at the latest this many ms after its first final.
+    #[arg(long, env = "TRANSCRIPT_BATCH_DELAY_MS", default_value = "2000")]
+    pub transcript_batch_delay_ms: String,
+    /// An active-speaker report older than this (ms) is not used.
+    #[arg(long, env = "ACTIVE_SPEAKER_TTL_MS", default_value = "3000")]
+    pub active_speaker_ttl_ms: String,
+    /// HS256 secret for client tokens.
+    #[arg(long, env = "REALTIME_AUTH_SECRET", hide_env_values = true)]
+    pub realtime_auth_secret: Option<String>,
+    /// When set, publishes need a signed stream key.
+    #[arg(long, env = "RTMP_STREAM_KEY_SECRET", hide_env_values = true)]
+    pub rtmp_stream_key_secret: Option<String>,
+    /// direct or http.
+    #[arg(long, env = "REALTIME_BROADCAST_MODE", default_value = "direct")]
+    pub realtime_broadcast_mode: String,
+    /// Where an ingest-only instance posts transcripts (http mode).
+    #[arg(long, env = "REALTIME_BROADCAST_URL")]
+    pub realtime_broadcast_url: Option<String>,
+    /// Shared secret of the broadcast endpoint.
+    #[arg(long, env = "REALTIME_BROADCAST_SECRET", hide_env_values = true)]
+    pub realtime_broadcast_secret: Option<String>,
+    /// Redis URL for cluster mode.
+    #[arg(long, env = "REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<String>,
+    /// Allow a non-loopback bind without secrets (private networks only).
+    #[arg(long, env = "REALTIME_INSECURE", default_value = "false")]
+    pub realtime_insecure: String,
+    /// Maximum concurrent sessions on this instance.
+    #[arg(long, env = "MAX_SESSIONS", default_value = "500")]
+    pub max_sessions: String,
+    /// Log filter (tracing EnvFilter syntax).
+    #[arg(long, env = "RUST_LOG", default_value = "info")]
+    pub rust_log: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SttProvider {
+    Gladia,
+    Whisper,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub http_host: IpAddr,
+    pub port: u16,
+    pub rtmp_bind: IpAddr,
+    pub rtmp_internal_port: u16,
+    pub rtmp_host: String,
+    pub rtmp_external_port: Option<u16>,
+    pub database_url: String,
+    pub gladia_api_key: Option<String>,
+    pub gladia_api_url: String,
+    pub gladia_region: Option<String>,
+    pub stt_provider: SttProvider,
+    /// Why this provider was chosen, for the start-up line.
+    pub stt_provider_reason: &'static str,
+    pub pcm_chunk_ms: u32,
+    pub pcm_flush_ms: u32,
+    pub ws_ping_interval: Duration,
+    pub ws_max_missed_pongs: u32,
+    pub client_max_queued_finals: usize,
+    pub transcript_batch_size: usize,
+    pub transcript_batch_delay: Duration,
+    pub active_speaker_ttl: Duration,
+    pub realtime_auth_secret: Option<String>,
+    pub rtmp_stream_key_secret: Option<String>,
+    pub broadcast_http: bool,
+    pub realtime_broadcast_url: Option<String>,
+    pub realtime_broadcast_secret: Option<String>,
+    pub redis_url: Option<String>,
+    pub insecure: bool,
+    pub max_sessions: usize,
+    pub rust_log: String,
+}
+
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://./data/realtime-core.db";
+
+/// One line: `VARIABLE="value" is not allowed: what is`.
+#[derive(Debug, thiserror::Error)]
+#[error("{variable}={value:?} is not allowed: {allowed}")]
+pub struct ConfigError {
+    pub variable: &'static str,
+    pub value: String,
+    pub allowed: String,
+}
+
+fn bad(variable: &'static str, value: &str, allowed: impl Into<String>) -> ConfigError {
+    ConfigError {
+        variable,
+        value: value.to_owned(),
+        allowed: allowed.into(),
+    }
+}
+
+fn number<T: std::str::FromStr + PartialOrd + std::fmt::Display + Copy>(
+    variable: &'static str,
+    value: &str,
+    min: T,
+    max: T,
+) -> Result<T, ConfigError> {
+    match value.trim().parse::<T>() {
+        Ok(n) if n >= min && n <= max => Ok(n),
+        _ => Err(bad(
+            variable,
+            value,
+            format!("a whole number from {min} to {max}"),
+        )),
+    }
+}
+
+fn address(variable: &'static str, value: &str) -> Result<IpAddr, ConfigError> {
+    if value == "localhost" {
+        return Ok(IpAddr::V4(Ipv4Addr::LOCALHOST));
+    }
+    value.parse().map_err(|_| {
+        bad(
+            variable,
+            value,
+            "an IP address such as 127.0.0.1 or 0.0.0.0",
+        )
+    })
+}
+
+fn boolean(variable: &'static str, value: &str) -> Result<bool, ConfigError> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" => Ok(true),
+        "false" | "0" | "no" | "" => Ok(false),
+        _ => Err(bad(variable, value, "true or false")),
+    }
+}
+
+fn non_empty(value: Option<String>) -> Option<String> {
+    value.filter(|v| !v.trim().is_empty())
+}
+
+impl Config {
+    pub fn from_cli(cli: Cli) -> Result<Config, ConfigError> {
+        let http_host = address("HTTP_HOST", &cli.http_host)?;
+        let rtmp_bind = address("RTMP_BIND", &cli.rtmp_bind)?;
+        let port = number("PORT", &cli.port, 0u16, u16::MAX)?;
+        let rtmp_internal_port = number(
+            "RTMP_INTERNAL_PORT",
+            &cli.rtmp_internal_port,
+            0u16,
+            u16::MAX,
+        )?;
+        let rtmp_external_port = match non_empty(cli.rtmp_external_port) {
+            Some(v) => Some(number("RTMP_EXTERNAL_PORT", &v, 1u16, u16::MAX)?),
+            None => None,
+        };
+        if cli.rtmp_host.trim().is_empty() || cli.rtmp_host.contains(['/', ' ', '?', '#']) {
+            return Err(bad(
+                "RTMP_HOST",
+                &cli.rtmp_host,
+                "a host name or address, without scheme or path",
+            ));
+        }
+        let database_url =
+            non_empty(cli.database_url).unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned());
+        let db_ok = ["sqlite:", "postgres://", "postgresql://"]
+            .iter()
+            .any(|p| database_url.starts_with(p));
+        if !db_ok {
+            // Never echo the URL: it may carry a password.
+            return Err(bad(
+                "DATABASE_URL",
+                "<hidden>",
+                "a sqlite://PATH or postgres://… URL",
+            ));
+        }
+        let gladia_api_url = cli.gladia_api_url.trim_end_matches('/').to_owned();
+        if !(gladia_api_url.starts_with("http://") || gladia_api_url.starts_with("https://")) {
+            return Err(bad(
+                "GLADIA_API_URL",
+                &cli.gladia_api_url,
+                "an http:// or https:// URL",
+            ));
+        }
+        let gladia_region = match non_empty(cli.gladia_region) {
+            Some(r) if r == "eu-west" || r == "us-west" => Some(r),
+            Some(r) => return Err(bad("GLADIA_REGION", &r, "eu-west or us-west")),
+            None => None,
+        };
+        let gladia_api_key = non_empty(cli.gladia_api_key);
+        let (stt_provider, stt_provider_reason) = match non_empty(cli.stt_provider).as_deref() {
+            Some("gladia") if gladia_api_key.is_none() => {
+                return Err(bad(
+                    "STT_PROVIDER",
+                    "gladia",
+                    "whisper, unless GLADIA_API_KEY is set",
+                ))
+            }
+            Some("gladia") => (SttProvider::Gladia, "STT_PROVIDER=gladia"),
+            Some("whisper") => (SttProvider::Whisper, "STT_PROVIDER=whisper"),
+            Some(other) => return Err(bad("STT_PROVIDER", other, "gladia or whisper")),
+            None if gladia_api_key.is_some() => (SttProvider::Gladia, "GLADIA_API_KEY is set"),
+            None => (SttProvider::Whisper, "no GLADIA_API_KEY"),
+        };
+        let pcm_chunk_ms = number("PCM_CHUNK_SIZE_MS", &cli.pcm_chunk_size_ms, 10u32, 1000)?;
+        let pcm_flush_ms = number(
+            "PCM_FLUSH_INTERVAL_MS",
+            &cli.pcm_flush_interval_ms,
+            1u32,
+            10_000,
+        )?;
+        let ws_ping_interval = Duration::from_millis(number(
+            "WS_PING_INTERVAL_MS",
+            &cli.ws_ping_interval_ms,
+            100u64,
+            3_600_000,
+        )?);
+        let ws_max_missed_pongs =
+            number("WS_MAX_MISSED_PONGS", &cli.ws_max_missed_pongs, 1u32, 1000)?;
+        let client_max_queued_finals = number(
+            "CLIENT_MAX_QUEUED_FINALS",
+            &cli.client_max_queued_finals,
+            1usize,
+            1_000_000,
+        )?;
+        let transcript_batch_size = number(
+            "TRANSCRIPT_BATCH_SIZE",
+            &cli.transcript_batch_size,
+            1usize,
+            10_000,
+        )?;
+        let transcript_batch_delay = Duration::from_millis(number(
+            "TRANSCRIPT_BATCH_DELAY_MS",
+            &cli.transcript_batch_delay_ms,
+            1u64,
+            600_000,
+        )?);
+        let active_speaker_ttl = Duration::from_millis(number(
+            "ACTIVE_SPEAKER_TTL_MS",
+            &cli.active_speaker_ttl_ms,
+            1u64,
+            3_600_000,
+        )?);
+        let broadcast_http = match cli.realtime_broadcast_mode.as_str() {
+            "direct" => false,
+            "http" => true,
+            other => return Err(bad("REALTIME_BROADCAST_MODE", other, "direct or http")),
+        };
+        let realtime_broadcast_url = non_empty(cli.realtime_broadcast_url);
+        if broadcast_http && realtime_broadcast_url.is_none() {
+            return Err(bad(
+                "REALTIME_BROADCAST_URL",
+                "",
+                "a URL when REALTIME_BROADCAST_MODE=http",
+            ));
+        }
+        let insecure = boolean("REALTIME_INSECURE", &cli.realtime_insecure)?;
+        let max_sessions = number("MAX_SESSIONS", &cli.max_sessions, 1usize, 100_000)?;
+        if tracing_subscriber::EnvFilter::try_new(&cli.rust_log).is_err() {
+            return Err(bad(
+                "RUST_LOG",
+                &cli.rust_log,
+                "a tracing filter such as info or realtime_core=debug",
+            ));
+        }
+        let config = Config {
+            http_host,
+            port,
+            rtmp_bind,
+            rtmp_internal_port,
+            rtmp_host: cli.rtmp_host,
+            rtmp_external_port,
+            database_url,
+            gladia_api_key,
+            gladia_api_url,
+            gladia_region,
+            stt_provider,
+            stt_provider_reason,
+            pcm_chunk_ms,
+            pcm_flush_ms,
+            ws_ping_interval,
+            ws_max_missed_pongs,
+            client_max_queued_finals,
+            transcript_batch_size,
+            transcript_batch_delay,
+            active_speaker_ttl,
+            realtime_auth_secret: non_empty(cli.realtime_auth_secret),
+            rtmp_stream_key_secret: non_empty(cli.rtmp_stream_key_secret),
+            broadcast_http,
+            realtime_broadcast_url,
+            realtime_broadcast_secret: non_empty(cli.realtime_broadcast_secret),
+            redis_url: non_empty(cli.redis_url),
+            insecure,
+            max_sessions,
+            rust_log: cli.rust_log,
+        };
+        config.check_exposure()?;
+        Ok(config)
+    }
+
+    /// SPEC §5: bound beyond loopback, the service needs its secrets unless told it is private.
+    fn check_exposure(&self) -> Result<(), ConfigError> {
+        if self.insecure {
+            return Ok(());
+        }
+        if !self.http_host.is_loopback() && self.realtime_auth_secret.is_none() {
+            return Err(bad(
+                "HTTP_HOST",
+                &self.http_host.to_string(),
+                "a loopback address unless REALTIME_AUTH_SECRET is set (or REALTIME_INSECURE=true on a private network)",
+            ));
+        }
+        if !self.rtmp_bind.is_loopback() && self.rtmp_stream_key_secret.is_none() {
+            return Err(bad(
+                "RTMP_BIND",
+                &self.rtmp_bind.to_string(),
+                "a loopback address unless RTMP_STREAM_KEY_SECRET is set (or REALTIME_INSECURE=true on a private network)",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The `rtmp://host:port/live/` prefix handed to egress, given the bound RTMP port.
+    pub fn rtmp_url_base(&self, bound_rtmp_port: u16) -> String {
+        let port = self.rtmp_external_port.unwrap_or(bound_rtmp_port);
+        format!("rtmp://{}:{}/live/", self.rtmp_host, port)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Config, ConfigError> {
+        let mut argv = vec!["realtime-core"];
+        argv.extend_from_slice(args);
+        Config::from_cli(Cli::try_parse_from(argv).expect("clap accepts the flags"))
+    }
+
+    #[test]
+    fn defaults_are_valid_and_local() {
+        let c = parse(&[]).unwrap();
+        assert!(c.http_host.is_loopback());
+        assert_eq!(c.port, 8080);
+        assert_eq!(c.pcm_chunk_ms, 100);
+        assert_eq!(c.database_url, DEFAULT_DATABASE_URL);
+    }
+
+    #[test]
+    fn bad_values_name_the_variable() {
+        let e = parse(&["--port", "http"]).unwrap_err().to_string();
+        assert!(e.starts_with("PORT=\"http\""), "{e}");
+        let e = parse(&["--gladia-region", "mars"]).unwrap_err().to_string();
+        assert!(
+            e.contains("GLADIA_REGION") && e.contains("eu-west or us-west"),
+            "{e}"
+        );
+        let e = parse(&["--pcm-chunk-size-ms", "0"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("PCM_CHUNK_SIZE_MS"), "{e}");
+        assert!(!e.contains('\n'));
+    }
+
+    #[test]
+    fn public_bind_needs_secrets() {
+        let e = parse(&["--http-host", "0.0.0.0"]).unwrap_err().to_string();
+        assert!(e.contains("REALTIME_AUTH_SECRET"), "{e}");
+        assert!(parse(&["--http-host", "0.0.0.0", "--realtime-insecure", "true"]).is_ok());
+    }
+
+    #[test]
+    fn database_url_is_never_echoed() {
+        let e = parse(&["--database-url", "mysql://user:hunter2@db/x"])
+            .unwrap_err()
+            .to_string();
+        assert!(!e.contains("hunter2"), "{e}");
+    }
+}

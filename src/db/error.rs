@@ -1,0 +1,41 @@
+//! Errors of the storage layer. Every message is already free of credentials: URLs are shown
+//! redacted and driver messages are scrubbed (see [`super::redact`]).
+
+use std::path::PathBuf;
+
+use ::actors::persistence::StorageError;
+
+/// Why storage could not be set up (connection, configuration, migrations).
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error(
+        "DATABASE_URL {url:?} is not supported: use postgres://…, postgresql://…, sqlite://PATH, \
+         sqlite:PATH or a plain file path"
+    )]
+    UnsupportedUrl { url: String },
+
+    #[error("cannot create the directory {path:?} for the SQLite database: {error}")]
+    CreateDir {
+        path: PathBuf,
+        error: std::io::Error,
+    },
+
+    #[error("cannot connect to {backend} at {target}: {message}")]
+    Connect {
+        backend: &'static str,
+        target: String,
+        message: String,
+    },
+
+    #[error("cannot configure the SQLite connection to {target}: {message}")]
+    Configure { target: String, message: String },
+
+    #[error("database migrations failed on {target}: {message}")]
+    Migration { target: String, message: String },
+}
+
+impl From<DbError> for StorageError {
+    fn from(error: DbError) -> Self {
+        StorageError(error.to_string())
+    }
+}

@@ -1,0 +1,59 @@
+//! Counters of the storage layer, shared by the batcher and the executor threads, read by
+//! the metrics endpoint (SPEC §7: "database batch sizes and errors").
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Live counters. Relaxed atomics: each value is an independent tally, read for display.
+#[derive(Debug, Default)]
+pub struct StorageMetrics {
+    /// Batches committed by the batcher.
+    pub batches_written: AtomicU64,
+    /// Finals committed (counted per queued final, duplicates included).
+    pub finals_written: AtomicU64,
+    /// Multi-row `INSERT … ON CONFLICT` statements executed for committed batches.
+    pub insert_statements: AtomicU64,
+    /// Failed batch writes (each retry that fails counts once).
+    pub write_errors: AtomicU64,
+    /// Finals waiting in memory, including the batch being written.
+    pub queue_len: AtomicU64,
+    /// Finals refused because the in-memory queue was full (lost; see the batcher).
+    pub finals_overflowed: AtomicU64,
+    /// Finals the database refused for good (a constraint violation, e.g. a `seq` already
+    /// used by another utterance), logged and skipped so they cannot block the queue.
+    pub finals_rejected: AtomicU64,
+}
+
+/// A point-in-time copy of [`StorageMetrics`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StorageMetricsSnapshot {
+    pub batches_written: u64,
+    pub finals_written: u64,
+    pub insert_statements: u64,
+    pub write_errors: u64,
+    pub queue_len: u64,
+    pub finals_overflowed: u64,
+    pub finals_rejected: u64,
+}
+
+impl StorageMetrics {
+    pub fn snapshot(&self) -> StorageMetricsSnapshot {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        StorageMetricsSnapshot {
+            batches_written: get(&self.batches_written),
+            finals_written: get(&self.finals_written),
+            insert_statements: get(&self.insert_statements),
+            write_errors: get(&self.write_errors),
+            queue_len: get(&self.queue_len),
+            finals_overflowed: get(&self.finals_overflowed),
+            finals_rejected: get(&self.finals_rejected),
+        }
+    }
+
+    pub(crate) fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub(crate) fn set(counter: &AtomicU64, n: u64) {
+        counter.store(n, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,29 @@
+//! Storage (diesel): finals, session states and AI locks in SQLite or PostgreSQL.
+//!
+//! - [`connection`]: `DATABASE_URL` → [`DbConnection`] (PostgreSQL or SQLite), migrations.
+//! - [`executor`]: [`DbExecutor`], the synchronous actor that runs every query.
+//! - [`batcher`]: [`TranscriptBatcher`], the async actor that groups finals into batches and
+//!   retries through database outages.
+//! - [`start_storage`] wires both and returns the [`Storage`](actors::persistence::Storage)
+//!   recipients the actor tree uses.
+
+pub mod batcher;
+pub mod connection;
+pub mod error;
+pub mod executor;
+pub mod metrics;
+pub mod models;
+pub mod redact;
+pub mod schema;
+mod start;
+
+pub use batcher::{BatcherConfig, Flush, TranscriptBatcher};
+pub use connection::{establish, run_migrations, DatabaseTarget, DbConnection};
+pub use error::DbError;
+pub use executor::{DbExecutor, Ping, WriteFinals};
+pub use metrics::{StorageMetrics, StorageMetricsSnapshot};
+pub use redact::redact_url;
+pub use start::{start_storage, start_storage_with, StorageHandles};
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,18 @@
+//! realtime-core: live meeting audio over RTMP in, live transcripts over WebSocket out.
+//!
+//! The service crate. Its neighbours: `pipelines` (media: FLV, AAC, GStreamer decode, PCM
+//! chunks) and `actors` (the actor tree: registry, supervisor, ingest, provider, broadcast,
+//! clients). Here:
+//! - `config`: SPEC §2 settings, validated to one-line errors.
+//! - `rtmp`: the RTMP listener (rml_rtmp, one isolated task per connection).
+//! - `http`: HTTP API and the WebSocket upgrade.
+//! - `db`: diesel storage (SQLite or PostgreSQL), batched writes off the async arbiters.
+//! - `app`: wiring it all together; `main.rs` only parses, logs and runs.
+//!
+//! docs/ARCHITECTURE.md walks one audio chunk and one final transcript through the code.
+
+pub mod app;
+pub mod config;
+pub mod db;
+pub mod http;
+pub mod rtmp;
