@@ -80,6 +80,8 @@ pub struct TranscriptBatcher {
     flush_waiters: Vec<(u64, oneshot::Sender<Result<(), StorageError>>)>,
     /// When the current run of failed writes began, to log the outage's end.
     failing_since: Option<Instant>,
+    /// Finals lost to a full queue, to rate-limit the log line.
+    overflowed: u64,
 }
 
 impl TranscriptBatcher {
@@ -107,6 +109,7 @@ impl TranscriptBatcher {
             written: 0,
             flush_waiters: Vec::new(),
             failing_since: None,
+            overflowed: 0,
         }
     }
 
@@ -114,17 +117,14 @@ impl TranscriptBatcher {
         if self.queue.len() >= self.config.max_queued {
             // TODO(issue 4): spill to a local append-only file here instead of dropping, and
             // replay it once the database is back. Until then a full queue loses the final.
-            let lost = self
-                .metrics
-                .finals_overflowed
-                .load(std::sync::atomic::Ordering::Relaxed);
+            self.overflowed += 1;
             StorageMetrics::add(&self.metrics.finals_overflowed, 1);
-            if lost % OVERFLOW_LOG_EVERY == 0 {
+            if (self.overflowed - 1).is_multiple_of(OVERFLOW_LOG_EVERY) {
                 error!(
                     session = %record.session_slug,
                     seq = record.seq,
                     max_queued = self.config.max_queued,
-                    lost_so_far = lost + 1,
+                    lost_so_far = self.overflowed,
                     "transcript queue full while the database is unavailable; final not persisted"
                 );
             }

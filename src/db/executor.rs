@@ -49,6 +49,7 @@ macro_rules! with_backend {
         }
     };
 }
+pub(super) use with_backend;
 
 /// A synchronous actor owning one database connection.
 ///
@@ -95,7 +96,7 @@ impl DbExecutor {
     /// Runs `op` on the connection. A connection found closed (PostgreSQL restarted while we
     /// were idle) is replaced and `op` tried once more, so readers do not see a spurious error;
     /// every operation here is a read or an idempotent upsert, so a second try is safe.
-    fn run<T>(
+    pub(super) fn run<T>(
         &mut self,
         context: &str,
         mut op: impl FnMut(&mut DbConnection) -> QueryResult<T>,

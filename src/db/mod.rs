@@ -4,9 +4,11 @@
 //! - [`executor`]: [`DbExecutor`], the synchronous actor that runs every query.
 //! - [`batcher`]: [`TranscriptBatcher`], the async actor that groups finals into batches and
 //!   retries through database outages.
+//! - [`ai_lock`]: the per-meeting AI coordinator lock (`AcquireAiLock`, `ReleaseAiLock`).
 //! - [`start_storage`] wires both and returns the [`Storage`](actors::persistence::Storage)
 //!   recipients the actor tree uses.
 
+pub mod ai_lock;
 pub mod batcher;
 pub mod connection;
 pub mod error;
@@ -17,6 +19,7 @@ pub mod redact;
 pub mod schema;
 mod start;
 
+pub use ai_lock::{AcquireAiLock, AiLockState, ReleaseAiLock};
 pub use batcher::{BatcherConfig, Flush, TranscriptBatcher};
 pub use connection::{establish, run_migrations, DatabaseTarget, DbConnection};
 pub use error::DbError;

@@ -198,7 +198,7 @@ fn with_database(admin_url: &str, name: &str) -> String {
 
 /// Declares the same scenario as a SQLite test and a PostgreSQL test.
 macro_rules! on_both_backends {
-    ($scenario:ident, $sqlite_test:ident, $pg_test:ident) => {
+    ($scenario:ident, $sqlite_test:ident, $pg_test:ident $(,)?) => {
         #[actix_rt::test]
         async fn $sqlite_test() {
             let dir = TempDir::new();
@@ -494,7 +494,14 @@ async fn sqlite_read_only_file_delays_but_keeps_batch() {
         "batch must stay queued: {m:?}"
     );
 
-    set_mode(&path, 0o644);
+    // SQLite creates the -wal and -shm files of a read-only database read-only too, so the
+    // repair is the operator's `chmod 644 data/rt.db*`, not the main file alone.
+    for suffix in ["", "-wal", "-shm"] {
+        let file = PathBuf::from(format!("{}{suffix}", path.display()));
+        if file.exists() {
+            set_mode(&file, 0o644);
+        }
+    }
     flush(&handles).await;
     assert_eq!(load_all(&handles, "readonly").await, sent);
     let m = handles.metrics.snapshot();
@@ -555,10 +562,13 @@ fn test_database_url_keeps_credentials_and_options() {
 // ---------------------------------------------------------------------------------------
 // The batcher alone, against a scripted writer
 
+/// The seqs of every batch a [`ScriptedWriter`] received, in order.
+type Received = Arc<Mutex<Vec<Vec<i64>>>>;
+
 /// Records every batch it receives; fails while `failures_left` > 0.
 struct ScriptedWriter {
     failures_left: Arc<AtomicUsize>,
-    received: Arc<Mutex<Vec<Vec<i64>>>>,
+    received: Received,
 }
 
 impl Actor for ScriptedWriter {
@@ -582,13 +592,7 @@ impl Handler<WriteFinals> for ScriptedWriter {
     }
 }
 
-fn scripted(
-    failures: usize,
-) -> (
-    Recipient<WriteFinals>,
-    Arc<Mutex<Vec<Vec<i64>>>>,
-    Arc<AtomicUsize>,
-) {
+fn scripted(failures: usize) -> (Recipient<WriteFinals>, Received, Arc<AtomicUsize>) {
     let received = Arc::new(Mutex::new(Vec::new()));
     let failures_left = Arc::new(AtomicUsize::new(failures));
     let writer = ScriptedWriter {
@@ -684,3 +688,69 @@ async fn flush_with_nothing_queued_returns_at_once() {
         .expect("flush");
     assert!(received.lock().map(|r| r.is_empty()).unwrap_or(false));
 }
+
+async fn ai_lock_is_exclusive_and_expires(url: &str) {
+    let handles = start_storage(url, 50, Duration::from_secs(2)).expect("start_storage");
+    let acquire = |holder: &str, ttl_ms: i64| {
+        handles.writer.send(AcquireAiLock {
+            session_slug: "s".to_owned(),
+            holder: holder.to_owned(),
+            ttl_ms,
+        })
+    };
+    let release = |holder: &str| {
+        handles.writer.send(ReleaseAiLock {
+            session_slug: "s".to_owned(),
+            holder: holder.to_owned(),
+        })
+    };
+    let a = within("acquire", acquire("a", 60_000))
+        .await
+        .expect("mailbox")
+        .expect("acquire");
+    assert!(a.acquired && a.holder == "a", "{a:?}");
+    let b = within("acquire", acquire("b", 60_000))
+        .await
+        .expect("mailbox")
+        .expect("acquire");
+    assert_eq!(
+        b,
+        AiLockState {
+            acquired: false,
+            holder: "a".to_owned(),
+            locked_until_ms: a.locked_until_ms
+        }
+    );
+    let renewed = within("renew", acquire("a", 120_000))
+        .await
+        .expect("mailbox")
+        .expect("renew");
+    assert!(
+        renewed.acquired && renewed.locked_until_ms > a.locked_until_ms,
+        "{renewed:?}"
+    );
+    assert!(!within("release", release("b"))
+        .await
+        .expect("mailbox")
+        .expect("release"));
+    assert!(within("release", release("a"))
+        .await
+        .expect("mailbox")
+        .expect("release"));
+    // A lock that has run out is taken over without a release.
+    let short = within("acquire", acquire("b", 0))
+        .await
+        .expect("mailbox")
+        .expect("acquire");
+    assert!(short.acquired, "{short:?}");
+    let c = within("acquire", acquire("c", 60_000))
+        .await
+        .expect("mailbox")
+        .expect("acquire");
+    assert!(c.acquired && c.holder == "c", "{c:?}");
+}
+on_both_backends!(
+    ai_lock_is_exclusive_and_expires,
+    sqlite_ai_lock_is_exclusive_and_expires,
+    pg_ai_lock_is_exclusive_and_expires
+);
