@@ -17,8 +17,7 @@ use rml_rtmp::handshake::{Handshake, HandshakeError, HandshakeProcessResult, Pee
 use rml_rtmp::sessions::{
     ServerSession, ServerSessionConfig, ServerSessionError, ServerSessionEvent, ServerSessionResult,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc::UnboundedSender;
 use tokio::time::Instant;
 
@@ -39,6 +38,15 @@ const MAX_BYTES_BEFORE_PUBLISH: u64 = 1024 * 1024;
 
 /// A peer that does not take our (small) control responses within this time is stuck or hostile.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A connection past the handshake that has not started publishing by then is closed. Real
+/// clients publish within a second; this keeps idle sockets from piling up (each holds a task
+/// and a 64 KiB buffer).
+const PUBLISH_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A publishing connection silent for this long is dead (an encoder always sends audio, silence
+/// included; egress itself gives up after 30 s without progress and reconnects).
+const PUBLISHING_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// After the connection is doomed, how long we still try to deliver the last packets (a refusal
 /// `onStatus`, a connect `_error`) before dropping the socket.
@@ -78,6 +86,10 @@ pub(crate) enum Close {
     PeerClosed,
     #[error("handshake not finished within {0:?}")]
     HandshakeTimeout(Duration),
+    #[error("no publish within {0:?}")]
+    NoPublish(Duration),
+    #[error("nothing received for {0:?} while publishing")]
+    Idle(Duration),
     #[error("handshake failed: {0}")]
     Handshake(#[from] HandshakeError),
     #[error("read failed: {0}")]
@@ -122,7 +134,7 @@ impl Close {
 }
 
 /// What a finished connection did; sent to the optional observer (tests use it to know a
-/// connection task is over without sleeping). Only tests read the fields so far.
+/// connection task is over without sleeping; `fuzz_entry` to report how a connection ended).
 #[cfg_attr(not(test), allow(dead_code))]
 #[derive(Debug, Clone)]
 pub(crate) struct ConnectionOutcome {
@@ -132,11 +144,13 @@ pub(crate) struct ConnectionOutcome {
     pub detach_reasons: Vec<String>,
 }
 
-struct Connection {
+/// Generic over the byte stream only so the fuzz entry point can drive the very same code from
+/// memory (`fuzz_entry`); the listener always uses a `TcpStream`.
+struct Connection<S> {
     peer: SocketAddr,
     /// `peer` rendered once, for logs and `AttachPublisher`.
     peer_label: String,
-    socket: TcpStream,
+    socket: S,
     config: Arc<RtmpConfig>,
     sessions: Recipient<AttachPublisher>,
     state: State,
@@ -151,13 +165,15 @@ struct Connection {
     /// Outbound bytes, appended in the order the session produced them, written by `flush`.
     out: Vec<u8>,
     bytes_before_publish: u64,
+    /// When the connection last entered a non-publishing state after the handshake.
+    unpublished_since: Instant,
     video_bytes: u64,
     detach_reasons: Vec<String>,
 }
 
 /// Runs one connection to its end. Never panics on peer input; logs one line when it closes.
-pub(crate) async fn handle_connection(
-    socket: TcpStream,
+pub(crate) async fn handle_connection<S: AsyncRead + AsyncWrite + Unpin>(
+    socket: S,
     peer: SocketAddr,
     config: Arc<RtmpConfig>,
     sessions: Recipient<AttachPublisher>,
@@ -185,9 +201,9 @@ pub(crate) async fn handle_connection(
     }
 }
 
-impl Connection {
+impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     fn new(
-        socket: TcpStream,
+        socket: S,
         peer: SocketAddr,
         config: Arc<RtmpConfig>,
         sessions: Recipient<AttachPublisher>,
@@ -217,6 +233,7 @@ impl Connection {
             publish_stream_id: 0,
             out: Vec::new(),
             bytes_before_publish: 0,
+            unpublished_since: Instant::now(),
             video_bytes: 0,
             detach_reasons: Vec::new(),
         })
@@ -227,15 +244,25 @@ impl Connection {
         let mut buffer = vec![0_u8; READ_BUFFER_SIZE];
         let handshake_deadline = Instant::now() + self.config.handshake_timeout;
         loop {
-            let read = self.socket.read(&mut buffer);
-            let read = if matches!(self.state, State::Handshaking(_)) {
-                tokio::time::timeout_at(handshake_deadline, read)
-                    .await
-                    .map_err(|_| Close::HandshakeTimeout(self.config.handshake_timeout))?
-            } else {
-                read.await
+            // Every state bounds how long a read may wait; only the bound differs.
+            let (deadline, expired) = match self.state {
+                State::Handshaking(_) => (
+                    handshake_deadline,
+                    Close::HandshakeTimeout(self.config.handshake_timeout),
+                ),
+                State::AwaitingConnect | State::Connected => (
+                    self.unpublished_since + PUBLISH_TIMEOUT,
+                    Close::NoPublish(PUBLISH_TIMEOUT),
+                ),
+                State::Publishing(_) => (
+                    Instant::now() + PUBLISHING_IDLE_TIMEOUT,
+                    Close::Idle(PUBLISHING_IDLE_TIMEOUT),
+                ),
             };
-            let n = read.map_err(Close::Read)?;
+            let n = tokio::time::timeout_at(deadline, self.socket.read(&mut buffer))
+                .await
+                .map_err(|_| expired)?
+                .map_err(Close::Read)?;
             if n == 0 {
                 return Err(Close::PeerClosed);
             }
@@ -265,6 +292,7 @@ impl Connection {
                 self.out.extend_from_slice(&response_bytes);
                 self.out.append(&mut self.initial_packets);
                 self.state = State::AwaitingConnect;
+                self.unpublished_since = Instant::now();
                 tracing::debug!(peer = %self.peer, "rtmp handshake complete");
                 // librtmp pipelines C2 and `connect` in one write: those bytes are already
                 // RTMP chunks and belong to the session.
@@ -477,6 +505,7 @@ impl Connection {
         }
         if let State::Publishing(publication) = std::mem::replace(&mut self.state, State::Connected)
         {
+            self.unpublished_since = Instant::now();
             tracing::info!(
                 peer = %self.peer,
                 slug = %publication.slug,

@@ -15,6 +15,8 @@
 //! The contract is SPEC.md §3; the rml_rtmp sharp edges are in DESIGN.md.
 
 mod connection;
+/// One connection driven from memory, for the fuzz targets and proptests (unused by the service).
+pub mod fuzz_entry;
 mod isolation;
 pub mod listener;
 mod publication;
@@ -40,15 +42,22 @@ pub struct RtmpConfig {
     /// Turns a stream key into a session slug, or refuses it. Keys may be signed secrets, so
     /// only the slug it returns is ever logged.
     pub stream_key_validator: StreamKeyValidator,
+    /// Concurrent connections accepted from one peer IP; more are refused at accept, with a log
+    /// line. Bounds what one host can hold open (each connection is a task, a 64 KiB buffer and
+    /// two chunk parsers). An egress node publishes one connection per room it records, so this
+    /// is per node, not per meeting: raise it for nodes that record more rooms at once.
+    pub max_connections_per_peer: usize,
 }
 
 impl Default for RtmpConfig {
-    /// App `live`, 10 s handshake timeout, and the development key scheme (key = slug).
+    /// App `live`, 10 s handshake timeout, the development key scheme (key = slug), and at most
+    /// 16 concurrent connections per peer IP.
     fn default() -> Self {
         Self {
             app_name: "live".to_string(),
             handshake_timeout: Duration::from_secs(10),
             stream_key_validator: Arc::new(identity_stream_key),
+            max_connections_per_peer: 16,
         }
     }
 }
@@ -58,6 +67,7 @@ impl std::fmt::Debug for RtmpConfig {
         f.debug_struct("RtmpConfig")
             .field("app_name", &self.app_name)
             .field("handshake_timeout", &self.handshake_timeout)
+            .field("max_connections_per_peer", &self.max_connections_per_peer)
             .finish_non_exhaustive()
     }
 }
