@@ -1,0 +1,64 @@
+//! Why a call was refused, and how that is told to the caller (SPEC §4.1: `{"error", "message"}`).
+
+use actix_web::http::{header, StatusCode};
+use actix_web::{HttpResponse, ResponseError};
+
+/// A refused call. Messages say what is wrong with the token, never what the token was.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    /// No token at all (401 `missing_token`).
+    #[error("a token is required: send `Authorization: Bearer <token>` (or `?token=` on the WebSocket upgrade)")]
+    MissingToken,
+    /// Not a JWT we can read: bad shape, wrong algorithm, a required claim missing or of the
+    /// wrong type (401 `malformed_token`).
+    #[error("the token is malformed: {0}")]
+    Malformed(&'static str),
+    /// Well-formed, but not signed with `REALTIME_AUTH_SECRET` (401 `bad_signature`).
+    #[error("the token's signature is not valid")]
+    BadSignature,
+    /// `exp` is in the past (401 `token_expired`).
+    #[error("the token has expired")]
+    Expired,
+    /// A valid token whose `sessions` claim does not list this session (403 `session_forbidden`).
+    #[error("the token does not grant access to session {0:?}")]
+    NotValidForSession(String),
+}
+
+impl AuthError {
+    /// The machine-readable `error` field.
+    pub fn code(&self) -> &'static str {
+        match self {
+            AuthError::MissingToken => "missing_token",
+            AuthError::Malformed(_) => "malformed_token",
+            AuthError::BadSignature => "bad_signature",
+            AuthError::Expired => "token_expired",
+            AuthError::NotValidForSession(_) => "session_forbidden",
+        }
+    }
+}
+
+impl ResponseError for AuthError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            AuthError::NotValidForSession(_) => StatusCode::FORBIDDEN,
+            _ => StatusCode::UNAUTHORIZED,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let mut response =
+            crate::http::json_error(self.status_code(), self.code(), self.to_string());
+        if self.status_code() == StatusCode::UNAUTHORIZED {
+            // RFC 6750 §3: a 401 names the scheme the caller should use.
+            let challenge = match self {
+                AuthError::MissingToken => r#"Bearer realm="realtime-core""#,
+                _ => r#"Bearer realm="realtime-core", error="invalid_token""#,
+            };
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static(challenge),
+            );
+        }
+        response
+    }
+}

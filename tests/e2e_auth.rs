@@ -1,0 +1,572 @@
+//! SPEC §5 and §3 end to end, against the real binary: client tokens on the WebSocket upgrade
+//! and on the HTTP API (the auth matrix), anonymous access on loopback, the refusal to start on
+//! a public bind without a secret, and signed RTMP stream keys with real publishers (FFmpeg and
+//! GStreamer `rtmp2sink`) and the mock provider.
+
+mod support;
+
+use std::process::Command;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use futures_util::StreamExt as _;
+use hmac::{Hmac, Mac};
+use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
+use mock_gladia::{MockConfig, MockGladia};
+use serde_json::{json, Value};
+use sha2::Sha256;
+use support::*;
+
+const AUTH_SECRET: &str = "e2e-auth-secret-0123456789";
+const KEY_SECRET: &str = "e2e-stream-key-secret-9876543210";
+const GLADIA_KEY: &str = "e2e-test-key";
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs()
+}
+
+/// A token as the product's back end would mint it.
+fn token(secret: &str, exp: u64, sessions: Value) -> String {
+    encode(
+        &Header::new(Algorithm::HS256),
+        &json!({ "sub": "user-17", "exp": exp, "sessions": sessions }),
+        &EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .expect("encode token")
+}
+
+fn valid_for(sessions: Value) -> String {
+    token(AUTH_SECRET, now() + 600, sessions)
+}
+
+/// An HTTP call; `(status, JSON body or null, WWW-Authenticate)`.
+async fn call(
+    service: &Service,
+    method: &str,
+    path: &str,
+    bearer: Option<&str>,
+) -> (u16, Value, Option<String>) {
+    let client = awc::Client::new();
+    let mut request = match method {
+        "GET" => client.get(service.url(path)),
+        "POST" => client.post(service.url(path)),
+        "DELETE" => client.delete(service.url(path)),
+        other => panic!("method {other}"),
+    };
+    if let Some(token) = bearer {
+        request = request.bearer_auth(token);
+    }
+    let mut response = request.send().await.expect("http call");
+    let challenge = response
+        .headers()
+        .get("www-authenticate")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let body = response.json::<Value>().await.unwrap_or(Value::Null);
+    (response.status().as_u16(), body, challenge)
+}
+
+/// A WebSocket upgrade request sent as plain HTTP, so a refusal's status and JSON body can be
+/// read (a WebSocket client only reports "not 101").
+async fn upgrade(service: &Service, query: &str, bearer: Option<&str>) -> (u16, Value) {
+    let mut request = awc::Client::new()
+        .get(service.url(&format!("/api/realtime/transcribe?{query}")))
+        .insert_header(("Connection", "Upgrade"))
+        .insert_header(("Upgrade", "websocket"))
+        .insert_header(("Sec-WebSocket-Version", "13"))
+        .insert_header(("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="));
+    if let Some(token) = bearer {
+        request = request.bearer_auth(token);
+    }
+    let mut response = request.send().await.expect("upgrade request");
+    let status = response.status().as_u16();
+    let body = if status == 101 {
+        Value::Null
+    } else {
+        response.json::<Value>().await.unwrap_or(Value::Null)
+    };
+    (status, body)
+}
+
+fn assert_refusal(what: &str, got: (u16, &Value), status: u16, code: &str, secrets: &[&str]) {
+    assert_eq!(got.0, status, "{what}: status; body {}", got.1);
+    assert_eq!(got.1["error"], code, "{what}: body {}", got.1);
+    let message = got.1["message"].as_str().unwrap_or_default();
+    assert!(!message.is_empty(), "{what}: no message: {}", got.1);
+    for secret in secrets {
+        assert!(
+            !got.1.to_string().contains(secret),
+            "{what}: body echoes a secret"
+        );
+    }
+}
+
+/// Waits for the first WebSocket message of `type`.
+async fn wait_for_type(client: &WsClient, kind: &str) -> Value {
+    let found = client
+        .wait_until(Duration::from_secs(10), |m| {
+            m.iter().any(|m| m["type"] == kind)
+        })
+        .await;
+    assert!(found, "no {kind:?} message; got {:?}", client.snapshot());
+    client
+        .snapshot()
+        .into_iter()
+        .find(|m| m["type"] == kind)
+        .expect("message present")
+}
+
+/// Every refusal of SPEC §4.1/§5, on the upgrade and on `/api` routes, with its status and body.
+#[actix_rt::test]
+async fn auth_matrix_refuses_with_documented_status_and_body() {
+    let _serial = SERIAL.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let service = Service::start(&[
+        ("REALTIME_AUTH_SECRET", AUTH_SECRET.to_owned()),
+        (
+            "DATABASE_URL",
+            format!("sqlite://{}/auth.db", dir.path().display()),
+        ),
+    ]);
+
+    let expired = token(AUTH_SECRET, now() - 3600, json!(["weekly"]));
+    let other_session = valid_for(json!(["other"]));
+    let bad_signature = token("not-the-secret", now() + 600, json!(["weekly"]));
+    let malformed = "this-is-not-a-jwt".to_owned();
+    let secrets = [
+        AUTH_SECRET,
+        expired.as_str(),
+        other_session.as_str(),
+        bad_signature.as_str(),
+    ];
+    let cases: [(&str, Option<&str>, u16, &str); 5] = [
+        ("no token", None, 401, "missing_token"),
+        ("expired token", Some(&expired), 401, "token_expired"),
+        (
+            "token for another session",
+            Some(&other_session),
+            403,
+            "session_forbidden",
+        ),
+        ("bad signature", Some(&bad_signature), 401, "bad_signature"),
+        ("malformed token", Some(&malformed), 401, "malformed_token"),
+    ];
+
+    for (what, token, status, code) in cases {
+        // WebSocket, token in the query (what browsers do).
+        let query = match token {
+            Some(t) => format!("sessionSlug=weekly&token={t}"),
+            None => "sessionSlug=weekly".to_owned(),
+        };
+        let (got, body) = upgrade(&service, &query, None).await;
+        assert_refusal(
+            &format!("ws ?token, {what}"),
+            (got, &body),
+            status,
+            code,
+            &secrets,
+        );
+        // WebSocket, bearer header.
+        let (got, body) = upgrade(&service, "sessionSlug=weekly", token).await;
+        assert_refusal(
+            &format!("ws bearer, {what}"),
+            (got, &body),
+            status,
+            code,
+            &secrets,
+        );
+        // HTTP routes with a slug, read and write.
+        for (method, path) in [
+            ("GET", "/api/sessions/weekly"),
+            ("POST", "/api/sessions/weekly/transcription"),
+            ("GET", "/api/sessions/weekly/transcripts"),
+        ] {
+            let (got, body, challenge) = call(&service, method, path, token).await;
+            assert_refusal(
+                &format!("{method} {path}, {what}"),
+                (got, &body),
+                status,
+                code,
+                &secrets,
+            );
+            if status == 401 {
+                assert!(
+                    challenge.is_some_and(|c| c.starts_with("Bearer")),
+                    "{method} {path}: a 401 names the Bearer scheme"
+                );
+            }
+        }
+    }
+    // The list has no slug: only the token itself is judged.
+    let (got, body, _) = call(&service, "GET", "/api/sessions", None).await;
+    assert_refusal(
+        "GET /api/sessions, no token",
+        (got, &body),
+        401,
+        "missing_token",
+        &secrets,
+    );
+    let (got, body, _) = call(&service, "GET", "/api/sessions", Some(&expired)).await;
+    assert_refusal(
+        "GET /api/sessions, expired",
+        (got, &body),
+        401,
+        "token_expired",
+        &secrets,
+    );
+
+    // A valid token still needs the slug (400, as without auth).
+    let weekly = valid_for(json!(["weekly"]));
+    let (got, body) = upgrade(&service, &format!("token={weekly}"), None).await;
+    assert_refusal(
+        "ws without slug",
+        (got, &body),
+        400,
+        "missing_session_slug",
+        &[&weekly],
+    );
+
+    // Health stays open for probes.
+    let (got, _, _) = call(&service, "GET", "/healthz", None).await;
+    assert_eq!(got, 200);
+
+    // Nothing secret reached the log.
+    let log = service.log();
+    for secret in secrets.iter().chain([&weekly.as_str()]) {
+        assert!(
+            !log.contains(secret),
+            "the log contains a token or the secret"
+        );
+    }
+}
+
+/// A valid token opens the WebSocket (query or bearer) and the HTTP routes, and scopes them:
+/// the socket cannot subscribe elsewhere, and the session list shows only its sessions.
+#[actix_rt::test]
+async fn valid_tokens_work_and_are_scoped_to_their_sessions() {
+    let _serial = SERIAL.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let service = Service::start(&[
+        ("REALTIME_AUTH_SECRET", AUTH_SECRET.to_owned()),
+        (
+            "DATABASE_URL",
+            format!("sqlite://{}/auth.db", dir.path().display()),
+        ),
+    ]);
+    let weekly = valid_for(json!(["weekly"]));
+    let service_token = valid_for(json!("*"));
+
+    // HTTP with the session token, and with a service token on another session.
+    let (status, body, _) = call(
+        &service,
+        "POST",
+        "/api/sessions/weekly/transcription",
+        Some(&weekly),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["sessionSlug"], "weekly");
+    let (status, body, _) = call(
+        &service,
+        "POST",
+        "/api/sessions/other/transcription",
+        Some(&service_token),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body, _) = call(&service, "GET", "/api/sessions/weekly", Some(&weekly)).await;
+    assert_eq!(status, 200, "{body}");
+
+    // The list: the session token sees its session only, the service token sees both.
+    let slugs = |body: &Value| -> Vec<String> {
+        body["sessions"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|s| s["sessionSlug"].as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let (status, body, _) = call(&service, "GET", "/api/sessions", Some(&weekly)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(slugs(&body), ["weekly"]);
+    let (_, body, _) = call(&service, "GET", "/api/sessions", Some(&service_token)).await;
+    assert_eq!(slugs(&body), ["other", "weekly"]);
+
+    // WebSocket with ?token=: it works, and the socket is bound to the token's sessions.
+    let client = WsClient::connect(&service, &format!("sessionSlug=weekly&token={weekly}")).await;
+    client.send(json!({"type": "start_transcription", "sessionSlug": "weekly"}));
+    let started = wait_for_type(&client, "transcription_started").await;
+    assert_eq!(started["sessionSlug"], "weekly");
+    client.send(json!({"type": "subscribe", "sessionSlug": "other"}));
+    let refused = wait_for_type(&client, "error").await;
+    assert_eq!(refused["code"], "forbidden", "{refused}");
+
+    // WebSocket with the bearer header.
+    let (response, mut framed) = awc::Client::new()
+        .ws(format!(
+            "ws://{}/api/realtime/transcribe?sessionSlug=weekly",
+            service.http
+        ))
+        .bearer_auth(&weekly)
+        .connect()
+        .await
+        .expect("upgrade with a bearer token");
+    assert_eq!(response.status().as_u16(), 101);
+    futures_util::SinkExt::send(
+        &mut framed,
+        awc::ws::Message::Text(json!({"type": "ping"}).to_string().into()),
+    )
+    .await
+    .expect("send ping");
+    let pong = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(Ok(frame)) = framed.next().await {
+            if let awc::ws::Frame::Text(text) = frame {
+                let value: Value = serde_json::from_slice(&text).expect("JSON frame");
+                if value["type"] == "pong" {
+                    return Some(value);
+                }
+            }
+        }
+        None
+    })
+    .await
+    .expect("pong in time");
+    assert!(pong.is_some(), "bearer-authenticated socket answers");
+}
+
+/// Without REALTIME_AUTH_SECRET on loopback (the default), calls are anonymous.
+#[actix_rt::test]
+async fn anonymous_calls_work_on_loopback_without_a_secret() {
+    let _serial = SERIAL.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let service = Service::start(&[(
+        "DATABASE_URL",
+        format!("sqlite://{}/anon.db", dir.path().display()),
+    )]);
+    assert!(service.http.ip().is_loopback());
+    assert!(
+        service.log().contains("REALTIME_AUTH_SECRET is not set"),
+        "start-up says it runs anonymous"
+    );
+    let (status, body, _) = call(&service, "POST", "/api/sessions/open/transcription", None).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body, _) = call(&service, "GET", "/api/sessions", None).await;
+    assert_eq!(status, 200, "{body}");
+    let client = WsClient::connect(&service, "sessionSlug=open").await;
+    client.send(json!({"type": "subscribe", "sessionSlug": "another"}));
+    client.send(json!({"type": "ping"}));
+    wait_for_type(&client, "pong").await;
+    assert!(
+        !client.snapshot().iter().any(|m| m["type"] == "error"),
+        "anonymous clients may use any session: {:?}",
+        client.snapshot()
+    );
+}
+
+/// Bound beyond loopback without a secret, the service does not start: exit 2, one line.
+#[test]
+fn public_bind_without_a_secret_refuses_to_start() {
+    let output = Command::new(env!("CARGO_BIN_EXE_realtime-core"))
+        .env_remove("REALTIME_AUTH_SECRET")
+        .env_remove("RTMP_STREAM_KEY_SECRET")
+        .env_remove("REALTIME_INSECURE")
+        .env("HTTP_HOST", "0.0.0.0")
+        .env("PORT", "0")
+        .env("RTMP_INTERNAL_PORT", "0")
+        .output()
+        .expect("binary runs");
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "one line, got: {stderr}");
+    assert!(lines[0].contains("REALTIME_AUTH_SECRET"), "{}", lines[0]);
+    assert!(lines[0].contains("HTTP_HOST"), "{}", lines[0]);
+}
+
+/// SPEC §3's key, computed here independently of the service's code.
+fn signed_key(secret: &str, slug: &str, expiry: u64) -> String {
+    let signed = format!("{slug}.{expiry}");
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("hmac key");
+    mac.update(signed.as_bytes());
+    format!(
+        "{signed}.{}",
+        URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
+    )
+}
+
+/// The key part of an `rtmpUrl`, checked to be a signed key for `slug` valid about a day.
+fn key_of(rtmp_url: &str, service: &Service, slug: &str) -> String {
+    let prefix = format!("rtmp://localhost:{}/live/", service.rtmp.port());
+    let key = rtmp_url
+        .strip_prefix(&prefix)
+        .unwrap_or_else(|| panic!("rtmpUrl {rtmp_url:?} does not start with {prefix}"))
+        .to_owned();
+    let (rest, _) = key.rsplit_once('.').expect("signed key has a signature");
+    let (key_slug, expiry) = rest.rsplit_once('.').expect("signed key has an expiry");
+    assert_eq!(key_slug, slug);
+    let expiry: u64 = expiry.parse().expect("numeric expiry");
+    let day = 24 * 3600;
+    assert!(
+        expiry > now() + day - 300 && expiry <= now() + day + 5,
+        "key valid for about 24 h"
+    );
+    assert_eq!(
+        key,
+        signed_key(KEY_SECRET, slug, expiry),
+        "signature per SPEC §3"
+    );
+    key
+}
+
+fn tone_args(url: &str) -> Vec<String> {
+    ffmpeg_args(
+        &[
+            "-re",
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=frequency=440:duration=4",
+            "-c:a",
+            "aac",
+            "-b:a",
+            "96k",
+            "-ar",
+            "44100",
+            "-ac",
+            "2",
+        ],
+        url,
+    )
+}
+
+/// With RTMP_STREAM_KEY_SECRET: forged and expired keys are refused at publish and nothing
+/// reaches the provider; the key from the start call works with FFmpeg and with rtmp2sink.
+#[actix_rt::test]
+async fn signed_stream_keys_are_enforced_at_publish() {
+    let _serial = SERIAL.lock().await;
+    if !require_tools(&["ffmpeg", "gst-launch-1.0", "espeak-ng"]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let wav = make_speech(dir.path());
+    let mock = MockGladia::start(MockConfig {
+        api_key: GLADIA_KEY.into(),
+        ..MockConfig::default()
+    })
+    .expect("mock starts");
+    let service = Service::start(&[
+        ("RTMP_STREAM_KEY_SECRET", KEY_SECRET.to_owned()),
+        ("GLADIA_API_URL", mock.base_url()),
+        ("GLADIA_API_KEY", GLADIA_KEY.to_owned()),
+        (
+            "DATABASE_URL",
+            format!("sqlite://{}/keys.db", dir.path().display()),
+        ),
+    ]);
+    let slug = "team.weekly-sync";
+
+    // The HTTP start call and the WebSocket start both hand out a signed key.
+    let (status, body, _) = call(
+        &service,
+        "POST",
+        &format!("/api/sessions/{slug}/transcription"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let key = key_of(body["rtmpUrl"].as_str().expect("rtmpUrl"), &service, slug);
+    let client = WsClient::connect(&service, &format!("sessionSlug={slug}")).await;
+    client.send(json!({"type": "start_transcription", "sessionSlug": slug}));
+    let started = wait_for_type(&client, "transcription_started").await;
+    key_of(
+        started["rtmpUrl"].as_str().expect("rtmpUrl"),
+        &service,
+        slug,
+    );
+
+    // Refused: the bare slug, a key signed with another secret, a stretched expiry, an expired
+    // key. FFmpeg exits non-zero well before its 4 s of audio would end.
+    let (_, signature) = key.rsplit_once('.').expect("signature");
+    let refused = [
+        ("bare slug", slug.to_owned()),
+        (
+            "other secret",
+            signed_key("guessed-secret", slug, now() + 3600),
+        ),
+        (
+            "stretched expiry",
+            format!("{slug}.{}.{signature}", now() + 7 * 24 * 3600),
+        ),
+        ("expired", signed_key(KEY_SECRET, slug, now() - 60)),
+    ];
+    for (what, bad_key) in &refused {
+        let stderr = run_refused_publisher(
+            "ffmpeg",
+            &tone_args(&service.rtmp_url(bad_key)),
+            Duration::from_secs(30),
+        )
+        .await;
+        eprintln!(
+            "ffmpeg on a {what} key: {}",
+            stderr.lines().last().unwrap_or("")
+        );
+    }
+    assert!(
+        mock.init_requests().is_empty() && mock.sessions().is_empty(),
+        "a refused publish reached the provider"
+    );
+    let log = service.log();
+    for (_, bad_key) in refused.iter().skip(1) {
+        assert!(!log.contains(bad_key.as_str()), "a stream key was logged");
+    }
+
+    // Accepted: FFmpeg with the issued key; the audio reaches the provider.
+    let wav_s = wav.to_str().expect("utf-8 path");
+    let args = ffmpeg_args(
+        &[
+            "-re", "-i", wav_s, "-c:a", "aac", "-b:a", "128k", "-ar", "44100", "-ac", "2",
+        ],
+        &service.rtmp_url(&key),
+    );
+    run_publisher("ffmpeg", &args, Duration::from_secs(90)).await;
+    // 3 s of 16 kHz S16 mono: most of the ~8 s of speech, so audio flowed, not just a header.
+    let enough = 3 * 16_000 * 2;
+    let reached = mock
+        .wait_for(Duration::from_secs(30), |s| {
+            s.len() == 1 && s[0].pcm.len() >= enough
+        })
+        .await;
+    assert!(
+        reached,
+        "FFmpeg's audio did not reach the provider; log:\n{}",
+        service.log()
+    );
+
+    // Accepted: rtmp2sink (what LiveKit Egress uses) with the same key.
+    run_publisher(
+        "gst-launch-1.0",
+        &rtmp2sink_args(&wav, &service.rtmp_url(&key)),
+        Duration::from_secs(90),
+    )
+    .await;
+    let reached = mock
+        .wait_for(Duration::from_secs(30), |s| {
+            s.len() >= 2 && s[s.len() - 1].pcm.len() >= enough
+        })
+        .await;
+    assert!(
+        reached,
+        "rtmp2sink's audio did not reach the provider; log:\n{}",
+        service.log()
+    );
+    assert!(
+        !service.log().contains(&key),
+        "the valid stream key was logged"
+    );
+}
