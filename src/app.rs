@@ -3,16 +3,19 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use ::actors::client::ClientSettings;
 use ::actors::gladia::GladiaConfig;
 use ::actors::registry::{SessionContext, SessionRegistry, SessionSettings};
 use actix::prelude::*;
 use actix_web::{web, App, HttpServer};
 use anyhow::Context as _;
 
+use crate::auth::{Authenticator, RequireToken};
 use crate::config::{Config, SttProvider};
 use crate::db::{start_storage, Flush};
-use crate::http::{routes, AppState};
-use crate::rtmp::{serve, RtmpConfig};
+use crate::http::{routes, AiLocks, AppState};
+use crate::rtmp::stream_key::{identity_stream_key_issuer, SignedStreamKeys};
+use crate::rtmp::{identity_stream_key, serve, RtmpConfig, StreamKeyValidator};
 
 /// How long shutdown waits for queued finals to reach the database.
 const SHUTDOWN_FLUSH_TIMEOUT: Duration = Duration::from_secs(15);
@@ -62,13 +65,23 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let rtmp_local = rtmp_listener.local_addr()?;
 
     let (provider, provider_line) = provider(&config);
+    // SPEC §3: with RTMP_STREAM_KEY_SECRET, `rtmpUrl` carries a signed key and only signed keys
+    // may publish; without it the key is the slug (development).
+    let signed_keys = config
+        .rtmp_stream_key_secret
+        .as_deref()
+        .map(|secret| SignedStreamKeys::new(secret.as_bytes()));
     let settings = SessionSettings {
         rtmp_url_base: config.rtmp_url_base(rtmp_local.port()),
         provider,
         pcm_chunk_ms: config.pcm_chunk_ms,
         pcm_flush_ms: config.pcm_flush_ms,
-        client_max_queued_finals: config.client_max_queued_finals,
+        active_speaker_ttl: config.active_speaker_ttl,
         max_sessions: config.max_sessions,
+        max_clients_per_session: config.max_clients_per_session,
+        stream_key_issuer: signed_keys
+            .as_ref()
+            .map_or_else(identity_stream_key_issuer, SignedStreamKeys::issuer),
     };
     let registry = SessionRegistry::new(SessionContext {
         settings: Arc::new(settings),
@@ -78,7 +91,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 
     actix_rt::spawn(serve(
         rtmp_listener,
-        Arc::new(RtmpConfig::default()),
+        Arc::new(RtmpConfig {
+            stream_key_validator: signed_keys.as_ref().map_or_else(
+                || Arc::new(identity_stream_key) as StreamKeyValidator,
+                SignedStreamKeys::validator,
+            ),
+            ..RtmpConfig::default()
+        }),
         registry.clone().recipient(),
     ));
 
@@ -86,10 +105,21 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         registry,
         storage: storage.storage.clone(),
         db_ping: storage.executor.clone().recipient(),
-        client_max_queued_finals: config.client_max_queued_finals,
+        client_settings: ClientSettings {
+            max_queued_finals: config.client_max_queued_finals,
+            ping_interval: config.ws_ping_interval,
+            max_missed_pongs: config.ws_max_missed_pongs,
+        },
+        ai_locks: AiLocks {
+            acquire: storage.writer.clone().recipient(),
+            release: storage.writer.clone().recipient(),
+        },
     };
+    let auth = Authenticator::new(config.realtime_auth_secret.as_deref());
     let server = HttpServer::new(move || {
         App::new()
+            // Guards every /api/* route, including ones added later (SPEC §5).
+            .wrap(RequireToken::new(auth.clone()))
             .app_data(web::Data::new(state.clone()))
             .configure(routes)
     })
@@ -104,9 +134,24 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .context("HTTP listener has no address")?;
 
     tracing::info!("{provider_line}");
-    if config.realtime_auth_secret.is_none() {
+    if config.realtime_auth_secret.is_some() {
+        tracing::info!("client tokens required: HS256 JWT on the WebSocket and every /api route");
+    } else {
         tracing::warn!(
             "REALTIME_AUTH_SECRET is not set: anonymous clients are accepted (loopback only)"
+        );
+    }
+    if config.rtmp_stream_key_secret.is_some() {
+        tracing::info!("RTMP publishes need a signed stream key (RTMP_STREAM_KEY_SECRET)");
+    } else {
+        tracing::warn!("RTMP_STREAM_KEY_SECRET is not set: the stream key is the session slug");
+    }
+    let exposed_without_secrets = (!config.http_host.is_loopback()
+        && config.realtime_auth_secret.is_none())
+        || (!config.rtmp_bind.is_loopback() && config.rtmp_stream_key_secret.is_none());
+    if config.insecure && exposed_without_secrets {
+        tracing::warn!(
+            "REALTIME_INSECURE=true: listening beyond loopback without secrets; anyone who can reach this network can read and publish sessions"
         );
     }
     tracing::info!(http = %http_local, rtmp = %rtmp_local, "realtime-core ready");

@@ -93,6 +93,9 @@ pub struct Cli {
     /// Maximum concurrent sessions on this instance.
     #[arg(long, env = "MAX_SESSIONS", default_value = "500")]
     pub max_sessions: String,
+    /// Maximum WebSocket clients subscribed to one session.
+    #[arg(long, env = "MAX_CLIENTS_PER_SESSION", default_value = "2000")]
+    pub max_clients_per_session: String,
     /// Log filter (tracing EnvFilter syntax).
     #[arg(long, env = "RUST_LOG", default_value = "info")]
     pub rust_log: String,
@@ -136,6 +139,7 @@ pub struct Config {
     pub redis_url: Option<String>,
     pub insecure: bool,
     pub max_sessions: usize,
+    pub max_clients_per_session: usize,
     pub rust_log: String,
 }
 
@@ -316,6 +320,12 @@ impl Config {
         }
         let insecure = boolean("REALTIME_INSECURE", &cli.realtime_insecure)?;
         let max_sessions = number("MAX_SESSIONS", &cli.max_sessions, 1usize, 100_000)?;
+        let max_clients_per_session = number(
+            "MAX_CLIENTS_PER_SESSION",
+            &cli.max_clients_per_session,
+            1usize,
+            1_000_000,
+        )?;
         if tracing_subscriber::EnvFilter::try_new(&cli.rust_log).is_err() {
             return Err(bad(
                 "RUST_LOG",
@@ -352,6 +362,7 @@ impl Config {
             redis_url: non_empty(cli.redis_url),
             insecure,
             max_sessions,
+            max_clients_per_session,
             rust_log: cli.rust_log,
         };
         config.check_exposure()?;

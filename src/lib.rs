@@ -6,12 +6,14 @@
 //! - `config`: SPEC §2 settings, validated to one-line errors.
 //! - `rtmp`: the RTMP listener (rml_rtmp, one isolated task per connection).
 //! - `http`: HTTP API and the WebSocket upgrade.
+//! - `auth`: client tokens (HS256 JWT) and the middleware guarding `/api/*`.
 //! - `db`: diesel storage (SQLite or PostgreSQL), batched writes off the async arbiters.
 //! - `app`: wiring it all together; `main.rs` only parses, logs and runs.
 //!
 //! docs/ARCHITECTURE.md walks one audio chunk and one final transcript through the code.
 
 pub mod app;
+pub mod auth;
 pub mod config;
 pub mod db;
 pub mod http;

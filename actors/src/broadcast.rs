@@ -1,27 +1,37 @@
 //! `BroadcastActor`: numbers finals, attributes speakers, serialises each message once and
-//! hands it to every client of the session without ever waiting on one (SPEC §4.3, §4.4).
+//! hands it to every client of the session without ever waiting on one (SPEC §4.3–§4.5).
+//!
+//! It also keeps the most recent finals, so a client reconnecting with `lastSeq=N` is replayed
+//! every final after N (older ones come from the database) before it sees anything live.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix::prelude::*;
 use bytestring::ByteString;
 
 use crate::client::{ClientId, Deliver};
+use crate::counters::{WS_BROADCAST_ERRORS, WS_QUEUE_DROPS};
 use crate::events::{now_ms, TranscriptEvent};
-use crate::outbound_frames::status_frame;
+use crate::outbound_frames::{error_frame, status_frame};
 use crate::outbox::Outbound;
-use crate::persistence::{FinalRecord, LoadLastSeq, SaveFinal, Storage};
+use crate::persistence::{FinalRecord, LoadFinalsAfter, LoadLastSeq, SaveFinal, Storage};
+use crate::speaker::{SpeakerReport, SpeakerTimeline};
 use crate::wire::{to_json, TranscriptMessage};
 
 /// How many utterance ids are remembered as finalized (duplicate finals are ignored).
 const FINALIZED_MEMORY: usize = 4096;
+/// Recent finals kept in memory for replay; older ones are read from the database.
+const REPLAY_RING: usize = 2000;
 
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct AddClient {
     pub id: ClientId,
     pub deliver: Recipient<Deliver>,
+    /// Replay every final with `seq > last_seq` before live messages.
+    pub last_seq: Option<i64>,
 }
 
 #[derive(Message)]
@@ -38,39 +48,56 @@ pub struct BroadcastStatus {
     pub detail: String,
 }
 
+/// `POST /api/active-speaker`, forwarded by the supervisor.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ReportSpeaker(pub SpeakerReport);
+
 enum Numbering {
-    /// Waiting for the stored last `seq`; events wait too so numbering never restarts at 1.
+    /// Waiting for the stored last `seq`; events and resuming clients wait too, so numbering
+    /// never restarts at 1.
     Loading {
         pending: Vec<TranscriptEvent>,
+        waiting_clients: Vec<AddClient>,
     },
     Ready {
         last_seq: i64,
     },
 }
 
+struct ClientEntry {
+    deliver: Recipient<Deliver>,
+    /// While a replay is read from the database, live frames wait here, in order.
+    held_back: Option<Vec<Outbound>>,
+}
+
 pub struct BroadcastActor {
     session_slug: Arc<str>,
     storage: Storage,
+    speaker_ttl_ms: i64,
     numbering: Numbering,
-    clients: HashMap<ClientId, Recipient<Deliver>>,
+    clients: HashMap<ClientId, ClientEntry>,
     finalized: HashSet<String>,
     finalized_order: VecDeque<String>,
-    /// Partials dropped because a client's mailbox was full.
-    pub dropped_partials: u64,
+    recent_finals: VecDeque<(i64, Outbound)>,
+    speakers: SpeakerTimeline,
 }
 
 impl BroadcastActor {
-    pub fn new(session_slug: &str, storage: Storage) -> Self {
+    pub fn new(session_slug: &str, storage: Storage, speaker_ttl: Duration) -> Self {
         BroadcastActor {
             session_slug: session_slug.into(),
             storage,
+            speaker_ttl_ms: speaker_ttl.as_millis() as i64,
             numbering: Numbering::Loading {
                 pending: Vec::new(),
+                waiting_clients: Vec::new(),
             },
             clients: HashMap::new(),
             finalized: HashSet::new(),
             finalized_order: VecDeque::new(),
-            dropped_partials: 0,
+            recent_finals: VecDeque::new(),
+            speakers: SpeakerTimeline::default(),
         }
     }
 
@@ -82,29 +109,56 @@ impl BroadcastActor {
             .into_actor(self)
             .map(|result, act, ctx| match result {
                 Ok(Ok(last_seq)) => {
-                    let pending = match std::mem::replace(&mut act.numbering, Numbering::Ready { last_seq }) {
-                        Numbering::Loading { pending } => pending,
-                        Numbering::Ready { .. } => Vec::new(),
+                    let (pending, waiting) = match std::mem::replace(&mut act.numbering, Numbering::Ready { last_seq }) {
+                        Numbering::Loading { pending, waiting_clients } => (pending, waiting_clients),
+                        Numbering::Ready { .. } => (Vec::new(), Vec::new()),
                     };
+                    for client in waiting {
+                        act.add_client(client, ctx);
+                    }
                     for event in pending {
                         act.publish(event);
                     }
                 }
                 Ok(Err(error)) => {
                     tracing::warn!(session = %act.session_slug, %error, "cannot read last seq; retrying");
-                    ctx.run_later(std::time::Duration::from_secs(1), |act, ctx| act.load_last_seq(ctx));
+                    ctx.run_later(Duration::from_secs(1), |act, ctx| act.load_last_seq(ctx));
                 }
                 Err(error) => {
                     tracing::warn!(session = %act.session_slug, %error, "storage unavailable; retrying");
-                    ctx.run_later(std::time::Duration::from_secs(1), |act, ctx| act.load_last_seq(ctx));
+                    ctx.run_later(Duration::from_secs(1), |act, ctx| act.load_last_seq(ctx));
                 }
             })
             .spawn(ctx);
     }
 
+    fn final_frame(&self, record: &FinalRecord) -> Outbound {
+        let message = TranscriptMessage {
+            kind: "transcript",
+            session_slug: &self.session_slug,
+            utterance_id: &record.utterance_id,
+            text: &record.text,
+            is_final: true,
+            speaker: &record.speaker,
+            speaker_id: &record.speaker_id,
+            ts: now_ms(),
+            transcript_type: "final",
+            seq: Some(record.seq),
+            started_at: record.started_at_ms,
+            ended_at: record.ended_at_ms,
+            language: record.language.as_deref(),
+        };
+        Outbound::Final {
+            session: self.session_slug.clone(),
+            seq: record.seq,
+            utterance_id: record.utterance_id.as_str().into(),
+            frame: ByteString::from(to_json(&message)),
+        }
+    }
+
     fn publish(&mut self, event: TranscriptEvent) {
         let last_seq = match &mut self.numbering {
-            Numbering::Loading { pending } => {
+            Numbering::Loading { pending, .. } => {
                 pending.push(event);
                 return;
             }
@@ -114,54 +168,51 @@ impl BroadcastActor {
             // A partial after its final, or a repeated final: never shown, never renumbered.
             return;
         }
-        let (speaker, speaker_id) = match &event.provider_speaker {
-            Some(s) => (s.as_str(), s.as_str()),
-            None => ("room", "room"),
-        };
-        let seq = if event.is_final {
+        let (speaker, speaker_id) = self.speakers.attribute(
+            event.ended_at_ms,
+            self.speaker_ttl_ms,
+            event.provider_speaker.as_deref(),
+        );
+        if event.is_final {
             *last_seq += 1;
-            Some(*last_seq)
-        } else {
-            None
-        };
-        let message = TranscriptMessage {
-            kind: "transcript",
-            session_slug: &self.session_slug,
-            utterance_id: &event.utterance_id,
-            text: &event.text,
-            is_final: event.is_final,
-            speaker,
-            speaker_id,
-            ts: now_ms(),
-            transcript_type: if event.is_final { "final" } else { "partial" },
-            seq,
-            started_at: event.started_at_ms,
-            ended_at: event.ended_at_ms,
-            language: event.language.as_deref(),
-        };
-        let frame = ByteString::from(to_json(&message));
-        let utterance_id: Arc<str> = event.utterance_id.as_str().into();
-        if let Some(seq) = seq {
-            self.storage.save_final.do_send(SaveFinal(FinalRecord {
+            let record = FinalRecord {
                 session_slug: self.session_slug.to_string(),
-                seq,
-                utterance_id: event.utterance_id.clone(),
-                text: event.text.clone(),
-                speaker: speaker.to_owned(),
-                speaker_id: speaker_id.to_owned(),
+                seq: *last_seq,
+                utterance_id: event.utterance_id,
+                text: event.text,
+                speaker: speaker.to_string(),
+                speaker_id: speaker_id.to_string(),
                 started_at_ms: event.started_at_ms,
                 ended_at_ms: event.ended_at_ms,
-                language: event.language.clone(),
-            }));
-            self.remember_final(event.utterance_id);
-            self.fan_out(Outbound::Final {
-                seq,
-                utterance_id,
-                frame,
-            });
+                language: event.language,
+            };
+            let outbound = self.final_frame(&record);
+            self.remember_final(record.utterance_id.clone());
+            self.recent_finals.push_back((record.seq, outbound.clone()));
+            if self.recent_finals.len() > REPLAY_RING {
+                self.recent_finals.pop_front();
+            }
+            self.storage.save_final.do_send(SaveFinal(record));
+            self.fan_out(outbound);
         } else {
+            let message = TranscriptMessage {
+                kind: "transcript",
+                session_slug: &self.session_slug,
+                utterance_id: &event.utterance_id,
+                text: &event.text,
+                is_final: false,
+                speaker: &speaker,
+                speaker_id: &speaker_id,
+                ts: now_ms(),
+                transcript_type: "partial",
+                seq: None,
+                started_at: event.started_at_ms,
+                ended_at: event.ended_at_ms,
+                language: event.language.as_deref(),
+            };
+            let frame = ByteString::from(to_json(&message));
             self.fan_out(Outbound::Partial {
-                utterance_id,
+                utterance_id: event.utterance_id.as_str().into(),
                 frame,
             });
         }
@@ -169,24 +220,103 @@ impl BroadcastActor {
 
     fn fan_out(&mut self, outbound: Outbound) {
         let mut gone = Vec::new();
-        for (id, client) in &self.clients {
-            match client.try_send(Deliver(outbound.clone())) {
-                Ok(()) => {}
-                Err(SendError::Full(_)) => {
-                    // The client actor drains its mailbox into its own outbox at once; a full
-                    // mailbox means its arbiter is starved. Partials may go; finals may not.
-                    if matches!(outbound, Outbound::Partial { .. }) {
-                        self.dropped_partials += 1;
-                    } else {
-                        client.do_send(Deliver(outbound.clone()));
-                    }
-                }
-                Err(SendError::Closed(_)) => gone.push(*id),
+        for (id, client) in &mut self.clients {
+            if let Some(held) = &mut client.held_back {
+                held.push(outbound.clone());
+                continue;
+            }
+            if !deliver(&client.deliver, outbound.clone()) {
+                gone.push(*id);
             }
         }
         for id in gone {
+            WS_BROADCAST_ERRORS.increment();
             self.clients.remove(&id);
         }
+    }
+
+    fn add_client(&mut self, msg: AddClient, ctx: &mut Context<Self>) {
+        let upto = match &mut self.numbering {
+            Numbering::Loading {
+                waiting_clients, ..
+            } if msg.last_seq.is_some() => {
+                waiting_clients.push(msg);
+                return;
+            }
+            Numbering::Loading { .. } => 0,
+            Numbering::Ready { last_seq } => *last_seq,
+        };
+        let Some(after) = msg.last_seq.filter(|n| *n < upto) else {
+            self.clients.insert(
+                msg.id,
+                ClientEntry {
+                    deliver: msg.deliver,
+                    held_back: None,
+                },
+            );
+            return;
+        };
+        // Finals after `after` that memory still holds, as of now.
+        let from_memory: Vec<Outbound> = self
+            .recent_finals
+            .iter()
+            .filter(|(seq, _)| *seq > after)
+            .map(|(_, o)| o.clone())
+            .collect();
+        let memory_start = self.recent_finals.front().map_or(upto + 1, |(seq, _)| *seq);
+        if memory_start <= after + 1 {
+            for outbound in from_memory {
+                deliver(&msg.deliver, outbound);
+            }
+            self.clients.insert(
+                msg.id,
+                ClientEntry {
+                    deliver: msg.deliver,
+                    held_back: None,
+                },
+            );
+            return;
+        }
+        // The oldest missing finals are only in the database: read them, then memory, then
+        // whatever arrived live meanwhile.
+        self.clients.insert(
+            msg.id,
+            ClientEntry {
+                deliver: msg.deliver,
+                held_back: Some(Vec::new()),
+            },
+        );
+        let request = LoadFinalsAfter {
+            session_slug: self.session_slug.to_string(),
+            after_seq: after,
+            limit: memory_start - 1 - after,
+        };
+        let client = msg.id;
+        self.storage
+            .load_finals_after
+            .send(request)
+            .into_actor(self)
+            .map(move |result, act, _| {
+                let Some(entry) = act.clients.get_mut(&client) else { return };
+                let held = entry.held_back.take().unwrap_or_default();
+                let deliver_to = entry.deliver.clone();
+                match result {
+                    Ok(Ok(records)) => {
+                        for record in records.iter().filter(|r| r.seq > after && r.seq < memory_start) {
+                            deliver(&deliver_to, act.final_frame(record));
+                        }
+                    }
+                    _ => {
+                        tracing::warn!(session = %act.session_slug, "replay from the database failed");
+                        let frame = error_frame("replay_unavailable", "older transcripts could not be read; retry later");
+                        deliver(&deliver_to, Outbound::Control(frame));
+                    }
+                }
+                for outbound in from_memory.into_iter().chain(held) {
+                    deliver(&deliver_to, outbound);
+                }
+            })
+            .spawn(ctx);
     }
 
     fn remember_final(&mut self, utterance_id: String) {
@@ -198,6 +328,24 @@ impl BroadcastActor {
                 }
             }
         }
+    }
+}
+
+/// Hands a frame to one client without waiting. False when the client is gone.
+fn deliver(client: &Recipient<Deliver>, outbound: Outbound) -> bool {
+    match client.try_send(Deliver(outbound)) {
+        Ok(()) => true,
+        Err(SendError::Full(Deliver(outbound))) => {
+            // The client actor moves each frame into its outbox at once; a full mailbox means
+            // its arbiter is starved. Partials may go; finals and control frames may not.
+            if matches!(outbound, Outbound::Partial { .. }) {
+                WS_QUEUE_DROPS.increment();
+            } else {
+                client.do_send(Deliver(outbound));
+            }
+            true
+        }
+        Err(SendError::Closed(_)) => false,
     }
 }
 
@@ -221,8 +369,8 @@ impl Handler<TranscriptEvent> for BroadcastActor {
 impl Handler<AddClient> for BroadcastActor {
     type Result = ();
 
-    fn handle(&mut self, msg: AddClient, _: &mut Self::Context) {
-        self.clients.insert(msg.id, msg.deliver);
+    fn handle(&mut self, msg: AddClient, ctx: &mut Self::Context) {
+        self.add_client(msg, ctx);
     }
 }
 
@@ -240,5 +388,13 @@ impl Handler<BroadcastStatus> for BroadcastActor {
     fn handle(&mut self, msg: BroadcastStatus, _: &mut Self::Context) {
         let frame = status_frame(&self.session_slug, msg.state, &msg.detail);
         self.fan_out(Outbound::Control(frame));
+    }
+}
+
+impl Handler<ReportSpeaker> for BroadcastActor {
+    type Result = ();
+
+    fn handle(&mut self, ReportSpeaker(report): ReportSpeaker, _: &mut Self::Context) {
+        self.speakers.record(report);
     }
 }

@@ -13,6 +13,10 @@ use actix::prelude::*;
 use actix_ws::{CloseCode, CloseReason, Message as WsMessage, ProtocolError};
 use bytestring::ByteString;
 
+use crate::access::SessionAccess;
+use crate::counters::{
+    WS_BROADCAST_ERRORS, WS_HEARTBEAT_TIMEOUTS, WS_QUEUE_DROPS, WS_SLOW_CONSUMERS,
+};
 use crate::outbound_frames::{error_frame, pong_frame};
 use crate::outbox::{Outbound, Outbox, Pushed};
 use crate::registry::{GetOrCreateSession, SessionRegistry};
@@ -35,6 +39,23 @@ impl ClientId {
     }
 }
 
+/// Per-client limits (SPEC §2, §4.4).
+#[derive(Debug, Clone, Copy)]
+pub struct ClientSettings {
+    pub max_queued_finals: usize,
+    /// `WS_PING_INTERVAL_MS`.
+    pub ping_interval: Duration,
+    /// `WS_MAX_MISSED_PONGS`: pings in a row without any frame from the client.
+    pub max_missed_pongs: u32,
+}
+
+/// The session a client asked for in its upgrade URL.
+#[derive(Debug, Clone)]
+pub struct InitialSubscription {
+    pub session_slug: String,
+    pub last_seq: Option<i64>,
+}
+
 /// A frame for this client from its session's broadcaster.
 #[derive(Message, Debug, Clone)]
 #[rtype(result = "()")]
@@ -45,11 +66,15 @@ pub struct ClientActor {
     socket: actix_ws::Session,
     incoming: Option<actix_ws::MessageStream>,
     registry: Addr<SessionRegistry>,
+    access: SessionAccess,
     subscriptions: HashMap<String, Addr<SessionSupervisor>>,
-    initial_subscription: Option<String>,
+    initial_subscription: Option<InitialSubscription>,
     outbox: Outbox,
     in_flight: bool,
     closing: bool,
+    settings: ClientSettings,
+    /// Pings sent since the client last sent any frame.
+    unanswered_pings: u32,
 }
 
 impl ClientActor {
@@ -57,30 +82,39 @@ impl ClientActor {
         socket: actix_ws::Session,
         incoming: actix_ws::MessageStream,
         registry: Addr<SessionRegistry>,
-        initial_subscription: Option<String>,
-        max_queued_finals: usize,
+        access: SessionAccess,
+        initial_subscription: Option<InitialSubscription>,
+        settings: ClientSettings,
     ) -> Self {
         ClientActor {
             id: ClientId::next(),
             socket,
             incoming: Some(incoming),
             registry,
+            access,
             subscriptions: HashMap::new(),
             initial_subscription,
-            outbox: Outbox::new(max_queued_finals),
+            outbox: Outbox::new(settings.max_queued_finals),
             in_flight: false,
             closing: false,
+            settings,
+            unanswered_pings: 0,
         }
     }
 
     fn enqueue(&mut self, outbound: Outbound, ctx: &mut Context<Self>) {
         match self.outbox.push(outbound) {
-            Pushed::Queued | Pushed::PartialDropped => self.pump(ctx),
+            Pushed::Queued | Pushed::DuplicateFinal => self.pump(ctx),
+            Pushed::PartialDropped => {
+                WS_QUEUE_DROPS.increment();
+                self.pump(ctx);
+            }
             Pushed::TooManyFinals => {
                 tracing::warn!(
                     client = self.id.0,
                     "client too far behind on finals: closing"
                 );
+                WS_SLOW_CONSUMERS.increment();
                 self.close(ctx, CloseCode::Again, "slow_consumer");
             }
         }
@@ -107,7 +141,9 @@ impl ClientActor {
                 match result {
                     Ok(Ok(())) => act.pump(ctx),
                     Ok(Err(_closed)) => {
+                        // SPEC §4.4: a failed send closes and removes the client at once.
                         tracing::debug!(client = act.id.0, "send failed: client gone");
+                        WS_BROADCAST_ERRORS.increment();
                         act.closing = true;
                         ctx.stop();
                     }
@@ -116,6 +152,7 @@ impl ClientActor {
                             client = act.id.0,
                             "socket accepted nothing for 10 s: closing"
                         );
+                        WS_SLOW_CONSUMERS.increment();
                         act.close(ctx, CloseCode::Again, "slow_consumer");
                     }
                 }
@@ -128,70 +165,89 @@ impl ClientActor {
             return;
         }
         self.closing = true;
+        // Leave the sessions now: nothing more should queue for a client being closed.
+        for (_, supervisor) in self.subscriptions.drain() {
+            supervisor.do_send(Unsubscribe { client: self.id });
+        }
         let socket = self.socket.clone();
         let reason = CloseReason {
             code,
             description: Some(description.to_owned()),
         };
+        // A slow client's close frame waits behind the frames it has not read yet; give it as
+        // long as a send gets, then drop the connection anyway.
         async move {
-            let _ = tokio::time::timeout(Duration::from_secs(1), socket.close(Some(reason))).await;
+            let _ = tokio::time::timeout(SEND_TIMEOUT, socket.close(Some(reason))).await;
         }
         .into_actor(self)
         .map(|_, _, ctx| ctx.stop())
         .spawn(ctx);
     }
 
+    /// Subscribes to `slug` (once), optionally starting or stopping its transcription.
     fn subscribe(
         &mut self,
         slug: String,
+        last_seq: Option<i64>,
         ctx: &mut Context<Self>,
         then_start: bool,
         then_stop: bool,
     ) {
+        if !self.access.allows(&slug) {
+            let message = format!("this token is not valid for session {slug:?}");
+            self.reply(error_frame("forbidden", &message), ctx);
+            return;
+        }
         let registry = self.registry.clone();
         let deliver = ctx.address().recipient();
         let client = self.id;
         let already = self.subscriptions.get(&slug).cloned();
+        let unavailable = |e: MailboxError| ("unavailable", e.to_string());
         async move {
-            let supervisor = match already {
+            let supervisor = match already.clone() {
                 Some(s) => s,
                 None => registry
                     .send(GetOrCreateSession {
                         session_slug: slug.clone(),
                     })
                     .await
-                    .map_err(|e| e.to_string())?
-                    .map_err(|e| e.to_string())?,
+                    .map_err(unavailable)?
+                    .map_err(|e| ("bad_request", e.to_string()))?,
             };
+            if already.is_none() {
+                supervisor
+                    .send(Subscribe {
+                        client,
+                        deliver,
+                        last_seq,
+                    })
+                    .await
+                    .map_err(unavailable)?
+                    .map_err(|e| ("too_many_clients", e.to_string()))?;
+            }
             let snapshot = if then_start {
                 Some(
                     supervisor
                         .send(StartTranscription)
                         .await
-                        .map_err(|e| e.to_string())?,
+                        .map_err(unavailable)?,
                 )
             } else if then_stop {
                 Some(
                     supervisor
                         .send(StopTranscription)
                         .await
-                        .map_err(|e| e.to_string())?,
+                        .map_err(unavailable)?,
                 )
             } else {
                 None
             };
-            Ok::<_, String>((slug, supervisor, snapshot))
+            Ok::<_, (&'static str, String)>((slug, supervisor, snapshot))
         }
         .into_actor(self)
         .map(move |result, act, ctx| match result {
             Ok((slug, supervisor, snapshot)) => {
-                if !act.subscriptions.contains_key(&slug) {
-                    supervisor.do_send(Subscribe {
-                        client,
-                        deliver: deliver.clone(),
-                    });
-                    act.subscriptions.insert(slug.clone(), supervisor);
-                }
+                act.subscriptions.entry(slug.clone()).or_insert(supervisor);
                 if let (Some(snapshot), true) = (snapshot, then_start) {
                     let frame = to_json(&TranscriptionStartedMessage {
                         kind: "transcription_started",
@@ -202,9 +258,32 @@ impl ClientActor {
                     act.reply(frame.into(), ctx);
                 }
             }
-            Err(message) => act.reply(error_frame("bad_request", &message), ctx),
+            Err((code, message)) => act.reply(error_frame(code, &message), ctx),
         })
         .spawn(ctx);
+    }
+
+    /// SPEC §4.4: ping every interval; any frame from the client answers; too many
+    /// unanswered pings in a row close the client.
+    fn heartbeat(&mut self, ctx: &mut Context<Self>) {
+        if self.closing {
+            return;
+        }
+        if self.unanswered_pings >= self.settings.max_missed_pongs {
+            tracing::info!(
+                client = self.id.0,
+                missed = self.unanswered_pings,
+                "client stopped answering pings: closing"
+            );
+            WS_HEARTBEAT_TIMEOUTS.increment();
+            self.close(ctx, CloseCode::Away, "heartbeat_timeout");
+            return;
+        }
+        self.unanswered_pings += 1;
+        let mut socket = self.socket.clone();
+        actix_rt::spawn(async move {
+            let _ = socket.ping(b"").await;
+        });
     }
 
     fn handle_command(&mut self, text: &str, ctx: &mut Context<Self>) {
@@ -218,14 +297,15 @@ impl ClientActor {
         };
         match command {
             ClientCommand::Ping => self.reply(pong_frame(), ctx),
-            ClientCommand::Subscribe { session_slug, .. } => {
-                self.subscribe(session_slug, ctx, false, false)
-            }
+            ClientCommand::Subscribe {
+                session_slug,
+                last_seq,
+            } => self.subscribe(session_slug, last_seq, ctx, false, false),
             ClientCommand::StartTranscription { session_slug } => {
-                self.subscribe(session_slug, ctx, true, false)
+                self.subscribe(session_slug, None, ctx, true, false)
             }
             ClientCommand::StopTranscription { session_slug } => {
-                self.subscribe(session_slug, ctx, false, true)
+                self.subscribe(session_slug, None, ctx, false, true)
             }
         }
     }
@@ -240,9 +320,10 @@ impl Actor for ClientActor {
             // SPEC §4.1: a frame over 64 KiB closes the socket with 1009.
             ctx.add_stream(incoming.max_frame_size(64 * 1024));
         }
-        if let Some(slug) = self.initial_subscription.take() {
-            self.subscribe(slug, ctx, false, false);
+        if let Some(initial) = self.initial_subscription.take() {
+            self.subscribe(initial.session_slug, initial.last_seq, ctx, false, false);
         }
+        ctx.run_interval(self.settings.ping_interval, |act, ctx| act.heartbeat(ctx));
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
@@ -262,6 +343,9 @@ impl Handler<Deliver> for ClientActor {
 
 impl StreamHandler<Result<WsMessage, ProtocolError>> for ClientActor {
     fn handle(&mut self, message: Result<WsMessage, ProtocolError>, ctx: &mut Self::Context) {
+        if message.is_ok() {
+            self.unanswered_pings = 0;
+        }
         match message {
             Ok(WsMessage::Text(text)) => self.handle_command(&text, ctx),
             Ok(WsMessage::Ping(payload)) => {

@@ -9,8 +9,10 @@
 //! - `events`, `wire`, `ingest_messages`, `persistence`: the messages between them and the
 //!   outside (RTMP listener, database, browsers).
 
+pub mod access;
 pub mod broadcast;
 pub mod client;
+pub mod counters;
 pub mod events;
 pub mod gladia;
 pub mod ingest;
@@ -19,5 +21,6 @@ pub mod outbound_frames;
 pub mod outbox;
 pub mod persistence;
 pub mod registry;
+pub mod speaker;
 pub mod supervisor;
 pub mod wire;

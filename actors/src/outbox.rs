@@ -1,7 +1,7 @@
 //! A client's queue of frames: where "finals before partials" and "only the newest partial
 //! per utterance" are decided (SPEC §4.4). Pure logic, no I/O, so it can be tested exhaustively.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 use bytestring::ByteString;
@@ -10,6 +10,8 @@ use bytestring::ByteString;
 #[derive(Debug, Clone)]
 pub enum Outbound {
     Final {
+        /// Which session's numbering `seq` belongs to (a client may follow several).
+        session: Arc<str>,
         seq: i64,
         utterance_id: Arc<str>,
         frame: ByteString,
@@ -29,6 +31,8 @@ pub enum Pushed {
     PartialDropped,
     /// The client is more than the allowed number of finals behind: it must be disconnected.
     TooManyFinals,
+    /// A final this client already has (replay overlapping live delivery): sent once only.
+    DuplicateFinal,
 }
 
 /// How many finalized utterance ids to remember, to refuse a late partial of each.
@@ -46,6 +50,8 @@ pub struct Outbox {
     finalized_order: VecDeque<Arc<str>>,
     /// Frames popped from `reliable` that were finals, in order: lets `pop` keep the count right.
     reliable_is_final: VecDeque<bool>,
+    /// Highest final `seq` queued per session: finals are exactly-once and in order.
+    last_final_seq: HashMap<Arc<str>, i64>,
 }
 
 impl Outbox {
@@ -58,6 +64,7 @@ impl Outbox {
             finalized: HashSet::new(),
             finalized_order: VecDeque::new(),
             reliable_is_final: VecDeque::new(),
+            last_final_seq: HashMap::new(),
         }
     }
 
@@ -69,13 +76,22 @@ impl Outbox {
                 Pushed::Queued
             }
             Outbound::Final {
+                session,
+                seq,
                 utterance_id,
                 frame,
-                ..
             } => {
+                if self
+                    .last_final_seq
+                    .get(&session)
+                    .is_some_and(|last| seq <= *last)
+                {
+                    return Pushed::DuplicateFinal;
+                }
                 if self.finals_queued >= self.max_queued_finals {
                     return Pushed::TooManyFinals;
                 }
+                self.last_final_seq.insert(session, seq);
                 // The final supersedes any pending partial of its utterance.
                 self.partials.retain(|(id, _)| *id != utterance_id);
                 self.remember_final(utterance_id);
@@ -144,6 +160,7 @@ mod tests {
     }
     fn final_(seq: i64, u: &str) -> Outbound {
         Outbound::Final {
+            session: "s".into(),
             seq,
             utterance_id: u.into(),
             frame: format!("F{seq}").into(),
@@ -175,5 +192,17 @@ mod tests {
         assert_eq!(o.push(final_(3, "c")), Pushed::TooManyFinals);
         o.pop();
         assert_eq!(o.push(final_(3, "c")), Pushed::Queued);
+    }
+
+    #[test]
+    fn a_final_is_queued_once() {
+        let mut o = Outbox::new(10);
+        assert_eq!(o.push(final_(1, "a")), Pushed::Queued);
+        assert_eq!(o.push(final_(1, "a")), Pushed::DuplicateFinal);
+        assert_eq!(o.push(final_(2, "b")), Pushed::Queued);
+        assert_eq!(o.push(final_(1, "a")), Pushed::DuplicateFinal);
+        assert_eq!(o.pop().as_deref(), Some("F1"));
+        assert_eq!(o.pop().as_deref(), Some("F2"));
+        assert_eq!(o.pop(), None);
     }
 }

@@ -6,13 +6,13 @@ use std::sync::Arc;
 
 use actix::prelude::*;
 
+use crate::access::StreamKeyIssuer;
 use crate::gladia::GladiaConfig;
 use crate::ingest_messages::{AttachPublisher, PublishHandle, PublishRefused};
 use crate::persistence::Storage;
 use crate::supervisor::SessionSupervisor;
 
 /// Settings every session shares.
-#[derive(Debug)]
 pub struct SessionSettings {
     /// `rtmp://{RTMP_HOST}:{RTMP_EXTERNAL_PORT}/live/`; the slug is appended.
     pub rtmp_url_base: String,
@@ -20,8 +20,11 @@ pub struct SessionSettings {
     pub provider: Option<Arc<GladiaConfig>>,
     pub pcm_chunk_ms: u32,
     pub pcm_flush_ms: u32,
-    pub client_max_queued_finals: usize,
+    pub active_speaker_ttl: std::time::Duration,
     pub max_sessions: usize,
+    pub max_clients_per_session: usize,
+    /// The stream key handed to egress for a slug (signed when keys are signed).
+    pub stream_key_issuer: StreamKeyIssuer,
 }
 
 #[derive(Clone)]

@@ -10,7 +10,7 @@
 use actix::prelude::*;
 use std::collections::HashSet;
 
-use crate::broadcast::{AddClient, BroadcastActor, BroadcastStatus, RemoveClient};
+use crate::broadcast::{AddClient, BroadcastActor, BroadcastStatus, RemoveClient, ReportSpeaker};
 use crate::client::{ClientId, Deliver};
 use crate::events::{EndOfAudio, SessionState};
 use crate::gladia::{GladiaActor, ProviderFinished, ProviderPhase, ProviderStatus};
@@ -51,11 +51,21 @@ pub struct StartTranscription;
 #[rtype(result = "SessionSnapshot")]
 pub struct StopTranscription;
 
+/// Refused when the session already has `MAX_CLIENTS_PER_SESSION` clients.
 #[derive(Message)]
-#[rtype(result = "()")]
+#[rtype(result = "Result<(), SubscribeRefused>")]
 pub struct Subscribe {
     pub client: ClientId,
     pub deliver: Recipient<Deliver>,
+    /// Resume: replay every final with `seq > last_seq` first.
+    pub last_seq: Option<i64>,
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("session {session_slug:?} already has its maximum of {max} clients")]
+pub struct SubscribeRefused {
+    pub session_slug: String,
+    pub max: usize,
 }
 
 #[derive(Message)]
@@ -123,7 +133,11 @@ impl SessionSupervisor {
             session_slug: self.slug.clone(),
             state: self.state.as_str(),
             detail: self.detail.clone(),
-            rtmp_url: format!("{}{}", self.context.settings.rtmp_url_base, self.slug),
+            rtmp_url: format!(
+                "{}{}",
+                self.context.settings.rtmp_url_base,
+                (self.context.settings.stream_key_issuer)(&self.slug)
+            ),
             clients: self.clients.len(),
             publisher: self.publisher.as_ref().map(|p| p.peer.clone()),
             provider: self.context.settings.provider.as_ref().map(|_| "gladia"),
@@ -247,8 +261,14 @@ impl Actor for SessionSupervisor {
     fn started(&mut self, ctx: &mut Self::Context) {
         let settings = &self.context.settings;
         let me = ctx.address();
-        self.broadcast =
-            Some(BroadcastActor::new(&self.slug, self.context.storage.clone()).start());
+        self.broadcast = Some(
+            BroadcastActor::new(
+                &self.slug,
+                self.context.storage.clone(),
+                settings.active_speaker_ttl,
+            )
+            .start(),
+        );
         self.ingest = Some(
             IngestActor::new(
                 self.slug.clone(),
@@ -430,9 +450,16 @@ impl Handler<StopTranscription> for SessionSupervisor {
 }
 
 impl Handler<Subscribe> for SessionSupervisor {
-    type Result = ();
+    type Result = Result<(), SubscribeRefused>;
 
-    fn handle(&mut self, msg: Subscribe, _: &mut Self::Context) {
+    fn handle(&mut self, msg: Subscribe, _: &mut Self::Context) -> Self::Result {
+        let max = self.context.settings.max_clients_per_session;
+        if !self.clients.contains(&msg.client) && self.clients.len() >= max {
+            return Err(SubscribeRefused {
+                session_slug: self.slug.clone(),
+                max,
+            });
+        }
         self.clients.insert(msg.client);
         let _ = msg.deliver.try_send(Deliver(Outbound::Control(status_frame(
             &self.slug,
@@ -443,8 +470,10 @@ impl Handler<Subscribe> for SessionSupervisor {
             broadcast.do_send(AddClient {
                 id: msg.client,
                 deliver: msg.deliver,
+                last_seq: msg.last_seq,
             });
         }
+        Ok(())
     }
 }
 
@@ -457,5 +486,29 @@ impl Handler<Unsubscribe> for SessionSupervisor {
             broadcast.do_send(RemoveClient { id: msg.client });
         }
         self.maybe_retire(ctx);
+    }
+}
+
+impl Handler<ReportSpeaker> for SessionSupervisor {
+    type Result = ();
+
+    fn handle(&mut self, msg: ReportSpeaker, _: &mut Self::Context) {
+        if let Some(broadcast) = &self.broadcast {
+            broadcast.do_send(msg);
+        }
+    }
+}
+
+/// The session's broadcaster: for relaying messages produced elsewhere (HTTP broadcast mode,
+/// cluster relays) and for load tests that inject transcripts without a provider.
+#[derive(Message)]
+#[rtype(result = "Option<Addr<BroadcastActor>>")]
+pub struct GetBroadcast;
+
+impl Handler<GetBroadcast> for SessionSupervisor {
+    type Result = Option<Addr<BroadcastActor>>;
+
+    fn handle(&mut self, _: GetBroadcast, _: &mut Self::Context) -> Self::Result {
+        self.broadcast.clone()
     }
 }

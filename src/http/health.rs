@@ -27,3 +27,16 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
         ),
     }
 }
+
+/// Counter snapshot (SPEC §7 names). Issue #5 replaces this with the full metrics endpoint.
+pub async fn metrics() -> HttpResponse {
+    use ::actors::counters::*;
+    HttpResponse::Ok().json(serde_json::json!({
+        "counters": {
+            "ws.heartbeat_timeouts_total": WS_HEARTBEAT_TIMEOUTS.get(),
+            "ws.broadcast_errors_total": WS_BROADCAST_ERRORS.get(),
+            "ws.queue_drops_total": WS_QUEUE_DROPS.get(),
+            "ws.slow_consumer_closes_total": WS_SLOW_CONSUMERS.get(),
+        }
+    }))
+}

@@ -1,5 +1,7 @@
 //! HTTP API and WebSocket routes (SPEC §4).
 
+mod active_speaker;
+mod ai_lock;
 mod health;
 mod sessions;
 mod transcribe;
@@ -17,11 +19,56 @@ pub struct AppState {
     pub registry: Addr<SessionRegistry>,
     pub storage: Storage,
     pub db_ping: Recipient<Ping>,
-    pub client_max_queued_finals: usize,
+    pub client_settings: ::actors::client::ClientSettings,
+    pub ai_locks: AiLocks,
+}
+
+/// The AI coordinator lock's storage (a database write each).
+#[derive(Clone)]
+pub struct AiLocks {
+    pub acquire: Recipient<crate::db::AcquireAiLock>,
+    pub release: Recipient<crate::db::ReleaseAiLock>,
+}
+
+/// Every JSON body this API takes is a few hundred bytes; 16 KiB leaves room and bounds abuse.
+const MAX_JSON_BODY: usize = 16 * 1024;
+
+/// Bad bodies and query strings get the same `{"error","message"}` shape as everything else.
+fn json_extractor_errors() -> (web::JsonConfig, web::QueryConfig) {
+    use actix_web::error::{InternalError, JsonPayloadError};
+    use actix_web::http::StatusCode;
+    let json = web::JsonConfig::default()
+        .limit(MAX_JSON_BODY)
+        .error_handler(|error, _| {
+            let response = match &error {
+                JsonPayloadError::Overflow { .. }
+                | JsonPayloadError::OverflowKnownLength { .. } => json_error(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "body_too_large",
+                    format!("bodies are limited to {MAX_JSON_BODY} bytes"),
+                ),
+                other => json_error(StatusCode::BAD_REQUEST, "bad_request", other.to_string()),
+            };
+            InternalError::from_response(error, response).into()
+        });
+    let query = web::QueryConfig::default().error_handler(|error, _| {
+        let response = json_error(StatusCode::BAD_REQUEST, "bad_request", error.to_string());
+        InternalError::from_response(error, response).into()
+    });
+    (json, query)
 }
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/healthz", web::get().to(health::healthz))
+    let (json_config, query_config) = json_extractor_errors();
+    cfg.app_data(json_config)
+        .app_data(query_config)
+        .app_data(web::Data::new(active_speaker::SpeakerRateLimit::default()))
+        .route(
+            "/api/active-speaker",
+            web::post().to(active_speaker::report),
+        )
+        .route("/healthz", web::get().to(health::healthz))
+        .route("/metrics", web::get().to(health::metrics))
         .route("/readyz", web::get().to(health::readyz))
         .route(
             "/api/realtime/transcribe",
@@ -36,6 +83,14 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route(
             "/api/sessions/{slug}/transcription",
             web::delete().to(sessions::stop),
+        )
+        .route(
+            "/api/sessions/{slug}/ai-lock",
+            web::post().to(ai_lock::acquire),
+        )
+        .route(
+            "/api/sessions/{slug}/ai-lock",
+            web::delete().to(ai_lock::release),
         )
         .route(
             "/api/sessions/{slug}/transcripts",

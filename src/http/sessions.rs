@@ -104,7 +104,8 @@ pub async fn show(state: web::Data<AppState>, slug: web::Path<String>) -> HttpRe
     }
 }
 
-pub async fn list(state: web::Data<AppState>) -> HttpResponse {
+/// Only the sessions the caller's token lists (all of them for `"*"` or anonymous calls).
+pub async fn list(state: web::Data<AppState>, principal: crate::auth::Principal) -> HttpResponse {
     let Ok(supervisors) = state.registry.send(ListSessions).await else {
         return unavailable();
     };
@@ -112,7 +113,9 @@ pub async fn list(state: web::Data<AppState>) -> HttpResponse {
     for supervisor in supervisors {
         // A session that retires meanwhile is simply not listed.
         if let Ok(snapshot) = supervisor.send(GetSnapshot).await {
-            sessions.push(snapshot);
+            if principal.access.allows(&snapshot.session_slug) {
+                sessions.push(snapshot);
+            }
         }
     }
     sessions.sort_by(|a, b| a.session_slug.cmp(&b.session_slug));

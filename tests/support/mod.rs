@@ -510,3 +510,39 @@ pub fn assert_transcript_stream(messages: &[Value], slug: &str) -> Vec<String> {
     }
     finals
 }
+
+/// Runs a publisher that the service must refuse: it has to exit non-zero within `timeout`
+/// (a refused publish closes the connection, so no timer stands in for the refusal). Returns
+/// its stderr for the test's message.
+pub async fn run_refused_publisher(program: &str, args: &[String], timeout: Duration) -> String {
+    let output = tokio::time::timeout(
+        timeout,
+        tokio::process::Command::new(program)
+            .args(args)
+            .stdout(Stdio::null())
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("{program} was not refused within {timeout:?}"))
+    .unwrap_or_else(|e| panic!("{program} starts: {e}"));
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(
+        !output.status.success(),
+        "{program} published although the service had to refuse it: {stderr}"
+    );
+    stderr
+}
+
+impl Service {
+    pub async fn post_json(&self, path: &str, body: Value) -> (u16, Value) {
+        let mut response = awc::Client::new()
+            .post(self.url(path))
+            .send_json(&body)
+            .await
+            .expect("http post");
+        let status = response.status().as_u16();
+        let body = response.json::<Value>().await.unwrap_or(Value::Null);
+        (status, body)
+    }
+}

@@ -1,0 +1,115 @@
+//! `POST /api/active-speaker` (SPEC §4.5): clients report who is speaking about every 500 ms;
+//! transcripts are attributed to the report nearest before each utterance's end.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use ::actors::broadcast::ReportSpeaker;
+use ::actors::events::now_ms;
+use ::actors::registry::{validate_slug, FindSession};
+use ::actors::speaker::SpeakerReport;
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpResponse};
+use serde::Deserialize;
+
+use super::{json_error, AppState};
+use crate::auth::Principal;
+use actix_web::ResponseError as _;
+
+/// Reports accepted per (session, identity) per second: clients send ~2; 10 leaves room for
+/// bursts after a reconnect while stopping a runaway loop from flooding the session.
+const MAX_REPORTS_PER_SECOND: u32 = 10;
+/// Identities and names are display strings; longer ones are refused.
+const MAX_FIELD_LEN: usize = 256;
+/// Rate-limit windows kept before old ones are swept.
+const MAX_TRACKED_REPORTERS: usize = 10_000;
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ActiveSpeakerBody {
+    session_slug: String,
+    identity: String,
+    #[serde(default)]
+    name: Option<String>,
+    /// When the client saw the speaker, ms since the epoch; the server's clock if absent.
+    #[serde(default)]
+    timestamp: Option<i64>,
+}
+
+/// Fixed one-second windows per reporter.
+#[derive(Default)]
+pub struct SpeakerRateLimit {
+    windows: Mutex<HashMap<(String, String), (Instant, u32)>>,
+}
+
+impl SpeakerRateLimit {
+    fn allow(&self, session: &str, identity: &str) -> bool {
+        let now = Instant::now();
+        let Ok(mut windows) = self.windows.lock() else {
+            return true;
+        };
+        if windows.len() > MAX_TRACKED_REPORTERS {
+            windows.retain(|_, (start, _)| now.duration_since(*start) < Duration::from_secs(1));
+        }
+        let entry = windows
+            .entry((session.to_owned(), identity.to_owned()))
+            .or_insert((now, 0));
+        if now.duration_since(entry.0) >= Duration::from_secs(1) {
+            *entry = (now, 0);
+        }
+        entry.1 += 1;
+        entry.1 <= MAX_REPORTS_PER_SECOND
+    }
+}
+
+pub async fn report(
+    state: web::Data<AppState>,
+    limits: web::Data<SpeakerRateLimit>,
+    principal: Principal,
+    body: web::Json<ActiveSpeakerBody>,
+) -> HttpResponse {
+    let body = body.into_inner();
+    // The slug is in the body, where the auth middleware cannot see it: check it here.
+    if let Err(refused) = principal.require_session(&body.session_slug) {
+        return refused.error_response();
+    }
+    if let Err(e) = validate_slug(&body.session_slug) {
+        return json_error(StatusCode::BAD_REQUEST, "bad_session_slug", e.to_string());
+    }
+    let name = body.name.unwrap_or_else(|| body.identity.clone());
+    if body.identity.is_empty() || body.identity.len() > MAX_FIELD_LEN || name.len() > MAX_FIELD_LEN
+    {
+        return json_error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "identity and name must be 1-256 characters",
+        );
+    }
+    if !limits.allow(&body.session_slug, &body.identity) {
+        return json_error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            "too many active-speaker reports",
+        );
+    }
+    let session = state
+        .registry
+        .send(FindSession {
+            session_slug: body.session_slug.clone(),
+        })
+        .await;
+    let Ok(Some(supervisor)) = session else {
+        return json_error(
+            StatusCode::NOT_FOUND,
+            "session_not_found",
+            "no live session with this slug",
+        );
+    };
+    supervisor.do_send(ReportSpeaker(SpeakerReport {
+        identity: body.identity.into(),
+        name: name.into(),
+        timestamp_ms: body.timestamp.unwrap_or_else(now_ms),
+    }));
+    HttpResponse::NoContent().finish()
+}

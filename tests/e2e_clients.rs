@@ -1,0 +1,498 @@
+//! What WebSocket clients rely on (SPEC §4.4, §4.5): heartbeat, resume with `lastSeq` (from
+//! memory and, after a restart, from the database) and active-speaker attribution.
+
+mod support;
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use mock_gladia::{MockConfig, MockGladia};
+use serde_json::{json, Value};
+use support::*;
+
+const KEY: &str = "e2e-clients-key";
+
+fn mock() -> MockGladia {
+    MockGladia::start(MockConfig {
+        api_key: KEY.into(),
+        ..MockConfig::default()
+    })
+    .unwrap()
+}
+
+fn env(
+    mock: &MockGladia,
+    database_url: &str,
+    extra: &[(&'static str, &str)],
+) -> Vec<(&'static str, String)> {
+    let mut env = vec![
+        ("GLADIA_API_URL", mock.base_url()),
+        ("GLADIA_API_KEY", KEY.to_owned()),
+        ("DATABASE_URL", database_url.to_owned()),
+    ];
+    env.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
+    env
+}
+
+async fn publish_speech(service: &Service, wav: &std::path::Path, slug: &str) {
+    let args = ffmpeg_args(
+        &[
+            "-re",
+            "-i",
+            wav.to_str().unwrap(),
+            "-c:a",
+            "aac",
+            "-b:a",
+            "128k",
+            "-ar",
+            "44100",
+            "-ac",
+            "2",
+        ],
+        &service.rtmp_url(slug),
+    );
+    run_publisher("ffmpeg", &args, Duration::from_secs(90)).await;
+}
+
+#[actix_rt::test]
+async fn a_client_that_never_answers_pings_is_closed_removed_and_counted() {
+    let _serial = SERIAL.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mock = mock();
+    let service = Service::start(&env(
+        &mock,
+        &format!("sqlite://{}/r.db", dir.path().display()),
+        &[("WS_PING_INTERVAL_MS", "200"), ("WS_MAX_MISSED_PONGS", "2")],
+    ));
+    let answering = WsClient::connect(&service, "sessionSlug=heartbeat").await;
+
+    // A raw client that reads nothing and sends nothing: it answers no ping.
+    let url = format!(
+        "ws://{}/api/realtime/transcribe?sessionSlug=heartbeat",
+        service.http
+    );
+    let (_, mut silent) = awc::Client::new().ws(url).connect().await.unwrap();
+    let (_, before) = service.get_json("/metrics").await;
+    let before = before["counters"]["ws.heartbeat_timeouts_total"]
+        .as_u64()
+        .unwrap();
+
+    let mut pings = 0;
+    let close = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(frame) = silent.next().await {
+            match frame {
+                Ok(awc::ws::Frame::Ping(_)) => pings += 1,
+                Ok(awc::ws::Frame::Close(reason)) => return reason,
+                Ok(_) => {}
+                Err(e) => panic!("protocol error: {e}"),
+            }
+        }
+        None
+    })
+    .await
+    .expect("the silent client was not closed");
+    let reason = close.expect("close frame with a reason");
+    assert_eq!(u16::from(reason.code), 1001);
+    assert_eq!(reason.description.as_deref(), Some("heartbeat_timeout"));
+    assert_eq!(
+        pings, 2,
+        "closed after exactly WS_MAX_MISSED_PONGS unanswered pings"
+    );
+
+    let (_, after) = service.get_json("/metrics").await;
+    assert_eq!(
+        after["counters"]["ws.heartbeat_timeouts_total"]
+            .as_u64()
+            .unwrap(),
+        before + 1
+    );
+    let (_, session) = service.get_json("/api/sessions/heartbeat").await;
+    assert_eq!(
+        session["clients"], 1,
+        "the silent client is still counted: {session}"
+    );
+    // The answering client (it pongs) outlived several intervals and is still served.
+    answering.send(json!({"type": "ping"}));
+    assert!(
+        answering
+            .wait_until(Duration::from_secs(2), |m| m
+                .iter()
+                .any(|m| m["type"] == "pong"))
+            .await
+    );
+}
+
+fn finals_in(messages: &[Value]) -> Vec<i64> {
+    messages
+        .iter()
+        .filter(|m| m["isFinal"] == true)
+        .map(|m| m["seq"].as_i64().unwrap())
+        .collect()
+}
+
+#[actix_rt::test]
+async fn resume_replays_missed_finals_from_memory_and_after_a_restart_from_the_database() {
+    let _serial = SERIAL.lock().await;
+    if !require_tools(&["ffmpeg", "espeak-ng", "sox"]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let database_url = format!("sqlite://{}/r.db", dir.path().display());
+    let wav = make_speech(dir.path());
+    let mock = mock();
+    let slug = "resume";
+
+    let first_run_finals = {
+        let service = Service::start(&env(&mock, &database_url, &[]));
+        let live = WsClient::connect(&service, &format!("sessionSlug={slug}")).await;
+        publish_speech(&service, &wav, slug).await;
+        assert!(
+            mock.wait_for(Duration::from_secs(30), |s| s.len() == 1
+                && s[0].closed_with_1000)
+                .await
+        );
+        let n = mock.sessions()[0].finals_sent.len() as i64;
+        assert!(
+            live.wait_until(Duration::from_secs(10), |m| finals_in(m).len() as i64 == n)
+                .await
+        );
+
+        // A client that saw final 1 reconnects: it gets 2..=n from memory, in order, once.
+        let resumed = WsClient::connect(&service, &format!("sessionSlug={slug}&lastSeq=1")).await;
+        assert!(
+            resumed
+                .wait_until(Duration::from_secs(5), |m| finals_in(m).len() as i64
+                    == n - 1)
+                .await
+        );
+        assert_eq!(finals_in(&resumed.snapshot()), (2..=n).collect::<Vec<_>>());
+        // Same over the socket's `subscribe` message, on a fresh connection.
+        let other = WsClient::connect(&service, "sessionSlug=unrelated").await;
+        other.send(json!({"type": "subscribe", "sessionSlug": slug, "lastSeq": n - 1}));
+        assert!(
+            other
+                .wait_until(Duration::from_secs(5), |m| !finals_in(m).is_empty())
+                .await
+        );
+        assert_eq!(finals_in(&other.snapshot()), vec![n]);
+
+        // Let the batch reach the database before the process goes away.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while (stored_finals(&database_url, slug).len() as i64) < n
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(stored_finals(&database_url, slug).len() as i64, n);
+        n
+    };
+
+    // A new process: memory is empty, the database is not.
+    let service = Service::start(&env(&mock, &database_url, &[]));
+    let resumed = WsClient::connect(&service, &format!("sessionSlug={slug}&lastSeq=1")).await;
+    assert!(
+        resumed
+            .wait_until(Duration::from_secs(5), |m| finals_in(m).len() as i64
+                == first_run_finals - 1)
+            .await,
+        "replay from the database missing: {:?}",
+        resumed.snapshot()
+    );
+    assert_eq!(
+        finals_in(&resumed.snapshot()),
+        (2..=first_run_finals).collect::<Vec<_>>()
+    );
+
+    // Numbering survives the restart: the next publish continues after the stored finals.
+    publish_speech(&service, &wav, slug).await;
+    assert!(
+        mock.wait_for(Duration::from_secs(30), |s| s.len() == 2
+            && s[1].closed_with_1000)
+            .await
+    );
+    let second = mock.sessions()[1].finals_sent.len() as i64;
+    let total = first_run_finals + second;
+    assert!(
+        resumed
+            .wait_until(Duration::from_secs(10), |m| finals_in(m).len() as i64
+                == total - 1)
+            .await
+    );
+    assert_eq!(
+        finals_in(&resumed.snapshot()),
+        (2..=total).collect::<Vec<_>>(),
+        "seq gap or repeat across the restart"
+    );
+    let ids: std::collections::HashSet<String> = resumed
+        .finals()
+        .iter()
+        .map(|m| m["utteranceId"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        ids.len() as i64,
+        total - 1,
+        "utterance ids repeat across provider sessions"
+    );
+}
+
+#[actix_rt::test]
+async fn transcripts_are_attributed_to_the_reported_active_speaker() {
+    let _serial = SERIAL.lock().await;
+    if !require_tools(&["ffmpeg", "espeak-ng", "sox"]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let wav = make_speech(dir.path());
+    let mock = mock();
+    let service = Service::start(&env(
+        &mock,
+        &format!("sqlite://{}/r.db", dir.path().display()),
+        &[("ACTIVE_SPEAKER_TTL_MS", "60000")],
+    ));
+    let slug = "speakers";
+    let client = WsClient::connect(&service, &format!("sessionSlug={slug}")).await;
+    let post = |body: Value| {
+        let url = service.url("/api/active-speaker");
+        async move {
+            awc::Client::new()
+                .post(url)
+                .send_json(&body)
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    assert_eq!(
+        post(json!({"sessionSlug": "nobody-here", "identity": "u1", "name": "A"})).await,
+        404
+    );
+    assert_eq!(
+        post(json!({"sessionSlug": slug, "identity": ""})).await,
+        400
+    );
+    // Reported before the speech starts; within the TTL for the whole clip.
+    let reported_at = actors::events::now_ms();
+    assert_eq!(
+        post(json!({"sessionSlug": slug, "identity": "user-17:sess-9", "name": "Alice", "timestamp": reported_at})).await,
+        204
+    );
+    publish_speech(&service, &wav, slug).await;
+    assert!(
+        mock.wait_for(Duration::from_secs(30), |s| s.len() == 1
+            && s[0].closed_with_1000)
+            .await
+    );
+    let n = mock.sessions()[0].finals_sent.len();
+    assert!(
+        client
+            .wait_until(Duration::from_secs(10), |m| finals_in(m).len() == n)
+            .await
+    );
+    for m in client.transcripts() {
+        assert_eq!(
+            (m["speaker"].as_str(), m["speakerId"].as_str()),
+            (Some("Alice"), Some("user-17:sess-9")),
+            "{m}"
+        );
+    }
+    // A client flooding reports is told to slow down.
+    let mut statuses = Vec::new();
+    for _ in 0..15 {
+        statuses.push(post(json!({"sessionSlug": slug, "identity": "flood", "name": "F"})).await);
+    }
+    assert!(statuses.contains(&429), "no rate limit: {statuses:?}");
+}
+
+async fn ai_lock_contention_renewal_expiry_and_release(database_url: String) {
+    let mock = mock();
+    let service = Service::start(&env(&mock, &database_url, &[]));
+    let url = service.url("/api/sessions/meeting-ai/ai-lock");
+    let acquire = |holder: &'static str, ttl: i64| {
+        let url = url.clone();
+        async move {
+            let mut r = awc::Client::new()
+                .post(url)
+                .send_json(&json!({"holder": holder, "ttlMs": ttl}))
+                .await
+                .unwrap();
+            let body: Value = r.json().await.unwrap();
+            (r.status().as_u16(), body)
+        }
+    };
+    let release = |holder: &'static str| {
+        let url = url.clone();
+        async move {
+            let r = awc::Client::new()
+                .delete(url)
+                .send_json(&json!({"holder": holder}))
+                .await
+                .unwrap();
+            r.status().as_u16()
+        }
+    };
+
+    // Two coordinators race; exactly one wins and the other is told who holds it.
+    let (a, b) = futures_util::join!(
+        acquire("coordinator-a", 60_000),
+        acquire("coordinator-b", 60_000)
+    );
+    let (winner, loser) = if a.0 == 200 { (a, b) } else { (b, a) };
+    assert_eq!(winner.0, 200, "{winner:?}");
+    assert_eq!(loser.0, 409, "{loser:?}");
+    assert_eq!(winner.1["acquired"], true);
+    assert_eq!(loser.1["acquired"], false);
+    assert_eq!(loser.1["holder"], winner.1["holder"]);
+    let holder: &'static str = if winner.1["holder"] == "coordinator-a" {
+        "coordinator-a"
+    } else {
+        "coordinator-b"
+    };
+    let other: &'static str = if holder == "coordinator-a" {
+        "coordinator-b"
+    } else {
+        "coordinator-a"
+    };
+
+    // Renewal by the holder moves the deadline; a non-holder cannot release it.
+    let (status, renewed) = acquire(holder, 120_000).await;
+    assert_eq!(status, 200);
+    assert!(renewed["lockedUntil"].as_i64() > winner.1["lockedUntil"].as_i64());
+    assert_eq!(release(other).await, 409);
+    assert_eq!(acquire(other, 1000).await.0, 409);
+    assert_eq!(release(holder).await, 204);
+
+    // After a release, and after an expiry, the other side gets it.
+    let (status, short) = acquire(other, 300).await;
+    assert_eq!(status, 200);
+    let expires_at = short["lockedUntil"].as_i64().unwrap();
+    assert_eq!(acquire(holder, 60_000).await.0, 409, "taken before expiry");
+    let wait = (expires_at - actors::events::now_ms() + 50).max(0) as u64;
+    tokio::time::sleep(Duration::from_millis(wait)).await;
+    let (status, body) = acquire(holder, 60_000).await;
+    assert_eq!(status, 200, "the expired lock was not freed: {body}");
+    assert_eq!(acquire(holder, 0).await.0, 400);
+}
+
+#[actix_rt::test]
+async fn ai_lock_on_sqlite() {
+    let _serial = SERIAL.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    ai_lock_contention_renewal_expiry_and_release(format!(
+        "sqlite://{}/r.db",
+        dir.path().display()
+    ))
+    .await;
+}
+
+#[actix_rt::test]
+async fn ai_lock_on_postgres() {
+    let _serial = SERIAL.lock().await;
+    let Some(url) = fresh_postgres_database("rtcore_lock") else {
+        return;
+    };
+    ai_lock_contention_renewal_expiry_and_release(url).await;
+}
+
+#[actix_rt::test]
+async fn limits_refuse_abuse_with_clear_errors() {
+    let _serial = SERIAL.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mock = mock();
+    let service = Service::start(&env(
+        &mock,
+        &format!("sqlite://{}/r.db", dir.path().display()),
+        &[("MAX_CLIENTS_PER_SESSION", "2"), ("MAX_SESSIONS", "3")],
+    ));
+
+    // Clients per session: the third subscriber gets a clear error, the first two are served.
+    let first = WsClient::connect(&service, "sessionSlug=crowded").await;
+    let _second = WsClient::connect(&service, "sessionSlug=crowded").await;
+    assert!(
+        first
+            .wait_until(Duration::from_secs(5), |m| m
+                .iter()
+                .any(|m| m["type"] == "status"))
+            .await
+    );
+    let third = WsClient::connect(&service, "sessionSlug=crowded").await;
+    assert!(
+        third
+            .wait_until(Duration::from_secs(5), |m| m
+                .iter()
+                .any(|m| m["code"] == "too_many_clients"))
+            .await,
+        "{:?}",
+        third.snapshot()
+    );
+
+    // Sessions per instance.
+    for slug in ["s1", "s2"] {
+        let (status, _) = service
+            .post_json(&format!("/api/sessions/{slug}/transcription"), json!({}))
+            .await;
+        assert_eq!(status, 200);
+    }
+    let (status, body) = service
+        .post_json("/api/sessions/s3/transcription", json!({}))
+        .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (503, Some("too_many_sessions")),
+        "{body}"
+    );
+
+    // Bodies and query strings.
+    let huge = "x".repeat(64 * 1024);
+    let (status, body) = service
+        .post_json(
+            "/api/active-speaker",
+            json!({"sessionSlug": "crowded", "identity": huge}),
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (413, Some("body_too_large")),
+        "{body}"
+    );
+    let (status, body) = service
+        .get_json("/api/sessions/crowded/transcripts?afterSeq=abc")
+        .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("bad_request")),
+        "{body}"
+    );
+    let (status, body) = service.get_json("/api/sessions/bad%20slug").await;
+    assert_eq!(status, 400, "{body}");
+
+    // A WebSocket frame over 64 KiB closes that socket with 1009.
+    let url = format!(
+        "ws://{}/api/realtime/transcribe?sessionSlug=s1",
+        service.http
+    );
+    let (_, mut socket) = awc::Client::new()
+        .ws(url)
+        .max_frame_size(1 << 20)
+        .connect()
+        .await
+        .unwrap();
+    use futures_util::SinkExt;
+    socket
+        .send(awc::ws::Message::Text(
+            format!("{{\"type\":\"ping\",\"pad\":\"{huge}\"}}").into(),
+        ))
+        .await
+        .unwrap();
+    let close = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Some(frame) = socket.next().await {
+            if let Ok(awc::ws::Frame::Close(reason)) = frame {
+                return reason.map(|r| u16::from(r.code));
+            }
+        }
+        None
+    })
+    .await
+    .expect("oversized frame did not close the socket");
+    assert_eq!(close, Some(1009));
+}
