@@ -35,22 +35,7 @@ fn env(
 }
 
 async fn publish_speech(service: &Service, wav: &std::path::Path, slug: &str) {
-    let args = ffmpeg_args(
-        &[
-            "-re",
-            "-i",
-            wav.to_str().unwrap(),
-            "-c:a",
-            "aac",
-            "-b:a",
-            "128k",
-            "-ar",
-            "44100",
-            "-ac",
-            "2",
-        ],
-        &service.rtmp_url(slug),
-    );
+    let args = ffmpeg_speech_args(wav, &service.rtmp_url(slug));
     run_publisher("ffmpeg", &args, Duration::from_secs(90)).await;
 }
 

@@ -36,14 +36,8 @@ async fn provider_failure_is_visible(status: u16, slug: &str, recovers: bool) {
     let client = WsClient::connect(&service, &format!("sessionSlug={slug}")).await;
     let wav = make_speech(dir.path());
     let url = service.rtmp_url(slug);
-    let wav_s = wav.to_str().unwrap().to_owned();
+    let args = ffmpeg_speech_args(&wav, &url);
     let publisher = actix_rt::spawn(async move {
-        let args = ffmpeg_args(
-            &[
-                "-re", "-i", &wav_s, "-c:a", "aac", "-b:a", "128k", "-ar", "44100", "-ac", "2",
-            ],
-            &url,
-        );
         run_publisher("ffmpeg", &args, Duration::from_secs(90)).await;
     });
 

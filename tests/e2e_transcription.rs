@@ -41,12 +41,7 @@ async fn publish(publisher: Publisher, wav: &Path, url: &str) {
     let timeout = Duration::from_secs(90);
     match publisher {
         Publisher::FfmpegAacStereo44k => {
-            let args = ffmpeg_args(
-                &[
-                    "-re", "-i", wav_s, "-c:a", "aac", "-b:a", "128k", "-ar", "44100", "-ac", "2",
-                ],
-                url,
-            );
+            let args = ffmpeg_speech_args(wav, url);
             run_publisher("ffmpeg", &args, timeout).await
         }
         Publisher::FfmpegAacMono48k => {

@@ -235,6 +235,17 @@ impl BroadcastActor {
         }
     }
 
+    /// A client that needs no replay: live frames go to it at once.
+    fn add_live_client(&mut self, id: ClientId, deliver: Recipient<Deliver>) {
+        self.clients.insert(
+            id,
+            ClientEntry {
+                deliver,
+                held_back: None,
+            },
+        );
+    }
+
     fn add_client(&mut self, msg: AddClient, ctx: &mut Context<Self>) {
         let upto = match &mut self.numbering {
             Numbering::Loading {
@@ -247,13 +258,7 @@ impl BroadcastActor {
             Numbering::Ready { last_seq } => *last_seq,
         };
         let Some(after) = msg.last_seq.filter(|n| *n < upto) else {
-            self.clients.insert(
-                msg.id,
-                ClientEntry {
-                    deliver: msg.deliver,
-                    held_back: None,
-                },
-            );
+            self.add_live_client(msg.id, msg.deliver);
             return;
         };
         // Finals after `after` that memory still holds, as of now.
@@ -268,13 +273,7 @@ impl BroadcastActor {
             for outbound in from_memory {
                 deliver(&msg.deliver, outbound);
             }
-            self.clients.insert(
-                msg.id,
-                ClientEntry {
-                    deliver: msg.deliver,
-                    held_back: None,
-                },
-            );
+            self.add_live_client(msg.id, msg.deliver);
             return;
         }
         // The oldest missing finals are only in the database: read them, then memory, then

@@ -400,6 +400,18 @@ pub fn ffmpeg_args(input_and_codec: &[&str], url: &str) -> Vec<String> {
     args
 }
 
+/// FFmpeg publishing a WAV the way a typical encoder does: paced in real time, AAC-LC
+/// 44.1 kHz stereo 128 kb/s (what LiveKit Egress sends by default).
+pub fn ffmpeg_speech_args(wav: &Path, url: &str) -> Vec<String> {
+    let wav = wav.to_str().expect("utf-8 path");
+    ffmpeg_args(
+        &[
+            "-re", "-i", wav, "-c:a", "aac", "-b:a", "128k", "-ar", "44100", "-ac", "2",
+        ],
+        url,
+    )
+}
+
 /// GStreamer `rtmp2sink`, the element LiveKit Egress publishes with, fed from a WAV file.
 pub fn rtmp2sink_args(wav: &Path, url: &str) -> Vec<String> {
     format!(
