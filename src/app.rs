@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use ::actors::client::ClientSettings;
 use ::actors::gladia::GladiaConfig;
-use ::actors::registry::{SessionContext, SessionRegistry, SessionSettings};
+use ::actors::registry::{SessionContext, SessionRegistry, SessionSettings, ShutDownAll};
 use actix::prelude::*;
 use actix_web::{web, App, HttpServer};
 use anyhow::Context as _;
@@ -17,6 +17,9 @@ use crate::http::{routes, AiLocks, AppState};
 use crate::rtmp::stream_key::{identity_stream_key_issuer, SignedStreamKeys};
 use crate::rtmp::{identity_stream_key, serve, RtmpConfig, StreamKeyValidator};
 
+/// How long shutdown waits for the sessions to finish: the provider's trailing finals (the
+/// Gladia stop wait is 30 s) and the clients' last frames.
+const SHUTDOWN_DRAIN_TIMEOUT: Duration = Duration::from_secs(40);
 /// How long shutdown waits for queued finals to reach the database.
 const SHUTDOWN_FLUSH_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -30,6 +33,7 @@ fn provider(config: &Config) -> (Option<Arc<GladiaConfig>>, String) {
                 region: config.gladia_region.clone(),
                 max_buffered_audio: Duration::from_secs(60),
                 stop_timeout: Duration::from_secs(30),
+                max_session: config.gladia_max_session,
             })),
             format!("speech-to-text provider: gladia at {} ({})", config.gladia_api_url, config.stt_provider_reason),
         ),
@@ -77,6 +81,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         pcm_chunk_ms: config.pcm_chunk_ms,
         pcm_flush_ms: config.pcm_flush_ms,
         active_speaker_ttl: config.active_speaker_ttl,
+        publisher_reconnect_grace: config.publisher_reconnect_grace,
+        decoder_max_restarts: config.decoder_max_restarts,
         max_sessions: config.max_sessions,
         max_clients_per_session: config.max_clients_per_session,
         stream_key_issuer: signed_keys
@@ -101,6 +107,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         registry.clone().recipient(),
     ));
 
+    let registry_for_shutdown = registry.clone();
     let state = AppState {
         registry,
         storage: storage.storage.clone(),
@@ -124,6 +131,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             .configure(routes)
     })
     .workers(1)
+    // We handle SIGTERM/SIGINT ourselves: the sessions must finish before the server stops.
+    .disable_signals()
     .shutdown_timeout(5)
     .bind((config.http_host, config.port))
     .with_context(|| format!("cannot bind HTTP on {}:{}", config.http_host, config.port))?;
@@ -156,9 +165,34 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }
     tracing::info!(http = %http_local, rtmp = %rtmp_local, "realtime-core ready");
 
-    server.run().await.context("HTTP server")?;
+    let server = server.run();
+    let server_handle = server.handle();
+    let server_task = actix_rt::spawn(server);
 
-    tracing::info!("shutting down: flushing queued transcripts");
+    let signal = shutdown_signal().await?;
+    tracing::info!(
+        signal,
+        "shutting down: refusing new publishes and clients, finishing every transcription"
+    );
+    // New connections wait in the backlog until the listener closes; open ones carry on so
+    // clients get their trailing finals.
+    server_handle.pause().await;
+    match tokio::time::timeout(
+        SHUTDOWN_DRAIN_TIMEOUT,
+        registry_for_shutdown.send(ShutDownAll),
+    )
+    .await
+    {
+        Ok(Ok(sessions)) => {
+            tracing::info!(sessions, "every session finished; clients closed with 1001")
+        }
+        Ok(Err(error)) => tracing::error!(%error, "session shutdown failed"),
+        Err(_) => tracing::error!(
+            timeout_s = SHUTDOWN_DRAIN_TIMEOUT.as_secs(),
+            "sessions did not finish in time; closing anyway"
+        ),
+    }
+    tracing::info!("flushing queued transcripts");
     match tokio::time::timeout(SHUTDOWN_FLUSH_TIMEOUT, storage.batcher.send(Flush)).await {
         Ok(Ok(Ok(()))) => tracing::info!("all transcripts saved"),
         Ok(_) => tracing::error!("transcript flush failed at shutdown"),
@@ -166,5 +200,22 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             "transcript flush timed out at shutdown; unsaved finals remain in memory"
         ),
     }
+    server_handle.stop(true).await;
+    match server_task.await {
+        Ok(result) => result.context("HTTP server")?,
+        Err(error) => tracing::error!(%error, "HTTP server task failed"),
+    }
+    tracing::info!("stopped");
     Ok(())
+}
+
+/// Waits for SIGTERM or SIGINT; returns its name.
+async fn shutdown_signal() -> anyhow::Result<&'static str> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut terminate = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
+    Ok(tokio::select! {
+        _ = terminate.recv() => "SIGTERM",
+        _ = interrupt.recv() => "SIGINT",
+    })
 }

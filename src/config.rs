@@ -42,6 +42,10 @@ pub struct Cli {
     /// eu-west or us-west, sent as the region query parameter.
     #[arg(long, env = "GLADIA_REGION")]
     pub gladia_region: Option<String>,
+    /// Gladia's limit on one live session, in seconds (5-10800). The stream moves to a fresh
+    /// provider session before it, at a pause when there is one.
+    #[arg(long, env = "GLADIA_MAX_SESSION_SECS", default_value = "10800")]
+    pub gladia_max_session_secs: String,
     /// gladia or whisper [default: gladia with a key, else whisper]
     #[arg(long, env = "STT_PROVIDER")]
     pub stt_provider: Option<String>,
@@ -66,6 +70,14 @@ pub struct Cli {
     /// A batch is written at the latest this many ms after its first final.
     #[arg(long, env = "TRANSCRIPT_BATCH_DELAY_MS", default_value = "2000")]
     pub transcript_batch_delay_ms: String,
+    /// Decoder rebuilds (with back-off) after consecutive failures before the session reports
+    /// the error state.
+    #[arg(long, env = "DECODER_MAX_RESTARTS", default_value = "5")]
+    pub decoder_max_restarts: String,
+    /// How long (ms) a session whose publisher left keeps its provider session open (fed with
+    /// silence) for the publisher to come back; egress retries for 30 s. 0 ends it at once.
+    #[arg(long, env = "PUBLISHER_RECONNECT_GRACE_MS", default_value = "30000")]
+    pub publisher_reconnect_grace_ms: String,
     /// An active-speaker report older than this (ms) is not used.
     #[arg(long, env = "ACTIVE_SPEAKER_TTL_MS", default_value = "3000")]
     pub active_speaker_ttl_ms: String,
@@ -120,6 +132,7 @@ pub struct Config {
     pub gladia_api_key: Option<String>,
     pub gladia_api_url: String,
     pub gladia_region: Option<String>,
+    pub gladia_max_session: Duration,
     pub stt_provider: SttProvider,
     /// Why this provider was chosen, for the start-up line.
     pub stt_provider_reason: &'static str,
@@ -131,6 +144,8 @@ pub struct Config {
     pub transcript_batch_size: usize,
     pub transcript_batch_delay: Duration,
     pub active_speaker_ttl: Duration,
+    pub publisher_reconnect_grace: Duration,
+    pub decoder_max_restarts: u32,
     pub realtime_auth_secret: Option<String>,
     pub rtmp_stream_key_secret: Option<String>,
     pub broadcast_http: bool,
@@ -266,6 +281,12 @@ impl Config {
             None if gladia_api_key.is_some() => (SttProvider::Gladia, "GLADIA_API_KEY is set"),
             None => (SttProvider::Whisper, "no GLADIA_API_KEY"),
         };
+        let gladia_max_session = Duration::from_secs(number(
+            "GLADIA_MAX_SESSION_SECS",
+            &cli.gladia_max_session_secs,
+            5u64,
+            10_800,
+        )?);
         let pcm_chunk_ms = number("PCM_CHUNK_SIZE_MS", &cli.pcm_chunk_size_ms, 10u32, 1000)?;
         let pcm_flush_ms = number(
             "PCM_FLUSH_INTERVAL_MS",
@@ -305,6 +326,18 @@ impl Config {
             1u64,
             3_600_000,
         )?);
+        let decoder_max_restarts = number(
+            "DECODER_MAX_RESTARTS",
+            &cli.decoder_max_restarts,
+            0u32,
+            1000,
+        )?;
+        let publisher_reconnect_grace = Duration::from_millis(number(
+            "PUBLISHER_RECONNECT_GRACE_MS",
+            &cli.publisher_reconnect_grace_ms,
+            0u64,
+            600_000,
+        )?);
         let broadcast_http = match cli.realtime_broadcast_mode.as_str() {
             "direct" => false,
             "http" => true,
@@ -343,6 +376,7 @@ impl Config {
             database_url,
             gladia_api_key,
             gladia_api_url,
+            gladia_max_session,
             gladia_region,
             stt_provider,
             stt_provider_reason,
@@ -354,6 +388,8 @@ impl Config {
             transcript_batch_size,
             transcript_batch_delay,
             active_speaker_ttl,
+            publisher_reconnect_grace,
+            decoder_max_restarts,
             realtime_auth_secret: non_empty(cli.realtime_auth_secret),
             rtmp_stream_key_secret: non_empty(cli.rtmp_stream_key_secret),
             broadcast_http,

@@ -132,7 +132,8 @@ impl BroadcastActor {
             .spawn(ctx);
     }
 
-    fn final_frame(&self, record: &FinalRecord) -> Outbound {
+    /// `provisional` is not stored: a final replayed from the database shows without it.
+    fn final_frame(&self, record: &FinalRecord, provisional: bool) -> Outbound {
         let message = TranscriptMessage {
             kind: "transcript",
             session_slug: &self.session_slug,
@@ -147,6 +148,7 @@ impl BroadcastActor {
             started_at: record.started_at_ms,
             ended_at: record.ended_at_ms,
             language: record.language.as_deref(),
+            provisional,
         };
         Outbound::Final {
             session: self.session_slug.clone(),
@@ -186,7 +188,7 @@ impl BroadcastActor {
                 ended_at_ms: event.ended_at_ms,
                 language: event.language,
             };
-            let outbound = self.final_frame(&record);
+            let outbound = self.final_frame(&record, event.provisional);
             self.remember_final(record.utterance_id.clone());
             self.recent_finals.push_back((record.seq, outbound.clone()));
             if self.recent_finals.len() > REPLAY_RING {
@@ -209,6 +211,7 @@ impl BroadcastActor {
                 started_at: event.started_at_ms,
                 ended_at: event.ended_at_ms,
                 language: event.language.as_deref(),
+                provisional: false,
             };
             let frame = ByteString::from(to_json(&message));
             self.fan_out(Outbound::Partial {
@@ -302,7 +305,7 @@ impl BroadcastActor {
                 match result {
                     Ok(Ok(records)) => {
                         for record in records.iter().filter(|r| r.seq > after && r.seq < memory_start) {
-                            deliver(&deliver_to, act.final_frame(record));
+                            deliver(&deliver_to, act.final_frame(record, false));
                         }
                     }
                     _ => {
@@ -378,6 +381,20 @@ impl Handler<RemoveClient> for BroadcastActor {
 
     fn handle(&mut self, msg: RemoveClient, _: &mut Self::Context) {
         self.clients.remove(&msg.id);
+    }
+}
+
+/// Shutdown: every client closes with 1001 after the frames it was given before this.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SayGoodbye;
+
+impl Handler<SayGoodbye> for BroadcastActor {
+    type Result = ();
+
+    fn handle(&mut self, _: SayGoodbye, _: &mut Self::Context) {
+        // Behind any held-back replay too, so a resuming client still gets its finals first.
+        self.fan_out(Outbound::Goodbye);
     }
 }
 

@@ -72,6 +72,8 @@ pub struct ClientActor {
     outbox: Outbox,
     in_flight: bool,
     closing: bool,
+    /// The service is shutting down: close with 1001 once the outbox is written.
+    leaving: bool,
     settings: ClientSettings,
     /// Pings sent since the client last sent any frame.
     unanswered_pings: u32,
@@ -97,6 +99,7 @@ impl ClientActor {
             outbox: Outbox::new(settings.max_queued_finals),
             in_flight: false,
             closing: false,
+            leaving: false,
             settings,
             unanswered_pings: 0,
         }
@@ -130,6 +133,9 @@ impl ClientActor {
             return;
         }
         let Some(frame) = self.outbox.pop() else {
+            if self.leaving {
+                self.close(ctx, CloseCode::Away, "server shutting down");
+            }
             return;
         };
         self.in_flight = true;
@@ -337,6 +343,11 @@ impl Handler<Deliver> for ClientActor {
     type Result = ();
 
     fn handle(&mut self, Deliver(outbound): Deliver, ctx: &mut Self::Context) {
+        if let Outbound::Goodbye = outbound {
+            self.leaving = true;
+            self.pump(ctx);
+            return;
+        }
         self.enqueue(outbound, ctx);
     }
 }

@@ -35,6 +35,9 @@ pub struct TranscriptEvent {
     pub provider_speaker: Option<String>,
     /// When the provider message arrived, for latency measurement.
     pub received_at: Instant,
+    /// A final made from the last partial of an utterance the provider never finalized
+    /// (its stream ended first).
+    pub provisional: bool,
 }
 
 /// The states of SPEC §4.2, as clients and the HTTP API see them.
@@ -44,6 +47,8 @@ pub enum SessionState {
     Live,
     Reconnecting,
     Ended,
+    /// The session cannot transcribe (the audio decoder failed for good); the detail says why.
+    Error,
 }
 
 impl SessionState {
@@ -53,6 +58,7 @@ impl SessionState {
             SessionState::Live => "live",
             SessionState::Reconnecting => "reconnecting",
             SessionState::Ended => "ended",
+            SessionState::Error => "error",
         }
     }
 }

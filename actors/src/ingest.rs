@@ -20,8 +20,12 @@ use crate::ingest_messages::{AudioTagReceived, DetachPublisher, PublisherId};
 /// arbiter is stalled, and the drop is counted.
 const DECODER_CHANNEL_CAPACITY: usize = 1024;
 
-/// Decoder rebuilds after errors before the session gives up on this publisher's audio.
-const MAX_DECODER_STARTS: u64 = 20;
+/// First wait before rebuilding a failed decoder; doubles per consecutive failure.
+const RESTART_BACKOFF_INITIAL: Duration = Duration::from_millis(100);
+const RESTART_BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// A decoder that produced this much PCM (5 s) counts as healthy again: its failure streak
+/// starts over.
+const HEALTHY_PCM_BYTES: u64 = 5 * 32_000;
 
 /// Sent by the supervisor: this publisher is now the session's source (a previous one, if
 /// any, is replaced: egress reconnects to the same key at once).
@@ -49,8 +53,11 @@ pub enum IngestReport {
         publisher: Option<PublisherId>,
         reason: String,
     },
-    /// The decoder failed; the detail says why.
+    /// The decoder failed and is being rebuilt; the detail says why.
     DecoderError(String),
+    /// The decoder failed more times in a row than allowed: this publisher's audio is not
+    /// decoded any more (a new publish or AAC configuration tries again).
+    DecoderFailed(String),
 }
 
 #[derive(Default, Debug, Clone, Copy)]
@@ -84,6 +91,11 @@ enum DecoderState {
         generation: u64,
         reason: String,
     },
+    /// The pipeline failed; a rebuild from `config` is due after a back-off. Frames that
+    /// arrive meanwhile are dropped (counted).
+    Restarting { config: AudioSpecificConfig },
+    /// Too many failures in a row: frames are dropped until a new publisher or configuration.
+    Failed { config: AudioSpecificConfig },
 }
 
 pub struct IngestActor {
@@ -97,6 +109,11 @@ pub struct IngestActor {
     report: Recipient<IngestReport>,
     decoded_tx: Option<mpsc::Sender<DecoderOutput>>,
     counters: IngestCounters,
+    /// Rebuilds allowed after consecutive decoder failures (`DECODER_MAX_RESTARTS`).
+    max_restarts: u32,
+    failures_in_a_row: u32,
+    /// PCM out of the current pipeline: enough of it clears the failure streak.
+    pcm_since_start: u64,
 }
 
 impl IngestActor {
@@ -104,6 +121,7 @@ impl IngestActor {
         session_slug: String,
         chunk_ms: u32,
         flush_ms: u32,
+        max_restarts: u32,
         report: Recipient<IngestReport>,
     ) -> Self {
         IngestActor {
@@ -117,6 +135,9 @@ impl IngestActor {
             report,
             decoded_tx: None,
             counters: IngestCounters::default(),
+            max_restarts,
+            failures_in_a_row: 0,
+            pcm_since_start: 0,
         }
     }
 
@@ -149,6 +170,7 @@ impl IngestActor {
         match DecodePipeline::start(&config, on_event) {
             Ok(pipeline) => {
                 self.counters.decoder_starts += 1;
+                self.pcm_since_start = 0;
                 tracing::info!(session = %self.session_slug, rate = config.sample_rate, channels = config.channels, "decoder started");
                 self.decoder = DecoderState::Running {
                     pipeline,
@@ -191,8 +213,47 @@ impl IngestActor {
                     reason: r,
                 };
             }
-            DecoderState::NotConfigured => self.drained(reason),
+            DecoderState::NotConfigured
+            | DecoderState::Restarting { .. }
+            | DecoderState::Failed { .. } => self.drained(reason),
         }
+    }
+
+    /// The pipeline failed: rebuild it from the stored configuration after a back-off, or,
+    /// after too many failures in a row, give up on this publisher's audio and say so.
+    fn restart_decoder(
+        &mut self,
+        config: AudioSpecificConfig,
+        error: String,
+        ctx: &mut Context<Self>,
+    ) {
+        if self.failures_in_a_row >= self.max_restarts {
+            let why = format!(
+                "audio decoder failed {} times in a row (last: {error})",
+                self.failures_in_a_row + 1
+            );
+            tracing::error!(session = %self.session_slug, %why, "giving up on this publisher's audio");
+            self.decoder = DecoderState::Failed { config };
+            self.report.do_send(IngestReport::DecoderFailed(why));
+            return;
+        }
+        self.report.do_send(IngestReport::DecoderError(error));
+        self.failures_in_a_row += 1;
+        let delay = RESTART_BACKOFF_INITIAL
+            .saturating_mul(1 << (self.failures_in_a_row - 1).min(16))
+            .min(RESTART_BACKOFF_MAX);
+        tracing::warn!(session = %self.session_slug, attempt = self.failures_in_a_row, delay_ms = delay.as_millis() as u64, "rebuilding the decoder");
+        self.decoder = DecoderState::Restarting { config };
+        ctx.run_later(delay, |act, _| {
+            // Only if nothing else (a drain, a new configuration) happened meanwhile.
+            if matches!(act.decoder, DecoderState::Restarting { .. }) {
+                if let DecoderState::Restarting { config } =
+                    std::mem::replace(&mut act.decoder, DecoderState::NotConfigured)
+                {
+                    act.start_decoder(config);
+                }
+            }
+        });
     }
 
     fn drained(&mut self, reason: String) {
@@ -230,6 +291,11 @@ impl Handler<UsePublisher> for IngestActor {
         if let Some(old) = self.publisher.replace(publisher) {
             tracing::info!(session = %self.session_slug, %old, new = %publisher, "publisher replaced");
         }
+        // A new publisher gets a fresh chance at decoding.
+        self.failures_in_a_row = 0;
+        if matches!(self.decoder, DecoderState::Failed { .. }) {
+            self.decoder = DecoderState::NotConfigured;
+        }
     }
 }
 
@@ -253,8 +319,14 @@ impl Handler<AudioTagReceived> for IngestActor {
         match parse_audio_tag(&tag.payload) {
             Ok(AudioTag::AacSequenceHeader(raw)) => match AudioSpecificConfig::parse(raw) {
                 Ok(config) => {
-                    let same = matches!(&self.decoder, DecoderState::Running { config: c, .. } if c.raw == config.raw);
+                    let same = match &self.decoder {
+                        DecoderState::Running { config: c, .. }
+                        | DecoderState::Restarting { config: c }
+                        | DecoderState::Failed { config: c } => c.raw == config.raw,
+                        DecoderState::NotConfigured | DecoderState::Draining { .. } => false,
+                    };
                     if !same {
+                        self.failures_in_a_row = 0;
                         // A new publisher with another format: the old pipeline is dropped.
                         self.start_decoder(config);
                     }
@@ -265,14 +337,18 @@ impl Handler<AudioTagReceived> for IngestActor {
                         .do_send(IngestReport::DecoderError(error.to_string()));
                 }
             },
-            Ok(AudioTag::AacRaw(frame)) => {
-                if let DecoderState::Running { pipeline, .. } = &self.decoder {
+            Ok(AudioTag::AacRaw(frame)) => match &self.decoder {
+                DecoderState::Running { pipeline, .. } => {
                     if let Err(error) = pipeline.push_frame(frame, tag.timestamp_ms) {
                         self.counters.dropped_tags += 1;
                         tracing::warn!(session = %self.session_slug, %error, "AAC frame not accepted by the decoder");
                     }
                 }
-            }
+                DecoderState::Restarting { .. } | DecoderState::Failed { .. } => {
+                    self.counters.dropped_tags += 1;
+                }
+                DecoderState::NotConfigured | DecoderState::Draining { .. } => {}
+            },
             Ok(AudioTag::Unsupported { sound_format }) => {
                 if self.counters.audio_tags == 1 {
                     tracing::warn!(session = %self.session_slug, sound_format, "publisher sends audio that is not AAC: ignored");
@@ -314,11 +390,13 @@ impl Handler<GetIngestCounters> for IngestActor {
 }
 
 impl StreamHandler<DecoderOutput> for IngestActor {
-    fn handle(&mut self, DecoderOutput(generation, event): DecoderOutput, _: &mut Self::Context) {
+    fn handle(&mut self, DecoderOutput(generation, event): DecoderOutput, ctx: &mut Self::Context) {
         let current = match &self.decoder {
             DecoderState::Running { generation, .. }
             | DecoderState::Draining { generation, .. } => *generation,
-            DecoderState::NotConfigured => return,
+            DecoderState::NotConfigured
+            | DecoderState::Restarting { .. }
+            | DecoderState::Failed { .. } => return,
         };
         if generation != current {
             return;
@@ -326,6 +404,10 @@ impl StreamHandler<DecoderOutput> for IngestActor {
         match event {
             DecoderEvent::Pcm(pcm) => {
                 self.counters.pcm_bytes += pcm.len() as u64;
+                self.pcm_since_start += pcm.len() as u64;
+                if self.pcm_since_start >= HEALTHY_PCM_BYTES {
+                    self.failures_in_a_row = 0;
+                }
                 for chunk in self.chunker.push(&pcm, Instant::now()) {
                     self.forward(chunk);
                 }
@@ -342,14 +424,11 @@ impl StreamHandler<DecoderOutput> for IngestActor {
                 match std::mem::replace(&mut self.decoder, DecoderState::NotConfigured) {
                     DecoderState::Draining { reason, .. } => self.drained(reason),
                     DecoderState::Running { config, .. } => {
-                        self.report.do_send(IngestReport::DecoderError(error));
-                        // Rebuild from the stored configuration so the next frames decode.
-                        // Bounded so a publisher sending only garbage cannot spin us.
-                        if self.counters.decoder_starts < MAX_DECODER_STARTS {
-                            self.start_decoder(config);
-                        }
+                        // Rebuild from the stored configuration so the next frames decode;
+                        // bounded so a publisher sending only garbage cannot spin us.
+                        self.restart_decoder(config, error, ctx);
                     }
-                    DecoderState::NotConfigured => {}
+                    other => self.decoder = other,
                 }
             }
         }

@@ -29,10 +29,12 @@ pub struct AttachPublisher {
 }
 
 /// Where an accepted publisher sends its audio and its end.
-#[derive(Clone)]
 pub struct PublishHandle {
     pub audio: Recipient<AudioTagReceived>,
     pub detach: Recipient<DetachPublisher>,
+    /// Resolves with `Ok` when a newer publish of the same key replaced this one: the RTMP
+    /// side then closes this (possibly half-dead) connection, so reconnects do not pile up.
+    pub replaced: Option<tokio::sync::oneshot::Receiver<()>>,
 }
 
 /// Why a publish was refused; the RTMP side maps it to an `onStatus` code.

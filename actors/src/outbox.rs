@@ -22,6 +22,9 @@ pub enum Outbound {
     },
     /// Status, replies and errors: never dropped, sent in order with the finals.
     Control(ByteString),
+    /// The service is shutting down: once everything delivered before this is written, the
+    /// client closes with 1001. Carries no frame; the `ClientActor` acts on it.
+    Goodbye,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -70,6 +73,7 @@ impl Outbox {
 
     pub fn push(&mut self, outbound: Outbound) -> Pushed {
         match outbound {
+            Outbound::Goodbye => Pushed::Queued,
             Outbound::Control(frame) => {
                 self.reliable.push_back(frame);
                 self.reliable_is_final.push_back(false);

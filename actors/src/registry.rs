@@ -10,7 +10,7 @@ use crate::access::StreamKeyIssuer;
 use crate::gladia::GladiaConfig;
 use crate::ingest_messages::{AttachPublisher, PublishHandle, PublishRefused};
 use crate::persistence::Storage;
-use crate::supervisor::SessionSupervisor;
+use crate::supervisor::{SessionSupervisor, ShutDown};
 
 /// Settings every session shares.
 pub struct SessionSettings {
@@ -21,6 +21,10 @@ pub struct SessionSettings {
     pub pcm_chunk_ms: u32,
     pub pcm_flush_ms: u32,
     pub active_speaker_ttl: std::time::Duration,
+    /// Decoder rebuilds after consecutive failures before the session reports `error`.
+    pub decoder_max_restarts: u32,
+    /// How long the provider stream outlives a publisher that left (egress reconnects).
+    pub publisher_reconnect_grace: std::time::Duration,
     pub max_sessions: usize,
     pub max_clients_per_session: usize,
     /// The stream key handed to egress for a slug (signed when keys are signed).
@@ -39,6 +43,8 @@ pub enum SessionRefused {
     BadSlug,
     #[error("this instance already runs its maximum of {0} sessions")]
     TooManySessions(usize),
+    #[error("the service is shutting down")]
+    ShuttingDown,
 }
 
 /// Valid slugs are safe in URLs, logs and file names.
@@ -82,6 +88,7 @@ pub struct SessionRetired {
 pub struct SessionRegistry {
     context: SessionContext,
     sessions: HashMap<String, Addr<SessionSupervisor>>,
+    shutting_down: bool,
 }
 
 impl SessionRegistry {
@@ -89,6 +96,7 @@ impl SessionRegistry {
         SessionRegistry {
             context,
             sessions: HashMap::new(),
+            shutting_down: false,
         }
     }
 
@@ -100,6 +108,9 @@ impl SessionRegistry {
         validate_slug(slug)?;
         if let Some(addr) = self.sessions.get(slug).filter(|a| a.connected()) {
             return Ok(addr.clone());
+        }
+        if self.shutting_down {
+            return Err(SessionRefused::ShuttingDown);
         }
         let max = self.context.settings.max_sessions;
         if self.sessions.len() >= max {
@@ -150,6 +161,32 @@ impl Handler<ListSessions> for SessionRegistry {
     }
 }
 
+/// Graceful shutdown: no new session from now on; every session finishes its transcription
+/// and says goodbye to its clients (see [`crate::supervisor::ShutDown`]). Completes when all
+/// have; the caller bounds the wait.
+#[derive(Message)]
+#[rtype(result = "usize")]
+pub struct ShutDownAll;
+
+impl Handler<ShutDownAll> for SessionRegistry {
+    type Result = ResponseFuture<usize>;
+
+    fn handle(&mut self, _: ShutDownAll, _: &mut Self::Context) -> Self::Result {
+        self.shutting_down = true;
+        let waits: Vec<_> = self
+            .sessions
+            .values()
+            .filter(|a| a.connected())
+            .map(|session| session.send(ShutDown))
+            .collect();
+        Box::pin(async move {
+            let count = waits.len();
+            futures_util::future::join_all(waits).await;
+            count
+        })
+    }
+}
+
 impl Handler<SessionRetired> for SessionRegistry {
     type Result = ();
 
@@ -170,6 +207,9 @@ impl Handler<AttachPublisher> for SessionRegistry {
             let supervisor = session.map_err(|e| match e {
                 SessionRefused::BadSlug => PublishRefused::UnknownSession,
                 SessionRefused::TooManySessions(_) => PublishRefused::SessionLimit,
+                SessionRefused::ShuttingDown => {
+                    PublishRefused::Other("the service is shutting down".into())
+                }
             })?;
             supervisor
                 .send(msg)

@@ -9,11 +9,14 @@
 
 use actix::prelude::*;
 use std::collections::HashSet;
+use std::time::Duration;
 
-use crate::broadcast::{AddClient, BroadcastActor, BroadcastStatus, RemoveClient, ReportSpeaker};
+use crate::broadcast::{
+    AddClient, BroadcastActor, BroadcastStatus, RemoveClient, ReportSpeaker, SayGoodbye,
+};
 use crate::client::{ClientId, Deliver};
 use crate::events::{EndOfAudio, SessionState};
-use crate::gladia::{GladiaActor, ProviderFinished, ProviderPhase, ProviderStatus};
+use crate::gladia::{GladiaActor, ProviderFinished, ProviderPhase, ProviderStatus, PublisherGap};
 use crate::ingest::{DrainIngest, IngestActor, IngestReport, UseProvider, UsePublisher};
 use crate::ingest_messages::{AttachPublisher, PublishHandle, PublishRefused, PublisherId};
 use crate::outbound_frames::status_frame;
@@ -35,6 +38,7 @@ pub struct SessionSnapshot {
     pub provider_session_id: Option<String>,
     pub publishes: u64,
     pub provider_streams: u64,
+    pub decoder_restarts: u64,
 }
 
 #[derive(Message)]
@@ -68,6 +72,13 @@ pub struct SubscribeRefused {
     pub max: usize,
 }
 
+/// Graceful shutdown of the service (SPEC §7): refuse new publishes, drain the decoder, send
+/// the provider its stop, deliver its trailing finals, then close every client with 1001.
+/// Completes when the clients have been told; the caller bounds the wait.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ShutDown;
+
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Unsubscribe {
@@ -77,6 +88,8 @@ pub struct Unsubscribe {
 struct Publisher {
     id: PublisherId,
     peer: String,
+    /// Tells this publisher's connection it was replaced.
+    replaced: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 struct ProviderStream {
@@ -104,6 +117,10 @@ pub struct SessionSupervisor {
     stop_requested: bool,
     stream_counter: u64,
     publishes: u64,
+    shutting_down: bool,
+    decoder_restarts: u64,
+    /// Fired once no publisher or provider stream is left (see [`ShutDown`]).
+    drained_waiters: Vec<tokio::sync::oneshot::Sender<()>>,
 }
 
 impl SessionSupervisor {
@@ -125,6 +142,9 @@ impl SessionSupervisor {
             stop_requested: false,
             stream_counter: 0,
             publishes: 0,
+            shutting_down: false,
+            decoder_restarts: 0,
+            drained_waiters: Vec::new(),
         }
     }
 
@@ -144,6 +164,7 @@ impl SessionSupervisor {
             provider_session_id: self.provider_session_id.clone(),
             publishes: self.publishes,
             provider_streams: self.stream_counter,
+            decoder_restarts: self.decoder_restarts,
         }
     }
 
@@ -227,6 +248,35 @@ impl SessionSupervisor {
         }
     }
 
+    /// Egress reconnects within seconds (SPEC §3): keep the provider session, fed with silence
+    /// so it does not time out, and end it only if no publisher is back within `grace`.
+    fn hold_provider_for_reconnect(
+        &mut self,
+        grace: Duration,
+        reason: &str,
+        ctx: &mut Context<Self>,
+    ) {
+        if let Some(stream) = self.provider.as_ref().filter(|s| !s.ending) {
+            stream.addr.do_send(PublisherGap);
+        }
+        self.set_state(
+            SessionState::WaitingForEgress,
+            format!(
+                "publisher left ({reason}); keeping the transcription open {} s for it to return",
+                grace.as_secs()
+            ),
+        );
+        let publishes = self.publishes;
+        ctx.run_later(grace, move |act, ctx| {
+            if act.publisher.is_none() && act.publishes == publishes {
+                tracing::info!(session = %act.slug, "no publisher came back: ending the provider stream");
+                act.end_provider_stream();
+                act.notify_if_drained();
+                act.maybe_retire(ctx);
+            }
+        });
+    }
+
     /// A session nobody uses any more leaves the registry.
     fn maybe_retire(&mut self, ctx: &mut Context<Self>) {
         let busy = !self.clients.is_empty()
@@ -241,6 +291,38 @@ impl SessionSupervisor {
                 supervisor: ctx.address(),
             });
             ctx.stop();
+        }
+    }
+
+    /// Ends the transcription: the ingest drains the decoder, the provider gets its stop and
+    /// delivers its trailing finals, then the session is `ended`.
+    fn request_stop(&mut self) {
+        if self.state != SessionState::Ended && !self.stop_requested {
+            self.stop_requested = true;
+            self.started_explicitly = true;
+            if self.publisher.is_some() {
+                // The ingest drains the decoder, then reports `Drained`, which ends the stream.
+                if let Some(ingest) = &self.ingest {
+                    ingest.do_send(DrainIngest);
+                }
+                self.set_state(
+                    SessionState::Ended,
+                    "stopping: waiting for trailing transcripts",
+                );
+            } else {
+                self.end_provider_stream();
+                self.set_state(SessionState::Ended, "transcription stopped");
+            }
+        }
+    }
+
+    /// Tells shutdown waiters once no audio is in flight any more.
+    fn notify_if_drained(&mut self) {
+        if self.publisher.is_none() && self.provider.is_none() && self.finishing_streams.is_empty()
+        {
+            for waiter in self.drained_waiters.drain(..) {
+                let _ = waiter.send(());
+            }
         }
     }
 
@@ -274,6 +356,7 @@ impl Actor for SessionSupervisor {
                 self.slug.clone(),
                 settings.pcm_chunk_ms,
                 settings.pcm_flush_ms,
+                settings.decoder_max_restarts,
                 me.recipient(),
             )
             .start(),
@@ -292,17 +375,22 @@ impl Handler<AttachPublisher> for SessionSupervisor {
     type Result = Result<PublishHandle, PublishRefused>;
 
     fn handle(&mut self, msg: AttachPublisher, ctx: &mut Self::Context) -> Self::Result {
-        let Some(ingest) = self.ingest.clone() else {
+        let Some(ingest) = self.ingest.clone().filter(|_| !self.shutting_down) else {
             return Err(PublishRefused::Other("session is shutting down".into()));
         };
         self.reopen_if_ended();
-        if let Some(old) = &self.publisher {
+        if let Some(old) = &mut self.publisher {
             tracing::info!(session = %self.slug, old = %old.id, new = %msg.publisher, "publisher replaced by a reconnect");
+            if let Some(replaced) = old.replaced.take() {
+                let _ = replaced.send(());
+            }
         }
         self.publishes += 1;
+        let (replaced, replaced_signal) = tokio::sync::oneshot::channel();
         self.publisher = Some(Publisher {
             id: msg.publisher,
             peer: msg.peer,
+            replaced: Some(replaced),
         });
         ingest.do_send(UsePublisher(msg.publisher));
         let need_stream = self.provider.as_ref().is_none_or(|p| p.ending);
@@ -324,6 +412,7 @@ impl Handler<AttachPublisher> for SessionSupervisor {
         Ok(PublishHandle {
             audio: ingest.clone().recipient(),
             detach: ingest.recipient(),
+            replaced: Some(replaced_signal),
         })
     }
 }
@@ -339,19 +428,29 @@ impl Handler<IngestReport> for SessionSupervisor {
                     return;
                 }
                 self.publisher = None;
-                self.end_provider_stream();
-                if self.stop_requested {
-                    self.set_state(SessionState::Ended, "finishing transcription");
+                let grace = self.context.settings.publisher_reconnect_grace;
+                if self.stop_requested || self.shutting_down || grace.is_zero() {
+                    self.end_provider_stream();
+                    if self.stop_requested {
+                        self.set_state(SessionState::Ended, "finishing transcription");
+                    } else {
+                        self.set_state(
+                            SessionState::WaitingForEgress,
+                            format!("publisher left ({reason})"),
+                        );
+                    }
                 } else {
-                    self.set_state(
-                        SessionState::WaitingForEgress,
-                        format!("publisher left ({reason})"),
-                    );
+                    self.hold_provider_for_reconnect(grace, &reason, ctx);
                 }
+                self.notify_if_drained();
                 self.maybe_retire(ctx);
             }
             IngestReport::DecoderError(error) => {
-                tracing::warn!(session = %self.slug, %error, "decoder error");
+                self.decoder_restarts += 1;
+                tracing::warn!(session = %self.slug, %error, restarts = self.decoder_restarts, "decoder error; rebuilding");
+            }
+            IngestReport::DecoderFailed(why) => {
+                self.set_state(SessionState::Error, why);
             }
         }
     }
@@ -401,6 +500,7 @@ impl Handler<ProviderFinished> for SessionSupervisor {
         if self.stop_requested && self.provider.is_none() && self.finishing_streams.is_empty() {
             self.set_state(SessionState::Ended, "transcription stopped");
         }
+        self.notify_if_drained();
         self.maybe_retire(ctx);
     }
 }
@@ -427,25 +527,31 @@ impl Handler<StopTranscription> for SessionSupervisor {
     type Result = MessageResult<StopTranscription>;
 
     fn handle(&mut self, _: StopTranscription, ctx: &mut Self::Context) -> Self::Result {
-        if self.state != SessionState::Ended && !self.stop_requested {
-            self.stop_requested = true;
-            self.started_explicitly = true;
-            if self.publisher.is_some() {
-                // The ingest drains the decoder, then reports `Drained`, which ends the stream.
-                if let Some(ingest) = &self.ingest {
-                    ingest.do_send(DrainIngest);
-                }
-                self.set_state(
-                    SessionState::Ended,
-                    "stopping: waiting for trailing transcripts",
-                );
-            } else {
-                self.end_provider_stream();
-                self.set_state(SessionState::Ended, "transcription stopped");
-            }
-            self.maybe_retire(ctx);
-        }
+        self.request_stop();
+        self.maybe_retire(ctx);
         MessageResult(self.snapshot())
+    }
+}
+
+impl Handler<ShutDown> for SessionSupervisor {
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, _: ShutDown, ctx: &mut Self::Context) -> Self::Result {
+        self.shutting_down = true;
+        self.request_stop();
+        let (drained, wait) = tokio::sync::oneshot::channel();
+        self.drained_waiters.push(drained);
+        self.notify_if_drained();
+        let broadcast = self.broadcast.clone();
+        self.maybe_retire(ctx);
+        Box::pin(async move {
+            // Err: the supervisor retired, which it does only once drained.
+            let _ = wait.await;
+            if let Some(broadcast) = broadcast {
+                // Queued behind the trailing finals the provider already handed over.
+                let _ = broadcast.send(SayGoodbye).await;
+            }
+        })
     }
 }
 

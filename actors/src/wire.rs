@@ -24,6 +24,9 @@ pub struct TranscriptMessage<'a> {
     pub ended_at: i64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub language: Option<&'a str>,
+    /// Only on finals made from a partial the provider never finalized.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub provisional: bool,
 }
 
 /// `{"type":"status",...}`: every session state change (SPEC §4.2).
@@ -103,6 +106,7 @@ mod tests {
             started_at: 1,
             ended_at: 2,
             language: Some("en"),
+            provisional: false,
         };
         let v: serde_json::Value = serde_json::from_str(&to_json(&msg)).unwrap();
         for field in [
@@ -124,6 +128,10 @@ mod tests {
         }
         assert_eq!(v["type"], "transcript");
         assert_eq!(v["isFinal"], true);
+        assert!(
+            v.get("provisional").is_none(),
+            "only provisional finals say so"
+        );
     }
 
     #[test]
@@ -142,6 +150,7 @@ mod tests {
             started_at: 0,
             ended_at: 0,
             language: None,
+            provisional: false,
         };
         let v: serde_json::Value = serde_json::from_str(&to_json(&msg)).unwrap();
         assert!(v.get("seq").is_none());

@@ -23,6 +23,11 @@ fn refused(error: SessionRefused) -> HttpResponse {
             "too_many_sessions",
             error.to_string(),
         ),
+        SessionRefused::ShuttingDown => json_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting_down",
+            error.to_string(),
+        ),
     }
 }
 

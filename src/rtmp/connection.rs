@@ -110,6 +110,8 @@ pub(crate) enum Close {
     UnexpectedCommand(&'static str),
     #[error("app {0:?} rejected")]
     AppRejected(String),
+    #[error("replaced by a newer publish of the same key")]
+    Replaced,
     #[error("playback refused (ingest only)")]
     PlayRefused,
     #[error("publish refused with {0}")]
@@ -128,6 +130,7 @@ impl Close {
                 | Close::AppRejected(_)
                 | Close::PublishRefused(_)
                 | Close::PlayRefused
+                | Close::Replaced
                 | Close::Read(_)
         )
     }
@@ -259,10 +262,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                     Close::Idle(PUBLISHING_IDLE_TIMEOUT),
                 ),
             };
-            let n = tokio::time::timeout_at(deadline, self.socket.read(&mut buffer))
-                .await
-                .map_err(|_| expired)?
-                .map_err(Close::Read)?;
+            let read = tokio::time::timeout_at(deadline, self.socket.read(&mut buffer));
+            let read = match &mut self.state {
+                State::Publishing(publication) => tokio::select! {
+                    read = read => read,
+                    () = publication.replaced() => return Err(Close::Replaced),
+                },
+                _ => read.await,
+            };
+            let n = read.map_err(|_| expired)?.map_err(Close::Read)?;
             if n == 0 {
                 return Err(Close::PeerClosed);
             }

@@ -170,6 +170,7 @@ impl Handler<AttachPublisher> for StubRegistry {
         Ok(PublishHandle {
             audio: sink.clone().recipient(),
             detach: sink.clone().recipient(),
+            replaced: None,
         })
     }
 }

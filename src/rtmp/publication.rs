@@ -54,6 +54,7 @@ pub(crate) struct Publication {
     pub slug: String,
     pub publisher: PublisherId,
     audio: Recipient<AudioTagReceived>,
+    replaced: Option<tokio::sync::oneshot::Receiver<()>>,
     guard: DetachGuard,
     pub started: Instant,
     pub audio_messages: u64,
@@ -69,6 +70,7 @@ impl Publication {
             slug,
             publisher,
             audio: handle.audio,
+            replaced: handle.replaced,
             guard: DetachGuard::new(handle.detach, publisher),
             started: Instant::now(),
             audio_messages: 0,
@@ -118,6 +120,19 @@ impl Publication {
             }
             Err(SendError::Closed(_)) => Err(IngestGone),
         }
+    }
+
+    /// Completes when a newer publish of the same key replaced this one; never otherwise.
+    pub(crate) async fn replaced(&mut self) {
+        if let Some(signal) = self.replaced.as_mut() {
+            let replaced = signal.await.is_ok();
+            // A finished oneshot must not be polled again.
+            self.replaced = None;
+            if replaced {
+                return;
+            }
+        }
+        std::future::pending::<()>().await
     }
 
     /// Ends the publish: sends `DetachPublisher` (once) with `reason`.

@@ -141,6 +141,7 @@ impl Handler<AttachPublisher> for FakeRegistry {
         Ok(PublishHandle {
             audio: self.recorder.clone().recipient(),
             detach: self.recorder.clone().recipient(),
+            replaced: None,
         })
     }
 }

@@ -9,18 +9,28 @@ use bytes::{Bytes, BytesMut};
 /// and the official SDK uses 512 KiB.
 pub const MAX_RESEND_FRAME: usize = 512 * 1024;
 
-/// Session-relative byte accounting: `acked <= sent <= total`.
+/// Session-relative byte accounting: `start <= min(acked, settled)`, `acked <= sent <= end`.
+///
+/// Two reasons keep a byte: the provider has not acknowledged it (a reconnect to the same
+/// provider session resends it), or it is not *settled*, i.e. it may belong to an utterance
+/// that has no final yet (a fresh provider session after a 44xx close or the session limit
+/// is fed again from the settled point, so no utterance is cut in two).
 #[derive(Debug)]
 pub struct AudioBuffer {
     chunks: VecDeque<Bytes>,
     /// Absolute offset (bytes since the provider stream began) of `chunks[0]`.
     start: u64,
+    /// Absolute offset up to which the provider acknowledged receipt.
+    acked: u64,
+    /// Absolute offset before which every utterance has its final.
+    settled: u64,
     /// Absolute offset up to which bytes were written on the current connection.
     sent: u64,
     /// Absolute offset of the end of the buffer.
     end: u64,
     max_bytes: u64,
-    /// Bytes dropped because the buffer was full (the provider was unreachable too long).
+    /// Unacknowledged bytes dropped because the buffer was full (the provider was unreachable
+    /// too long): audio the provider never received.
     pub overflow_bytes: u64,
 }
 
@@ -29,6 +39,8 @@ impl AudioBuffer {
         AudioBuffer {
             chunks: VecDeque::new(),
             start: 0,
+            acked: 0,
+            settled: 0,
             sent: 0,
             end: 0,
             max_bytes,
@@ -44,34 +56,66 @@ impl AudioBuffer {
             let Some(old) = self.chunks.pop_front() else {
                 break;
             };
-            self.start += old.len() as u64;
-            self.overflow_bytes += old.len() as u64;
+            let old_end = self.start + old.len() as u64;
+            self.overflow_bytes += old_end - self.acked.clamp(self.start, old_end);
+            self.start = old_end;
+            self.acked = self.acked.max(self.start);
+            self.settled = self.settled.max(self.start);
             self.sent = self.sent.max(self.start);
         }
     }
 
     /// The provider acknowledged every byte before `byte_end`.
     pub fn acknowledge(&mut self, byte_end: u64) {
-        let byte_end = byte_end.min(self.sent);
-        while self.start < byte_end {
+        self.acked = self.acked.max(byte_end.min(self.sent));
+        self.trim();
+    }
+
+    /// Every utterance before `offset` has its final: that audio is no longer needed for a
+    /// fresh provider session. Never moves backwards.
+    pub fn settle(&mut self, offset: u64) {
+        self.settled = self.settled.max(offset.min(self.end));
+        self.trim();
+    }
+
+    fn trim(&mut self) {
+        let keep_from = self.acked.min(self.settled);
+        while self.start < keep_from {
             let Some(front) = self.chunks.front_mut() else {
                 break;
             };
             let len = front.len() as u64;
-            if self.start + len <= byte_end {
+            if self.start + len <= keep_from {
                 self.start += len;
                 self.chunks.pop_front();
             } else {
-                let cut = (byte_end - self.start) as usize;
+                let cut = (keep_from - self.start) as usize;
                 *front = front.slice(cut..);
-                self.start = byte_end;
+                self.start = keep_from;
             }
         }
     }
 
-    /// A new connection: everything unacknowledged must be sent again.
+    /// A new connection to the same provider session: everything unacknowledged is sent again.
     pub fn rewind_to_unacknowledged(&mut self) {
-        self.sent = self.start;
+        self.sent = self.acked;
+    }
+
+    /// A fresh provider session: it gets everything from the settled point on, and has
+    /// acknowledged none of it. Returns that offset, where the new session's clock starts.
+    pub fn rewind_to_settled(&mut self) -> u64 {
+        let from = self.settled.clamp(self.start, self.end);
+        self.sent = from;
+        self.acked = from;
+        from
+    }
+
+    pub fn acked_offset(&self) -> u64 {
+        self.acked
+    }
+
+    pub fn settled_offset(&self) -> u64 {
+        self.settled
     }
 
     /// Next frame to send: the unsent bytes, merged up to `MAX_RESEND_FRAME` (no copy when
@@ -114,6 +158,11 @@ impl AudioBuffer {
     }
 
     pub fn unacknowledged_bytes(&self) -> u64 {
+        self.end - self.acked
+    }
+
+    /// Bytes held in memory (unacknowledged or unsettled).
+    pub fn retained_bytes(&self) -> u64 {
         self.end - self.start
     }
 
@@ -170,6 +219,45 @@ mod tests {
         }
         assert_eq!(buf.overflow_bytes, 6400);
         assert_eq!(buf.next_unsent().unwrap()[0], 2);
+    }
+
+    #[test]
+    fn unsettled_audio_is_kept_for_a_fresh_session_then_trimmed() {
+        let mut buf = AudioBuffer::new(1 << 20);
+        for i in 0..4 {
+            buf.push(chunk(1000, i));
+        }
+        while buf.next_unsent().is_some() {}
+        buf.acknowledge(4000);
+        buf.settle(1500);
+        assert_eq!(
+            buf.retained_bytes(),
+            2500,
+            "acked but unsettled audio stays"
+        );
+        assert_eq!(buf.rewind_to_settled(), 1500);
+        let resent = buf.next_unsent().unwrap();
+        assert_eq!(resent.len(), 2500);
+        assert_eq!((resent[0], resent[500]), (1, 2));
+        buf.acknowledge(4000);
+        buf.settle(4000);
+        assert_eq!(buf.retained_bytes(), 0);
+    }
+
+    #[test]
+    fn overflow_counts_only_audio_the_provider_never_acknowledged() {
+        let mut buf = AudioBuffer::new(2000);
+        buf.push(chunk(1000, 0));
+        buf.next_unsent();
+        buf.acknowledge(1000);
+        buf.push(chunk(1000, 1));
+        buf.push(chunk(1000, 2));
+        assert_eq!(
+            buf.overflow_bytes, 0,
+            "the dropped chunk had been acknowledged"
+        );
+        buf.push(chunk(1000, 3));
+        assert_eq!(buf.overflow_bytes, 1000);
     }
 
     #[test]

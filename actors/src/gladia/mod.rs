@@ -3,15 +3,19 @@
 //! It creates a provider session (`init`), streams PCM as binary WebSocket frames, turns
 //! transcript messages into `TranscriptEvent`s, and keeps every byte the provider has not
 //! acknowledged so a dropped connection loses no audio: it reconnects to the same URL and
-//! resends (reference §4.3). A 1000 close before we asked to stop, or a 44xx close, means the
-//! provider session is over: a fresh one is created and the unacknowledged audio goes there.
+//! resends (reference §4.3). A 1000 close before we asked to stop, a 44xx close, or the
+//! provider's session-length limit drawing near means the provider session is over: a fresh
+//! one is created and fed again from the *settled* point (the start of the oldest utterance
+//! without a final), so no utterance is cut in two; that utterance keeps its id. Partials left
+//! without a final when the stream ends become finals marked `provisional`.
 
 mod audio_buffer;
 pub mod init;
 pub mod protocol;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix::io::{SinkWrite, WriteHandler};
 use actix::prelude::*;
@@ -37,6 +41,9 @@ pub struct GladiaConfig {
     pub max_buffered_audio: Duration,
     /// How long to wait for trailing finals and the 1000 close after `stop_recording`.
     pub stop_timeout: Duration,
+    /// The provider's limit on one session (3 h for Gladia). From 90 % of it the stream moves
+    /// to a fresh provider session at the first moment no utterance is open, at 97 % anyway.
+    pub max_session: Duration,
 }
 
 impl std::fmt::Debug for GladiaConfig {
@@ -45,6 +52,7 @@ impl std::fmt::Debug for GladiaConfig {
             .field("api_url", &self.api_url)
             .field("api_key", &"[redacted]")
             .field("region", &self.region)
+            .field("max_session", &self.max_session)
             .finish()
     }
 }
@@ -120,7 +128,46 @@ pub struct GladiaActor {
     end_of_audio: bool,
     failures_in_a_row: u32,
     connection_gen: u64,
+    /// Utterances with partials and no final yet, by full utterance id.
+    open_utterances: BTreeMap<String, OpenUtterance>,
+    /// After a rollover: the id of the utterance cut off, reused for the first utterance of
+    /// the fresh provider session (which hears that utterance again from its start).
+    carried_utterance: Option<String>,
+    /// (provider id in the fresh session, id it continues).
+    utterance_alias: Option<(String, String)>,
+    /// Numbers provider sessions, so a limit timer of an old one does nothing.
+    provider_session_gen: u64,
+    /// Past 90 % of the session limit: roll over as soon as no utterance is open.
+    rollover_wanted: bool,
+    /// The publisher is away since then (see [`PublisherGap`]), and this much of the gap has
+    /// been sent as silence.
+    gap: Option<(std::time::Instant, u64)>,
+    gap_silence: Option<SpawnHandle>,
 }
+
+/// The publisher left and may come back (egress reconnects). The gap becomes silence for the
+/// provider, so its session neither times out (~30 s without audio) nor loses its clock, and
+/// it can end the last utterance: from [`GAP_SILENCE_AFTER`] on in real time, and for a
+/// shorter gap when audio resumes. A stream that ends during a short gap gets none.
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "()")]
+pub struct PublisherGap;
+
+/// A gap this long is filled with silence as it goes (egress usually reconnects sooner).
+const GAP_SILENCE_AFTER: Duration = Duration::from_secs(2);
+const GAP_SILENCE_TICK: Duration = Duration::from_millis(100);
+/// The longest silence written in one piece (a resend frame is at most 512 KiB anyway).
+const GAP_SILENCE_MAX_PIECE: u64 = 5 * PCM_BYTES_PER_SEC;
+
+/// The newest partial of an utterance that has no final yet.
+struct OpenUtterance {
+    start_offset: u64,
+    last_partial: TranscriptEvent,
+}
+
+/// Audio older than this before the acknowledged point, with no utterance open, is silence
+/// the provider has already passed over: it need not be kept for a fresh session.
+const UNSETTLED_SILENCE_KEPT: u64 = 10 * PCM_BYTES_PER_SEC;
 
 const PCM_BYTES_PER_SEC: u64 = 32_000;
 
@@ -150,6 +197,13 @@ impl GladiaActor {
             end_of_audio: false,
             failures_in_a_row: 0,
             connection_gen: 0,
+            open_utterances: BTreeMap::new(),
+            carried_utterance: None,
+            utterance_alias: None,
+            provider_session_gen: 0,
+            rollover_wanted: false,
+            gap: None,
+            gap_silence: None,
         }
     }
 
@@ -181,10 +235,11 @@ impl GladiaActor {
                 Ok(session) => {
                     tracing::info!(session = %act.session_slug, provider_session = %session.id, "gladia session created");
                     act.utterance_prefix = session.id.chars().filter(|c| c.is_ascii_alphanumeric()).take(8).collect();
-                    // Resent audio starts the new provider session's clock.
-                    act.audio.rewind_to_unacknowledged();
-                    act.provider_base_offset = act.audio.total_bytes() - act.audio.unacknowledged_bytes();
+                    // The fresh session hears everything since the settled point; that audio
+                    // starts its clock.
+                    act.provider_base_offset = act.audio.rewind_to_settled();
                     act.provider_session = Some(session);
+                    act.arm_session_limit(ctx);
                     act.connect(ctx);
                 }
                 Err(error) => act.init_failed(ctx, error),
@@ -259,6 +314,81 @@ impl GladiaActor {
             .spawn(ctx);
     }
 
+    /// Timers for the provider's session limit (see [`GladiaConfig::max_session`]).
+    fn arm_session_limit(&mut self, ctx: &mut Context<Self>) {
+        self.provider_session_gen += 1;
+        self.rollover_wanted = false;
+        let gen = self.provider_session_gen;
+        let limit = self.config.max_session;
+        ctx.run_later(limit.mul_f64(0.90), move |act, ctx| {
+            if gen == act.provider_session_gen {
+                act.rollover_wanted = true;
+                act.roll_over_if_quiet(ctx);
+            }
+        });
+        ctx.run_later(limit.mul_f64(0.97), move |act, ctx| {
+            if gen == act.provider_session_gen && !act.end_of_audio {
+                act.roll_over(ctx, "provider session limit reached");
+            }
+        });
+    }
+
+    fn roll_over_if_quiet(&mut self, ctx: &mut Context<Self>) {
+        if self.rollover_wanted && self.open_utterances.is_empty() && !self.end_of_audio {
+            self.roll_over(ctx, "provider session limit near; switching at a pause");
+        }
+    }
+
+    /// Leaves the current provider session for a fresh one, fed again from the settled point.
+    fn roll_over(&mut self, ctx: &mut Context<Self>, why: &str) {
+        if matches!(
+            self.state,
+            ConnectionState::Stopping { .. } | ConnectionState::Finished
+        ) {
+            return;
+        }
+        tracing::info!(session = %self.session_slug, why, open_utterances = self.open_utterances.len(), "moving to a fresh provider session");
+        // The oldest open utterance is heard again from its start and keeps its id; any other
+        // open one is heard again too, under the fresh session's id.
+        self.carried_utterance = self
+            .open_utterances
+            .iter()
+            .min_by_key(|(_, open)| open.start_offset)
+            .map(|(id, _)| id.clone());
+        self.open_utterances.clear();
+        self.utterance_alias = None;
+        if let ConnectionState::Streaming { sink } = &mut self.state {
+            // A client close with 1000 ends the provider session (reference §4.1).
+            let _ = sink.write(WsMessage::Close(Some(awc::ws::CloseCode::Normal.into())));
+        }
+        self.provider_session_gen += 1;
+        self.start_provider_session(ctx);
+    }
+
+    /// Audio before the oldest open utterance (or, with none open, before the last final and
+    /// well behind the acknowledged point) is settled.
+    fn update_settled(&mut self, last_final_end: Option<u64>) {
+        match self.open_utterances.values().map(|o| o.start_offset).min() {
+            Some(oldest_open) => self.audio.settle(oldest_open),
+            None => {
+                if let Some(end) = last_final_end {
+                    self.audio.settle(end);
+                }
+                let quiet = self
+                    .audio
+                    .acked_offset()
+                    .saturating_sub(UNSETTLED_SILENCE_KEPT);
+                self.audio.settle(quiet);
+            }
+        }
+    }
+
+    /// Provider seconds in the current session → absolute byte offset (sample-aligned).
+    fn offset_of(&self, seconds: f64) -> u64 {
+        let bytes = (seconds.max(0.0) * PCM_BYTES_PER_SEC as f64) as u64 & !1;
+        self.provider_base_offset.saturating_add(bytes)
+    }
+
     fn drop_connection(&mut self, ctx: &mut Context<Self>) {
         if let ConnectionState::Streaming { sink } | ConnectionState::Stopping { sink } =
             std::mem::replace(&mut self.state, ConnectionState::Initializing)
@@ -303,6 +433,19 @@ impl GladiaActor {
 
     fn finish(&mut self, ctx: &mut Context<Self>) {
         self.drop_connection(ctx);
+        // Drafts the provider never finalized are kept as provisional finals.
+        let mut open: Vec<OpenUtterance> = std::mem::take(&mut self.open_utterances)
+            .into_values()
+            .collect();
+        open.sort_by_key(|o| o.start_offset);
+        for draft in open {
+            tracing::info!(session = %self.session_slug, utterance = %draft.last_partial.utterance_id, "partial without a final kept as a provisional final");
+            self.transcripts.do_send(TranscriptEvent {
+                is_final: true,
+                provisional: true,
+                ..draft.last_partial
+            });
+        }
         self.state = ConnectionState::Finished;
         let lost = self.audio.overflow_bytes;
         self.finished.do_send(ProviderFinished {
@@ -338,7 +481,7 @@ impl GladiaActor {
         };
         ctx.run_later(delay, move |act, ctx| {
             if provider_session_over {
-                act.start_provider_session(ctx);
+                act.roll_over(ctx, "provider session closed");
             } else {
                 act.connect(ctx);
             }
@@ -358,8 +501,17 @@ impl GladiaActor {
                 let epoch = self.audio_epoch_ms.unwrap_or_else(now_ms)
                     + (self.provider_base_offset * 1000 / PCM_BYTES_PER_SEC) as i64;
                 let to_ms = |seconds: f64| epoch + (seconds.max(0.0) * 1000.0) as i64;
+                if let Some(carried) = self.carried_utterance.take() {
+                    self.utterance_alias = Some((data.id.clone(), carried));
+                }
+                let utterance_id = match &self.utterance_alias {
+                    Some((provider_id, carried)) if *provider_id == data.id => carried.clone(),
+                    _ => format!("{}:{}", self.utterance_prefix, data.id),
+                };
+                let start_offset = self.offset_of(data.utterance.start);
+                let end_offset = self.offset_of(data.utterance.end);
                 let event = TranscriptEvent {
-                    utterance_id: format!("{}:{}", self.utterance_prefix, data.id),
+                    utterance_id,
                     text: data.utterance.text.trim_start().to_owned(),
                     is_final: data.is_final,
                     started_at_ms: to_ms(data.utterance.start),
@@ -369,9 +521,25 @@ impl GladiaActor {
                         serde_json::Value::String(s) => s,
                         other => format!("speaker {other}"),
                     }),
-                    received_at: std::time::Instant::now(),
+                    received_at: Instant::now(),
+                    provisional: false,
                 };
-                self.transcripts.do_send(event);
+                if event.is_final {
+                    self.open_utterances.remove(&event.utterance_id);
+                    self.update_settled(Some(end_offset));
+                    self.transcripts.do_send(event);
+                    self.roll_over_if_quiet(ctx);
+                } else {
+                    self.open_utterances.insert(
+                        event.utterance_id.clone(),
+                        OpenUtterance {
+                            start_offset,
+                            last_partial: event.clone(),
+                        },
+                    );
+                    self.update_settled(None);
+                    self.transcripts.do_send(event);
+                }
             }
             ServerMessage::AudioChunkAck {
                 acknowledged: true,
@@ -380,6 +548,7 @@ impl GladiaActor {
             } => {
                 self.audio
                     .acknowledge(self.provider_base_offset.saturating_add(end));
+                self.update_settled(None);
             }
             ServerMessage::AudioChunkAck {
                 acknowledged: false,
@@ -399,7 +568,6 @@ impl GladiaActor {
                 tracing::trace!(session = %self.session_slug, %kind, "provider message")
             }
         }
-        let _ = ctx;
     }
 }
 
@@ -416,10 +584,13 @@ impl Actor for GladiaActor {
 impl Handler<PcmChunk> for GladiaActor {
     type Result = ();
 
-    fn handle(&mut self, chunk: PcmChunk, _ctx: &mut Self::Context) {
+    fn handle(&mut self, chunk: PcmChunk, ctx: &mut Self::Context) {
         if self.end_of_audio || matches!(self.state, ConnectionState::Finished) {
             return;
         }
+        // Audio is back: the gap so far becomes silence, keeping the provider's clock true.
+        self.fill_gap_silence();
+        self.end_gap(ctx);
         self.audio_epoch_ms
             .get_or_insert_with(|| now_ms() - (chunk.pcm.len() as i64 / 32));
         self.audio.push(chunk.pcm);
@@ -434,6 +605,7 @@ impl Handler<EndOfAudio> for GladiaActor {
         if self.end_of_audio {
             return;
         }
+        self.end_gap(ctx);
         self.end_of_audio = true;
         match self.state {
             ConnectionState::Streaming { .. } => self.send_stop(ctx),
@@ -444,6 +616,49 @@ impl Handler<EndOfAudio> for GladiaActor {
                 }
             }
             ConnectionState::Stopping { .. } | ConnectionState::Finished => {}
+        }
+    }
+}
+
+impl Handler<PublisherGap> for GladiaActor {
+    type Result = ();
+
+    fn handle(&mut self, _: PublisherGap, ctx: &mut Self::Context) {
+        if self.end_of_audio || self.gap.is_some() || self.audio_epoch_ms.is_none() {
+            return;
+        }
+        let since = std::time::Instant::now();
+        self.gap = Some((since, 0));
+        ctx.run_later(GAP_SILENCE_AFTER, move |act, ctx| {
+            if act.gap.is_some_and(|(s, _)| s == since) {
+                act.fill_gap_silence();
+                act.gap_silence =
+                    Some(ctx.run_interval(GAP_SILENCE_TICK, |act, _| act.fill_gap_silence()));
+            }
+        });
+    }
+}
+
+impl GladiaActor {
+    /// Sends the part of the current publisher gap not yet sent as silence.
+    fn fill_gap_silence(&mut self) {
+        let Some((since, sent)) = &mut self.gap else {
+            return;
+        };
+        let due = since.elapsed().as_millis() as u64 * PCM_BYTES_PER_SEC / 1000 & !1;
+        while *sent < due {
+            let piece = (due - *sent).min(GAP_SILENCE_MAX_PIECE);
+            self.audio
+                .push(bytes::Bytes::from(vec![0u8; piece as usize]));
+            *sent += piece;
+        }
+        self.pump_audio();
+    }
+
+    fn end_gap(&mut self, ctx: &mut Context<Self>) {
+        self.gap = None;
+        if let Some(silence) = self.gap_silence.take() {
+            ctx.cancel_future(silence);
         }
     }
 }

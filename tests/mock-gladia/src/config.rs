@@ -22,6 +22,9 @@ pub struct MockConfig {
     /// init body override `endpoint_silence_ms` / `max_utterance_ms`, as the real service
     /// would do. Off by default so tests get the same timing whatever the client sends.
     pub honour_body_endpointing: bool,
+    /// Fault injection: on `stop_recording` the utterance still open gets no final (its
+    /// partials stay drafts), as a provider that loses its tail would do.
+    pub drop_open_utterance_on_stop: bool,
 }
 
 impl Default for MockConfig {
@@ -34,6 +37,7 @@ impl Default for MockConfig {
             partial_every_ms: 200,
             max_utterance_ms: 8000,
             honour_body_endpointing: false,
+            drop_open_utterance_on_stop: false,
         }
     }
 }

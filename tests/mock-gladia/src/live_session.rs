@@ -49,6 +49,7 @@ pub struct LiveSession {
     detector: SpeechDetector,
     /// Finals produced so far (sent or not), for the post-processing results.
     utterances: Vec<Utterance>,
+    drop_open_utterance_on_stop: bool,
 }
 
 impl LiveSession {
@@ -80,6 +81,7 @@ impl LiveSession {
             flags,
             detector: SpeechDetector::new(settings),
             utterances: Vec::new(),
+            drop_open_utterance_on_stop: config.drop_open_utterance_on_stop,
         }
     }
 
@@ -135,7 +137,9 @@ impl LiveSession {
             out.push(messages::stop_recording_ack(self.id(), duration));
         }
         let events = self.detector.flush();
-        self.speech_messages(events, &mut out);
+        if !self.drop_open_utterance_on_stop {
+            self.speech_messages(events, &mut out);
+        }
         if self.flags.lifecycle {
             out.push(messages::end_recording(self.id(), duration));
         }

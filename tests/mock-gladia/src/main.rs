@@ -53,6 +53,7 @@ fn main() -> anyhow::Result<()> {
         partial_every_ms: args.partial_every_ms,
         max_utterance_ms: args.max_utterance_ms,
         honour_body_endpointing: args.honour_body_endpointing,
+        ..MockConfig::default()
     })?;
     println!("mock-gladia listening on {}", mock.base_url());
 
