@@ -119,6 +119,8 @@ fn start_server() -> Server {
         pcm_chunk_ms: 100,
         pcm_flush_ms: 50,
         active_speaker_ttl: Duration::from_secs(3),
+        publisher_reconnect_grace: Duration::ZERO,
+        decoder_max_restarts: 5,
         max_sessions: 10,
         max_clients_per_session: 100,
         stream_key_issuer: Arc::new(|s: &str| s.to_owned()),
@@ -278,6 +280,7 @@ fn partial(utterance: usize, text_len: usize) -> TranscriptEvent {
         language: Some("en".into()),
         provider_speaker: None,
         received_at: Instant::now(),
+        provisional: false,
     }
 }
 

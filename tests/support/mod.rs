@@ -75,7 +75,9 @@ impl Service {
             .env("PORT", "0")
             .env("RTMP_INTERNAL_PORT", "0")
             .env("RUST_LOG", "info")
-            .env("TRANSCRIPT_BATCH_DELAY_MS", "200");
+            .env("TRANSCRIPT_BATCH_DELAY_MS", "200")
+            // Tests wait for a publish's end; production holds 30 s for egress reconnects.
+            .env("PUBLISHER_RECONNECT_GRACE_MS", "1000");
         for (k, v) in envs {
             command.env(k, v);
         }
@@ -157,6 +159,44 @@ impl Service {
         (status, body)
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Threads and open file descriptors of the service process (for leak checks).
+    pub fn threads_and_fds(&self) -> (usize, usize) {
+        let count = |dir: String| std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0);
+        let pid = self.pid();
+        (
+            count(format!("/proc/{pid}/task")),
+            count(format!("/proc/{pid}/fd")),
+        )
+    }
+
+    /// Sends `signal` (e.g. "TERM") without waiting.
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill -{signal} failed");
+    }
+
+    /// Waits (without blocking the test's runtime) for the process to exit.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            if tokio::time::Instant::now() > deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Sends SIGTERM and waits for the exit code.
     pub fn terminate(&mut self) -> Option<i32> {
         let _ = Command::new("kill")
@@ -184,6 +224,8 @@ impl Drop for Service {
 /// A WebSocket client of the service, collecting every JSON message it receives.
 pub struct WsClient {
     pub messages: Arc<Mutex<Vec<Value>>>,
+    /// The server's close frame: code and reason.
+    closed: Arc<Mutex<Option<(u16, String)>>>,
     changed: Arc<Notify>,
     sender: tokio::sync::mpsc::UnboundedSender<String>,
 }
@@ -200,7 +242,8 @@ impl WsClient {
         let messages = Arc::new(Mutex::new(Vec::new()));
         let changed = Arc::new(Notify::new());
         let (sender, mut outgoing) = tokio::sync::mpsc::unbounded_channel::<String>();
-        let (m, c) = (messages.clone(), changed.clone());
+        let closed = Arc::new(Mutex::new(None));
+        let (m, c, closed_by_server) = (messages.clone(), changed.clone(), closed.clone());
         actix_rt::spawn(async move {
             loop {
                 tokio::select! {
@@ -211,6 +254,14 @@ impl WsClient {
                             c.notify_waiters();
                         }
                         Some(Ok(awc::ws::Frame::Ping(p))) => { let _ = sink.send(awc::ws::Message::Pong(p)).await; }
+                        Some(Ok(awc::ws::Frame::Close(reason))) => {
+                            let (code, text) = reason
+                                .map(|r| (u16::from(r.code), r.description.unwrap_or_default()))
+                                .unwrap_or((1005, String::new()));
+                            *closed_by_server.lock().unwrap() = Some((code, text));
+                            c.notify_waiters();
+                            break;
+                        }
                         Some(Ok(_)) => {}
                         _ => { c.notify_waiters(); break; }
                     },
@@ -222,8 +273,23 @@ impl WsClient {
         });
         WsClient {
             messages,
+            closed,
             changed,
             sender,
+        }
+    }
+
+    /// Waits for the server's close frame; returns its code and reason.
+    pub async fn wait_closed(&self, timeout: Duration) -> Option<(u16, String)> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let notified = self.changed.notified();
+            if let Some(close) = self.closed.lock().unwrap().clone() {
+                return Some(close);
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return self.closed.lock().unwrap().clone();
+            }
         }
     }
 
@@ -556,5 +622,64 @@ impl Service {
         let status = response.status().as_u16();
         let body = response.json::<Value>().await.unwrap_or(Value::Null);
         (status, body)
+    }
+}
+
+/// About `seconds` of espeak-ng speech: [`make_speech`]'s four sentences repeated (sox
+/// concatenation), for tests that need a long publish. Returns the WAV path.
+pub fn make_long_speech(dir: &Path, seconds: f64) -> PathBuf {
+    let one = make_speech(dir);
+    let one_s = reference_pcm(&one).len() as f64 / 16_000.0;
+    let copies = (seconds / one_s).ceil().max(1.0) as usize;
+    let long = dir.join("long-speech.wav");
+    let status = Command::new("sox")
+        .args(std::iter::repeat_n(&one, copies))
+        .arg(&long)
+        .status()
+        .expect("sox runs");
+    assert!(status.success(), "sox concatenation failed");
+    long
+}
+
+/// Encodes a WAV to an FLV file with AAC-LC 44.1 kHz stereo (what egress sends), so a test
+/// can publish the very same AAC frames it decodes for its reference (`-c copy`).
+pub fn encode_flv(wav: &Path, flv: &Path) {
+    let status = Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-nostdin", "-y", "-i"])
+        .arg(wav)
+        .args([
+            "-c:a", "aac", "-b:a", "128k", "-ar", "44100", "-ac", "2", "-f", "flv",
+        ])
+        .arg(flv)
+        .status()
+        .expect("ffmpeg runs");
+    assert!(
+        status.success(),
+        "ffmpeg could not encode {}",
+        wav.display()
+    );
+}
+
+/// FFmpeg re-publishing an FLV file unchanged, paced in real time.
+pub fn ffmpeg_copy_args(flv: &Path, url: &str) -> Vec<String> {
+    let flv = flv.to_str().expect("utf-8 path");
+    ffmpeg_args(&["-re", "-i", flv, "-c", "copy"], url)
+}
+
+/// Polls the database (finals are written in batches, off the hot path) until `slug` has at
+/// least `count` finals or `timeout` passes; returns what is there.
+pub async fn wait_for_stored_finals(
+    database_url: &str,
+    slug: &str,
+    count: usize,
+    timeout: Duration,
+) -> Vec<StoredFinal> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let stored = stored_finals(database_url, slug);
+        if stored.len() >= count || tokio::time::Instant::now() > deadline {
+            return stored;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
