@@ -35,3 +35,7 @@ export REDIS_URL_TEST="${REDIS_URL_TEST:-redis://127.0.0.1:6379}"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked -- --test-threads=2
+
+# Hostile input: each cargo-fuzz target runs for a bounded time from its seed corpus and must
+# not crash (issue #4). Builds in fuzz/target; a cold build takes ~12 minutes on 2 cores.
+scripts/fuzz.sh "${FUZZ_SECONDS:-60}"
