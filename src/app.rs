@@ -13,7 +13,7 @@ use anyhow::Context as _;
 use crate::auth::{Authenticator, RequireToken};
 use crate::config::{Config, SttProvider};
 use crate::db::{start_storage, Flush};
-use crate::http::{routes, AiLocks, AppState};
+use crate::http::{record_post_latency, routes, AiLocks, AppState};
 use crate::rtmp::stream_key::{identity_stream_key_issuer, SignedStreamKeys};
 use crate::rtmp::{identity_stream_key, serve, RtmpConfig, StreamKeyValidator};
 
@@ -49,6 +49,8 @@ fn provider(config: &Config) -> (Option<Arc<GladiaConfig>>, String) {
 
 /// Runs the service until SIGINT/SIGTERM. Must be called inside an actix `System`.
 pub async fn run(config: Config) -> anyhow::Result<()> {
+    // Before anything records: every SPEC §7 metric goes to the registry /metrics reads.
+    ::actors::metrics::install();
     pipelines::init().context("GStreamer is not usable")?;
     let storage = start_storage(
         &config.database_url,
@@ -127,6 +129,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         App::new()
             // Guards every /api/* route, including ones added later (SPEC §5).
             .wrap(RequireToken::new(auth.clone()))
+            // Outermost, so a POST's latency includes the token check.
+            .wrap(actix_web::middleware::from_fn(record_post_latency))
             .app_data(web::Data::new(state.clone()))
             .configure(routes)
     })

@@ -6,14 +6,18 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use bytestring::ByteString;
 
 use crate::client::{ClientId, Deliver};
-use crate::counters::{WS_BROADCAST_ERRORS, WS_QUEUE_DROPS};
 use crate::events::{now_ms, TranscriptEvent};
+use crate::metrics::names::{
+    INGEST_BROADCAST_LATENCY_MS, WS_BROADCAST_ERRORS_TOTAL, WS_BROADCAST_LOOP_MS,
+    WS_QUEUE_DROPS_TOTAL,
+};
+use crate::metrics::SessionMetrics;
 use crate::outbound_frames::{error_frame, status_frame};
 use crate::outbox::Outbound;
 use crate::persistence::{FinalRecord, LoadFinalsAfter, LoadLastSeq, SaveFinal, Storage};
@@ -81,6 +85,8 @@ pub struct BroadcastActor {
     finalized_order: VecDeque<String>,
     recent_finals: VecDeque<(i64, Outbound)>,
     speakers: SpeakerTimeline,
+    /// `ws.session_broadcast_lag_ms{sessionSlug}` (the supervisor owns the client gauge).
+    lag_ms: ::metrics::Gauge,
 }
 
 impl BroadcastActor {
@@ -98,6 +104,7 @@ impl BroadcastActor {
             finalized_order: VecDeque::new(),
             recent_finals: VecDeque::new(),
             speakers: SpeakerTimeline::default(),
+            lag_ms: SessionMetrics::new(session_slug).broadcast_lag_ms,
         }
     }
 
@@ -196,6 +203,7 @@ impl BroadcastActor {
             }
             self.storage.save_final.do_send(SaveFinal(record));
             self.fan_out(outbound);
+            self.record_latency(event.received_at);
         } else {
             let message = TranscriptMessage {
                 kind: "transcript",
@@ -218,10 +226,20 @@ impl BroadcastActor {
                 utterance_id: event.utterance_id.as_str().into(),
                 frame,
             });
+            self.record_latency(event.received_at);
         }
     }
 
+    /// `ingest.broadcast_latency_ms`: the provider message arrived at `received`; its frame
+    /// is now in every client's outbound path (the `ClientActor` that writes its socket).
+    fn record_latency(&self, received: Instant) {
+        let ms = received.elapsed().as_secs_f64() * 1000.0;
+        ::metrics::histogram!(INGEST_BROADCAST_LATENCY_MS).record(ms);
+        self.lag_ms.set(ms);
+    }
+
     fn fan_out(&mut self, outbound: Outbound) {
+        let started = Instant::now();
         let mut gone = Vec::new();
         for (id, client) in &mut self.clients {
             if let Some(held) = &mut client.held_back {
@@ -233,9 +251,11 @@ impl BroadcastActor {
             }
         }
         for id in gone {
-            WS_BROADCAST_ERRORS.increment();
+            ::metrics::counter!(WS_BROADCAST_ERRORS_TOTAL).increment(1);
             self.clients.remove(&id);
         }
+        ::metrics::histogram!(WS_BROADCAST_LOOP_MS)
+            .record(started.elapsed().as_secs_f64() * 1000.0);
     }
 
     /// A client that needs no replay: live frames go to it at once.
@@ -341,7 +361,7 @@ fn deliver(client: &Recipient<Deliver>, outbound: Outbound) -> bool {
             // The client actor moves each frame into its outbox at once; a full mailbox means
             // its arbiter is starved. Partials may go; finals and control frames may not.
             if matches!(outbound, Outbound::Partial { .. }) {
-                WS_QUEUE_DROPS.increment();
+                ::metrics::counter!(WS_QUEUE_DROPS_TOTAL).increment(1);
             } else {
                 client.do_send(Deliver(outbound));
             }

@@ -14,8 +14,9 @@ use actix_ws::{CloseCode, CloseReason, Message as WsMessage, ProtocolError};
 use bytestring::ByteString;
 
 use crate::access::SessionAccess;
-use crate::counters::{
-    WS_BROADCAST_ERRORS, WS_HEARTBEAT_TIMEOUTS, WS_QUEUE_DROPS, WS_SLOW_CONSUMERS,
+use crate::metrics::names::{
+    WS_BROADCAST_ERRORS_TOTAL, WS_HEARTBEAT_TIMEOUTS_TOTAL, WS_QUEUE_DROPS_TOTAL,
+    WS_SLOW_CONSUMER_CLOSES_TOTAL,
 };
 use crate::outbound_frames::{error_frame, pong_frame};
 use crate::outbox::{Outbound, Outbox, Pushed};
@@ -109,7 +110,7 @@ impl ClientActor {
         match self.outbox.push(outbound) {
             Pushed::Queued | Pushed::DuplicateFinal => self.pump(ctx),
             Pushed::PartialDropped => {
-                WS_QUEUE_DROPS.increment();
+                ::metrics::counter!(WS_QUEUE_DROPS_TOTAL).increment(1);
                 self.pump(ctx);
             }
             Pushed::TooManyFinals => {
@@ -117,7 +118,7 @@ impl ClientActor {
                     client = self.id.0,
                     "client too far behind on finals: closing"
                 );
-                WS_SLOW_CONSUMERS.increment();
+                ::metrics::counter!(WS_SLOW_CONSUMER_CLOSES_TOTAL).increment(1);
                 self.close(ctx, CloseCode::Again, "slow_consumer");
             }
         }
@@ -149,7 +150,7 @@ impl ClientActor {
                     Ok(Err(_closed)) => {
                         // SPEC §4.4: a failed send closes and removes the client at once.
                         tracing::debug!(client = act.id.0, "send failed: client gone");
-                        WS_BROADCAST_ERRORS.increment();
+                        ::metrics::counter!(WS_BROADCAST_ERRORS_TOTAL).increment(1);
                         act.closing = true;
                         ctx.stop();
                     }
@@ -158,7 +159,7 @@ impl ClientActor {
                             client = act.id.0,
                             "socket accepted nothing for 10 s: closing"
                         );
-                        WS_SLOW_CONSUMERS.increment();
+                        ::metrics::counter!(WS_SLOW_CONSUMER_CLOSES_TOTAL).increment(1);
                         act.close(ctx, CloseCode::Again, "slow_consumer");
                     }
                 }
@@ -281,7 +282,7 @@ impl ClientActor {
                 missed = self.unanswered_pings,
                 "client stopped answering pings: closing"
             );
-            WS_HEARTBEAT_TIMEOUTS.increment();
+            ::metrics::counter!(WS_HEARTBEAT_TIMEOUTS_TOTAL).increment(1);
             self.close(ctx, CloseCode::Away, "heartbeat_timeout");
             return;
         }

@@ -15,6 +15,9 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use crate::events::PcmChunk;
 use crate::ingest_messages::{AudioTagReceived, DetachPublisher, PublisherId};
+use crate::metrics::names::{
+    INGEST_AUDIO_BYTES_TOTAL, INGEST_DECODER_RESTARTS_TOTAL, INGEST_PCM_BYTES_TOTAL,
+};
 
 /// Decoded buffers waiting for this actor; ~20 s of avdec_aac output. Full means the actor's
 /// arbiter is stalled, and the drop is counted.
@@ -239,6 +242,7 @@ impl IngestActor {
         }
         self.report.do_send(IngestReport::DecoderError(error));
         self.failures_in_a_row += 1;
+        ::metrics::counter!(INGEST_DECODER_RESTARTS_TOTAL).increment(1);
         let delay = RESTART_BACKOFF_INITIAL
             .saturating_mul(1 << (self.failures_in_a_row - 1).min(16))
             .min(RESTART_BACKOFF_MAX);
@@ -316,6 +320,7 @@ impl Handler<AudioTagReceived> for IngestActor {
         }
         self.counters.audio_tags += 1;
         self.counters.audio_bytes += tag.payload.len() as u64;
+        ::metrics::counter!(INGEST_AUDIO_BYTES_TOTAL).increment(tag.payload.len() as u64);
         match parse_audio_tag(&tag.payload) {
             Ok(AudioTag::AacSequenceHeader(raw)) => match AudioSpecificConfig::parse(raw) {
                 Ok(config) => {
@@ -404,6 +409,7 @@ impl StreamHandler<DecoderOutput> for IngestActor {
         match event {
             DecoderEvent::Pcm(pcm) => {
                 self.counters.pcm_bytes += pcm.len() as u64;
+                ::metrics::counter!(INGEST_PCM_BYTES_TOTAL).increment(pcm.len() as u64);
                 self.pcm_since_start += pcm.len() as u64;
                 if self.pcm_since_start >= HEALTHY_PCM_BYTES {
                     self.failures_in_a_row = 0;

@@ -12,11 +12,11 @@
 pub mod access;
 pub mod broadcast;
 pub mod client;
-pub mod counters;
 pub mod events;
 pub mod gladia;
 pub mod ingest;
 pub mod ingest_messages;
+pub mod metrics;
 pub mod outbound_frames;
 pub mod outbox;
 pub mod persistence;

@@ -22,6 +22,7 @@ use crate::ingest_messages::{AttachPublisher, PublishHandle, PublishRefused, Pub
 use crate::outbound_frames::status_frame;
 use crate::outbox::Outbound;
 use crate::persistence::SaveSessionState;
+use crate::metrics::SessionMetrics;
 use crate::registry::{SessionContext, SessionRegistry, SessionRetired};
 
 /// What the HTTP API and `transcription_started` show about a session.
@@ -121,6 +122,8 @@ pub struct SessionSupervisor {
     decoder_restarts: u64,
     /// Fired once no publisher or provider stream is left (see [`ShutDown`]).
     drained_waiters: Vec<tokio::sync::oneshot::Sender<()>>,
+    /// `ws.session_clients{sessionSlug}`, kept equal to `clients.len()`.
+    clients_gauge: ::metrics::Gauge,
 }
 
 impl SessionSupervisor {
@@ -145,6 +148,7 @@ impl SessionSupervisor {
             shutting_down: false,
             decoder_restarts: 0,
             drained_waiters: Vec::new(),
+            clients_gauge: ::metrics::Gauge::noop(),
         }
     }
 
@@ -286,6 +290,9 @@ impl SessionSupervisor {
         let finished = self.state == SessionState::Ended || !self.started_explicitly;
         if !busy && finished {
             tracing::debug!(session = %self.slug, "session retired");
+            // Before the registry hears of it: a session reopened under this slug then
+            // registers fresh series rather than losing them to this removal.
+            SessionMetrics::forget(&self.slug);
             self.registry.do_send(SessionRetired {
                 session_slug: self.slug.clone(),
                 supervisor: ctx.address(),
@@ -341,6 +348,8 @@ impl Actor for SessionSupervisor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
+        self.clients_gauge = SessionMetrics::new(&self.slug).clients;
+        self.clients_gauge.set(0.0);
         let settings = &self.context.settings;
         let me = ctx.address();
         self.broadcast = Some(
@@ -567,6 +576,7 @@ impl Handler<Subscribe> for SessionSupervisor {
             });
         }
         self.clients.insert(msg.client);
+        self.clients_gauge.set(self.clients.len() as f64);
         let _ = msg.deliver.try_send(Deliver(Outbound::Control(status_frame(
             &self.slug,
             self.state.as_str(),
@@ -588,6 +598,7 @@ impl Handler<Unsubscribe> for SessionSupervisor {
 
     fn handle(&mut self, msg: Unsubscribe, ctx: &mut Self::Context) {
         self.clients.remove(&msg.client);
+        self.clients_gauge.set(self.clients.len() as f64);
         if let Some(broadcast) = &self.broadcast {
             broadcast.do_send(RemoveClient { id: msg.client });
         }

@@ -17,6 +17,7 @@ use tracing::{error, info, warn};
 
 use super::executor::WriteFinals;
 use super::metrics::StorageMetrics;
+use ::actors::metrics::names;
 
 /// First retry delay after a failed write; doubles per failure up to [`RETRY_MAX`].
 const RETRY_INITIAL: Duration = Duration::from_millis(100);
@@ -119,6 +120,7 @@ impl TranscriptBatcher {
             // replay it once the database is back. Until then a full queue loses the final.
             self.overflowed += 1;
             StorageMetrics::add(&self.metrics.finals_overflowed, 1);
+            ::metrics::counter!(names::DB_FINALS_OVERFLOWED_TOTAL).increment(1);
             if (self.overflowed - 1).is_multiple_of(OVERFLOW_LOG_EVERY) {
                 error!(
                     session = %record.session_slug,
@@ -209,11 +211,15 @@ impl TranscriptBatcher {
                 }
                 StorageMetrics::add(&self.metrics.batches_written, 1);
                 StorageMetrics::add(&self.metrics.finals_written, n as u64);
+                ::metrics::counter!(names::DB_BATCHES_WRITTEN_TOTAL).increment(1);
+                ::metrics::counter!(names::DB_FINALS_WRITTEN_TOTAL).increment(n as u64);
+                ::metrics::histogram!(names::DB_BATCH_SIZE).record(n as f64);
                 self.publish_queue_len();
                 self.answer_flushes();
             }
             Err(e) => {
                 StorageMetrics::add(&self.metrics.write_errors, 1);
+                ::metrics::counter!(names::DB_WRITE_ERRORS_TOTAL).increment(1);
                 self.failing_since.get_or_insert_with(Instant::now);
                 warn!(
                     error = %e,
@@ -247,6 +253,7 @@ impl TranscriptBatcher {
 
     fn publish_queue_len(&self) {
         StorageMetrics::set(&self.metrics.queue_len, self.queue.len() as u64);
+        ::metrics::gauge!(names::DB_QUEUE_LEN).set(self.queue.len() as f64);
     }
 }
 

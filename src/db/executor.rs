@@ -154,6 +154,8 @@ impl DbExecutor {
         }
         StorageMetrics::add(&self.metrics.insert_statements, outcome.statements);
         StorageMetrics::add(&self.metrics.finals_rejected, outcome.rejected.len() as u64);
+        ::metrics::counter!(::actors::metrics::names::DB_FINALS_REJECTED_TOTAL)
+            .increment(outcome.rejected.len() as u64);
         Ok(outcome.written)
     }
 }

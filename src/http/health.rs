@@ -28,15 +28,14 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     }
 }
 
-/// Counter snapshot (SPEC §7 names). Issue #5 replaces this with the full metrics endpoint.
+/// `GET /metrics`: latencies with percentiles, counters and gauges (SPEC §4.6, §7).
 pub async fn metrics() -> HttpResponse {
-    use ::actors::counters::*;
-    HttpResponse::Ok().json(serde_json::json!({
-        "counters": {
-            "ws.heartbeat_timeouts_total": WS_HEARTBEAT_TIMEOUTS.get(),
-            "ws.broadcast_errors_total": WS_BROADCAST_ERRORS.get(),
-            "ws.queue_drops_total": WS_QUEUE_DROPS.get(),
-            "ws.slow_consumer_closes_total": WS_SLOW_CONSUMERS.get(),
-        }
-    }))
+    HttpResponse::Ok().json(::actors::metrics::json())
+}
+
+/// `GET /metrics/prometheus`: the same in the Prometheus text format 0.0.4.
+pub async fn metrics_prometheus() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type(::actors::metrics::prometheus::CONTENT_TYPE)
+        .body(::actors::metrics::prometheus_text())
 }

@@ -3,6 +3,7 @@
 mod active_speaker;
 mod ai_lock;
 mod health;
+mod post_latency;
 mod sessions;
 mod transcribe;
 
@@ -12,6 +13,7 @@ use actix::prelude::*;
 use actix_web::{web, HttpResponse};
 
 use crate::db::Ping;
+pub use post_latency::record_post_latency;
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -69,6 +71,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         )
         .route("/healthz", web::get().to(health::healthz))
         .route("/metrics", web::get().to(health::metrics))
+        .route(
+            "/metrics/prometheus",
+            web::get().to(health::metrics_prometheus),
+        )
         .route("/readyz", web::get().to(health::readyz))
         .route(
             "/api/realtime/transcribe",

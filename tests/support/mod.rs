@@ -228,6 +228,8 @@ pub struct WsClient {
     closed: Arc<Mutex<Option<(u16, String)>>>,
     changed: Arc<Notify>,
     sender: tokio::sync::mpsc::UnboundedSender<String>,
+    /// Tells the connection task to close the socket (see [`WsClient::close`]).
+    closer: Arc<Notify>,
 }
 
 impl WsClient {
@@ -244,6 +246,8 @@ impl WsClient {
         let (sender, mut outgoing) = tokio::sync::mpsc::unbounded_channel::<String>();
         let closed = Arc::new(Mutex::new(None));
         let (m, c, closed_by_server) = (messages.clone(), changed.clone(), closed.clone());
+        let closer = Arc::new(Notify::new());
+        let close_requested = closer.clone();
         actix_rt::spawn(async move {
             loop {
                 tokio::select! {
@@ -268,6 +272,13 @@ impl WsClient {
                     Some(text) = outgoing.recv() => {
                         let _ = sink.send(awc::ws::Message::Text(text.into())).await;
                     }
+                    _ = close_requested.notified() => {
+                        let reason = awc::ws::CloseReason::from(awc::ws::CloseCode::Normal);
+                        let _ = sink.send(awc::ws::Message::Close(Some(reason))).await;
+                        let _ = sink.close().await;
+                        c.notify_waiters();
+                        break;
+                    }
                 }
             }
         });
@@ -276,7 +287,13 @@ impl WsClient {
             closed,
             changed,
             sender,
+            closer,
         }
+    }
+
+    /// Closes the socket with 1000, as a browser leaving the page does.
+    pub fn close(&self) {
+        self.closer.notify_one();
     }
 
     /// Waits for the server's close frame; returns its code and reason.

@@ -110,6 +110,11 @@ impl AudioBuffer {
         from
     }
 
+    /// Absolute offset up to which bytes were written on the current connection.
+    pub fn sent_offset(&self) -> u64 {
+        self.sent
+    }
+
     pub fn acked_offset(&self) -> u64 {
         self.acked
     }

@@ -12,6 +12,7 @@
 mod audio_buffer;
 pub mod init;
 pub mod protocol;
+mod send_clock;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -27,9 +28,13 @@ use awc::BoxedSocket;
 use futures_util::stream::{SplitSink, StreamExt};
 
 use crate::events::{now_ms, EndOfAudio, PcmChunk, TranscriptEvent};
+use crate::metrics::names::{
+    GLADIA_FINALS_TOTAL, GLADIA_RECONNECTS_TOTAL, GLADIA_STT_LATENCY_MS,
+};
 pub use audio_buffer::AudioBuffer;
 use init::{init_session, InitError};
 use protocol::{parse_server_message, InitResponse, ServerMessage};
+use send_clock::SendClock;
 
 /// How to reach Gladia. `Debug` never prints the key.
 #[derive(Clone)]
@@ -121,6 +126,8 @@ pub struct GladiaActor {
     /// Short prefix of the provider session id, making utterance ids unique across sessions.
     utterance_prefix: String,
     audio: AudioBuffer,
+    /// When each stretch of audio was last written to the socket (`gladia.stt_latency_ms`).
+    send_clock: SendClock,
     /// Wall clock (ms) of the first PCM byte, and the buffer offset where the current
     /// provider session began: together they turn provider seconds into wall-clock times.
     audio_epoch_ms: Option<i64>,
@@ -192,6 +199,7 @@ impl GladiaActor {
             provider_session: None,
             utterance_prefix: String::new(),
             audio: AudioBuffer::new(max_bytes),
+            send_clock: SendClock::default(),
             audio_epoch_ms: None,
             provider_base_offset: 0,
             end_of_audio: false,
@@ -405,11 +413,19 @@ impl GladiaActor {
             ConnectionState::Streaming { sink } | ConnectionState::Stopping { sink } => sink,
             _ => return,
         };
-        while let Some(frame) = self.audio.next_unsent() {
+        loop {
+            let from = self.audio.sent_offset();
+            let Some(frame) = self.audio.next_unsent() else {
+                break;
+            };
             if sink.write(WsMessage::Binary(frame)).is_err() {
                 // The sink is closing; the connection-lost path rewinds and resends.
                 break;
             }
+            // Queued on the socket's sink, flushed to the kernel as the actor yields: the
+            // moment the provider can start hearing these bytes, to within a poll.
+            self.send_clock
+                .sent(from, self.audio.sent_offset(), Instant::now());
         }
     }
 
@@ -468,6 +484,7 @@ impl GladiaActor {
         }
         self.drop_connection(ctx);
         self.failures_in_a_row += 1;
+        ::metrics::counter!(GLADIA_RECONNECTS_TOTAL).increment(1);
         let provider_session_over = matches!(code, Some(1000) | Some(4400..=4499));
         tracing::warn!(session = %self.session_slug, ?code, %why, provider_session_over, "gladia connection lost");
         self.report(
@@ -525,6 +542,7 @@ impl GladiaActor {
                     provisional: false,
                 };
                 if event.is_final {
+                    self.record_stt_latency(end_offset, event.received_at);
                     self.open_utterances.remove(&event.utterance_id);
                     self.update_settled(Some(end_offset));
                     self.transcripts.do_send(event);
@@ -568,6 +586,25 @@ impl GladiaActor {
                 tracing::trace!(session = %self.session_slug, %kind, "provider message")
             }
         }
+    }
+}
+
+impl GladiaActor {
+    /// `gladia.stt_latency_ms` for a final whose utterance ends at `end_offset`: from when
+    /// the frame holding that byte was (last) written to the socket to `received`. Measured
+    /// on the sending clock of this process, so no clock of the provider is involved.
+    fn record_stt_latency(&mut self, end_offset: u64, received: Instant) {
+        ::metrics::counter!(GLADIA_FINALS_TOTAL).increment(1);
+        if let Some(sent) = self.send_clock.sent_at(end_offset) {
+            let latency = received.saturating_duration_since(sent);
+            ::metrics::histogram!(GLADIA_STT_LATENCY_MS).record(latency.as_secs_f64() * 1000.0);
+        }
+        // Audio before the settled point belongs to finished utterances: no final will ask.
+        self.send_clock.forget_before(
+            self.audio
+                .settled_offset()
+                .saturating_sub(UNSETTLED_SILENCE_KEPT),
+        );
     }
 }
 

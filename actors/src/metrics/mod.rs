@@ -1,0 +1,68 @@
+//! Metrics with the SPEC §7 names, recorded through the `metrics` facade.
+//!
+//! - `names`: every metric name and the `sessionSlug` label.
+//! - `histogram`: one histogram series (HdrHistogram percentiles + exact sum).
+//! - `recorder`: the process-wide recorder over a `metrics-util` registry.
+//! - `snapshot`: `GET /metrics` JSON; `prometheus`: `GET /metrics/prometheus` text.
+//! - `session`: a session's labelled series, removed when the session retires.
+//!
+//! Code records with `::metrics::counter!(names::X).increment(1)` and friends; a static
+//! name builds its key without allocating. Without [`install`] (unit tests) the macros do
+//! nothing and the readers show the pre-registered series at zero.
+
+pub mod histogram;
+pub mod names;
+pub mod prometheus;
+pub mod recorder;
+pub mod session;
+pub mod snapshot;
+
+use std::sync::{Arc, OnceLock};
+
+pub use recorder::{MetricsRegistry, RegistryRecorder};
+pub use session::SessionMetrics;
+
+static REGISTRY: OnceLock<Arc<MetricsRegistry>> = OnceLock::new();
+
+/// The process's registry (created on first use, with every static series at zero).
+pub fn registry() -> &'static Arc<MetricsRegistry> {
+    REGISTRY.get_or_init(|| {
+        let registry = Arc::new(MetricsRegistry::new());
+        let recorder = RegistryRecorder(registry.clone());
+        metrics::with_local_recorder(&recorder, || {
+            for name in names::LATENCIES.iter().chain(names::HISTOGRAMS) {
+                let _ = metrics::histogram!(*name);
+            }
+            for name in names::COUNTERS {
+                metrics::counter!(*name).increment(0);
+            }
+            for name in names::GAUGES {
+                metrics::gauge!(*name).increment(0.0);
+            }
+        });
+        registry
+    })
+}
+
+/// Makes the registry the process's `metrics` recorder. Call once at start-up; a second call,
+/// or another recorder installed first, is reported and otherwise harmless.
+pub fn install() -> bool {
+    let recorder = RegistryRecorder(registry().clone());
+    match metrics::set_global_recorder(recorder) {
+        Ok(()) => true,
+        Err(_) => {
+            tracing::warn!("a metrics recorder was installed already; /metrics may miss series");
+            false
+        }
+    }
+}
+
+/// `GET /metrics`.
+pub fn json() -> serde_json::Value {
+    snapshot::to_json(registry())
+}
+
+/// `GET /metrics/prometheus`.
+pub fn prometheus_text() -> String {
+    prometheus::render(registry())
+}
