@@ -66,7 +66,9 @@ impl HdrCell {
         if count == 0 {
             return Summary::default();
         }
-        let unscale = |v: u64| v as f64 / SCALE;
+        // HdrHistogram answers with the top of a value's bucket; its bottom is exact below
+        // 2.048 ms and at most 0.1 % under the recorded value above it, and keeps p99 <= max.
+        let unscale = |v: u64| h.lowest_equivalent(v) as f64 / SCALE;
         Summary {
             count,
             sum: inner.sum,
