@@ -1,5 +1,6 @@
-//! One histogram series: an HdrHistogram (3 significant digits) for the count, extremes and
-//! percentiles, plus the exact sum for the mean. Values are kept in thousandths of the
+//! One histogram series: an HdrHistogram (3 significant digits) for the count and the
+//! percentiles, plus the exact sum, minimum and maximum (HdrHistogram rounds those to its
+//! buckets, which could show a mean above the maximum). Values are kept in thousandths of the
 //! recorded unit (microseconds for a `_ms` metric).
 
 use std::sync::Mutex;
@@ -20,6 +21,8 @@ pub struct HdrCell {
 struct Inner {
     histogram: Histogram<u64>,
     sum: f64,
+    min: f64,
+    max: f64,
 }
 
 /// What `/metrics` shows for one histogram series, in the recorded unit.
@@ -43,6 +46,8 @@ impl HdrCell {
             inner: Mutex::new(Inner {
                 histogram,
                 sum: 0.0,
+                min: f64::INFINITY,
+                max: 0.0,
             }),
         }
     }
@@ -57,6 +62,8 @@ impl HdrCell {
             let _ = inner.histogram.saturating_record(scaled);
         }
         inner.sum += value;
+        inner.min = inner.min.min(value);
+        inner.max = inner.max.max(value);
     }
 
     pub fn summary(&self) -> Summary {
@@ -67,17 +74,23 @@ impl HdrCell {
             return Summary::default();
         }
         // HdrHistogram answers with the top of a value's bucket; its bottom is exact below
-        // 2.048 ms and at most 0.1 % under the recorded value above it, and keeps p99 <= max.
-        let unscale = |v: u64| h.lowest_equivalent(v) as f64 / SCALE;
+        // 2.048 ms and at most 0.1 % under the recorded value above it. Clamped to the
+        // exact extremes, so min <= p50 <= p95 <= p99 <= max always reads true.
+        let (min, max) = (inner.min, inner.max);
+        let quantile = |q: f64| {
+            let v = h.lowest_equivalent(h.value_at_quantile(q)) as f64 / SCALE;
+            v.clamp(min, max)
+        };
         Summary {
             count,
             sum: inner.sum,
-            avg: inner.sum / count as f64,
-            min: unscale(h.min()),
-            max: unscale(h.max()),
-            p50: unscale(h.value_at_quantile(0.50)),
-            p95: unscale(h.value_at_quantile(0.95)),
-            p99: unscale(h.value_at_quantile(0.99)),
+            // Clamped against float rounding of the sum (3 × 0.1 sums above 0.3).
+            avg: (inner.sum / count as f64).clamp(min, max),
+            min,
+            max,
+            p50: quantile(0.50),
+            p95: quantile(0.95),
+            p99: quantile(0.99),
         }
     }
 }
