@@ -193,6 +193,7 @@ async fn a_publish_is_measured_in_json_and_prometheus_and_its_session_series_go_
     assert_eq!(status, 204);
 
     let (_, after) = service.get_json("/metrics").await;
+    eprintln!("/metrics after the publish: {after:#}");
     let latencies = &after["latencies"];
     let stt = &latencies["gladia.stt_latency_ms"];
     assert_eq!(
