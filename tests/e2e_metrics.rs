@@ -58,10 +58,7 @@ fn parse_prometheus(text: &str) -> HashMap<String, f64> {
                 matches!(kind, Some("TYPE") | Some("HELP")),
                 "bad comment: {line}"
             );
-            assert!(
-                words.next().is_some_and(valid_name),
-                "bad name in: {line}"
-            );
+            assert!(words.next().is_some_and(valid_name), "bad name in: {line}");
             if kind == Some("TYPE") {
                 let kind = words.next().unwrap_or_default();
                 assert!(
@@ -167,7 +164,11 @@ async fn a_publish_is_measured_in_json_and_prometheus_and_its_session_series_go_
             s.len() == 1 && s[0].closed_with_1000
         })
         .await;
-    assert!(ended, "provider session did not end; log:\n{}", service.log());
+    assert!(
+        ended,
+        "provider session did not end; log:\n{}",
+        service.log()
+    );
     let finals_sent = mock.sessions().remove(0).finals_sent.len();
     assert!(finals_sent >= 3, "only {finals_sent} utterances");
     for client in &clients {
@@ -181,8 +182,8 @@ async fn a_publish_is_measured_in_json_and_prometheus_and_its_session_series_go_
             client.finals().len()
         );
     }
-    let stored = wait_for_stored_finals(&database_url, SLUG, finals_sent, Duration::from_secs(10))
-        .await;
+    let stored =
+        wait_for_stored_finals(&database_url, SLUG, finals_sent, Duration::from_secs(10)).await;
     assert_eq!(stored.len(), finals_sent);
     let (status, _) = service
         .post_json(
@@ -296,7 +297,10 @@ async fn a_publish_is_measured_in_json_and_prometheus_and_its_session_series_go_
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    assert_eq!(gone["latencies"]["gladia.stt_latency_ms"]["count"], finals_sent);
+    assert_eq!(
+        gone["latencies"]["gladia.stt_latency_ms"]["count"],
+        finals_sent
+    );
     let (_, text) = get_prometheus(&service).await;
     assert!(!text.contains(SLUG), "{text}");
 }

@@ -8,6 +8,7 @@
 //! - `client` + `outbox`: one browser socket; finals first, newest partial only.
 //! - `events`, `wire`, `ingest_messages`, `persistence`: the messages between them and the
 //!   outside (RTMP listener, database, browsers).
+//! - `metrics`: the SPEC §7 metrics registry behind `/metrics` and `/metrics/prometheus`.
 
 pub mod access;
 pub mod broadcast;

@@ -19,10 +19,10 @@ use crate::events::{EndOfAudio, SessionState};
 use crate::gladia::{GladiaActor, ProviderFinished, ProviderPhase, ProviderStatus, PublisherGap};
 use crate::ingest::{DrainIngest, IngestActor, IngestReport, UseProvider, UsePublisher};
 use crate::ingest_messages::{AttachPublisher, PublishHandle, PublishRefused, PublisherId};
+use crate::metrics::SessionMetrics;
 use crate::outbound_frames::status_frame;
 use crate::outbox::Outbound;
 use crate::persistence::SaveSessionState;
-use crate::metrics::SessionMetrics;
 use crate::registry::{SessionContext, SessionRegistry, SessionRetired};
 
 /// What the HTTP API and `transcription_started` show about a session.

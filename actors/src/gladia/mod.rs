@@ -28,9 +28,7 @@ use awc::BoxedSocket;
 use futures_util::stream::{SplitSink, StreamExt};
 
 use crate::events::{now_ms, EndOfAudio, PcmChunk, TranscriptEvent};
-use crate::metrics::names::{
-    GLADIA_FINALS_TOTAL, GLADIA_RECONNECTS_TOTAL, GLADIA_STT_LATENCY_MS,
-};
+use crate::metrics::names::{GLADIA_FINALS_TOTAL, GLADIA_RECONNECTS_TOTAL, GLADIA_STT_LATENCY_MS};
 pub use audio_buffer::AudioBuffer;
 use init::{init_session, InitError};
 use protocol::{parse_server_message, InitResponse, ServerMessage};
@@ -682,7 +680,7 @@ impl GladiaActor {
         let Some((since, sent)) = &mut self.gap else {
             return;
         };
-        let due = since.elapsed().as_millis() as u64 * PCM_BYTES_PER_SEC / 1000 & !1;
+        let due = (since.elapsed().as_millis() as u64 * PCM_BYTES_PER_SEC / 1000) & !1;
         while *sent < due {
             let piece = (due - *sent).min(GAP_SILENCE_MAX_PIECE);
             self.audio

@@ -71,7 +71,11 @@ mod tests {
         assert_eq!(clock.sent_at(1), Some(at(100)));
         assert_eq!(clock.sent_at(3200), Some(at(100)));
         assert_eq!(clock.sent_at(3201), Some(at(200)));
-        assert_eq!(clock.sent_at(20_000), Some(at(300)), "beyond: the latest send");
+        assert_eq!(
+            clock.sent_at(20_000),
+            Some(at(300)),
+            "beyond: the latest send"
+        );
         // A reconnect resends from 3200 in one frame.
         clock.sent(3200, 9600, at(900));
         assert_eq!(clock.sent_at(3000), Some(at(100)));

@@ -54,12 +54,16 @@ impl HdrCell {
 
     /// Records one value; negative and non-finite values count as 0 (a clock stepping back).
     pub fn record_value(&self, value: f64) {
-        let value = if value.is_finite() { value.max(0.0) } else { 0.0 };
+        let value = if value.is_finite() {
+            value.max(0.0)
+        } else {
+            0.0
+        };
         let scaled = (value * SCALE).round() as u64;
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         // Auto-resizing histograms grow to any u64; saturate rather than fail if it ever could not.
         if inner.histogram.record(scaled).is_err() {
-            let _ = inner.histogram.saturating_record(scaled);
+            inner.histogram.saturating_record(scaled);
         }
         inner.sum += value;
         inner.min = inner.min.min(value);
@@ -146,7 +150,10 @@ mod tests {
         let s = cell.summary();
         assert_eq!(s.count, 1000);
         assert!(close(s.avg, (990.0 * 2.5 + 10.0 * 800.0) / 1000.0), "{s:?}");
-        assert!(close(s.min, 2.5) && close(s.p50, 2.5) && close(s.p95, 2.5), "{s:?}");
+        assert!(
+            close(s.min, 2.5) && close(s.p50, 2.5) && close(s.p95, 2.5),
+            "{s:?}"
+        );
         assert!(close(s.p99, 2.5), "the 990th of 1000 is still fast: {s:?}");
         assert!(close(s.max, 800.0), "{s:?}");
         cell.record_value(800.0);

@@ -68,7 +68,15 @@ pub fn render(metrics: &MetricsRegistry) -> String {
                 write_metric_line(&mut out, name, None, labels, Some(("quantile", q)), v, None);
             }
             write_metric_line(&mut out, name, Some("sum"), labels, NO_LABEL, s.sum, None);
-            write_metric_line(&mut out, name, Some("count"), labels, NO_LABEL, s.count, None);
+            write_metric_line(
+                &mut out,
+                name,
+                Some("count"),
+                labels,
+                NO_LABEL,
+                s.count,
+                None,
+            );
         }
     }
     out
@@ -93,14 +101,20 @@ mod tests {
         });
         let text = render(&registry);
         let lines: Vec<&str> = text.lines().collect();
-        assert!(lines.contains(&"# TYPE ws_queue_drops_total counter"), "{text}");
+        assert!(
+            lines.contains(&"# TYPE ws_queue_drops_total counter"),
+            "{text}"
+        );
         assert!(lines.contains(&"ws_queue_drops_total 4"), "{text}");
         assert!(lines.contains(&"# TYPE ws_session_clients gauge"), "{text}");
         assert!(
             lines.contains(&r#"ws_session_clients{sessionSlug="a\"b"} 3"#),
             "{text}"
         );
-        assert!(lines.contains(&"# TYPE http_post_latency_ms summary"), "{text}");
+        assert!(
+            lines.contains(&"# TYPE http_post_latency_ms summary"),
+            "{text}"
+        );
         assert!(
             lines.contains(&r#"http_post_latency_ms{quantile="0.5"} 2"#),
             "{text}"

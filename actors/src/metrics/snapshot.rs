@@ -23,7 +23,9 @@ pub fn series_name(key: &Key) -> String {
     if labels.peek().is_none() {
         return key.name().to_owned();
     }
-    let labels: Vec<String> = labels.map(|l| format!("{}={}", l.key(), l.value())).collect();
+    let labels: Vec<String> = labels
+        .map(|l| format!("{}={}", l.key(), l.value()))
+        .collect();
     format!("{}{{{}}}", key.name(), labels.join(","))
 }
 
