@@ -87,6 +87,9 @@ pub struct BroadcastActor {
     speakers: SpeakerTimeline,
     /// `ws.session_broadcast_lag_ms{sessionSlug}` (the supervisor owns the client gauge).
     lag_ms: ::metrics::Gauge,
+    /// Handles looked up once: every message records both.
+    broadcast_latency_ms: ::metrics::Histogram,
+    broadcast_loop_ms: ::metrics::Histogram,
 }
 
 impl BroadcastActor {
@@ -105,6 +108,8 @@ impl BroadcastActor {
             recent_finals: VecDeque::new(),
             speakers: SpeakerTimeline::default(),
             lag_ms: SessionMetrics::new(session_slug).broadcast_lag_ms,
+            broadcast_latency_ms: ::metrics::histogram!(INGEST_BROADCAST_LATENCY_MS),
+            broadcast_loop_ms: ::metrics::histogram!(WS_BROADCAST_LOOP_MS),
         }
     }
 
@@ -234,7 +239,7 @@ impl BroadcastActor {
     /// is now in every client's outbound path (the `ClientActor` that writes its socket).
     fn record_latency(&self, received: Instant) {
         let ms = received.elapsed().as_secs_f64() * 1000.0;
-        ::metrics::histogram!(INGEST_BROADCAST_LATENCY_MS).record(ms);
+        self.broadcast_latency_ms.record(ms);
         self.lag_ms.set(ms);
     }
 
@@ -254,7 +259,7 @@ impl BroadcastActor {
             ::metrics::counter!(WS_BROADCAST_ERRORS_TOTAL).increment(1);
             self.clients.remove(&id);
         }
-        ::metrics::histogram!(WS_BROADCAST_LOOP_MS)
+        self.broadcast_loop_ms
             .record(started.elapsed().as_secs_f64() * 1000.0);
     }
 

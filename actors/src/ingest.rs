@@ -112,6 +112,10 @@ pub struct IngestActor {
     report: Recipient<IngestReport>,
     decoded_tx: Option<mpsc::Sender<DecoderOutput>>,
     counters: IngestCounters,
+    /// `ingest.audio_bytes_total` and `ingest.pcm_bytes_total`, looked up once: every audio
+    /// tag and decoded buffer adds to them.
+    audio_bytes_total: ::metrics::Counter,
+    pcm_bytes_total: ::metrics::Counter,
     /// Rebuilds allowed after consecutive decoder failures (`DECODER_MAX_RESTARTS`).
     max_restarts: u32,
     failures_in_a_row: u32,
@@ -138,6 +142,8 @@ impl IngestActor {
             report,
             decoded_tx: None,
             counters: IngestCounters::default(),
+            audio_bytes_total: ::metrics::counter!(INGEST_AUDIO_BYTES_TOTAL),
+            pcm_bytes_total: ::metrics::counter!(INGEST_PCM_BYTES_TOTAL),
             max_restarts,
             failures_in_a_row: 0,
             pcm_since_start: 0,
@@ -320,7 +326,7 @@ impl Handler<AudioTagReceived> for IngestActor {
         }
         self.counters.audio_tags += 1;
         self.counters.audio_bytes += tag.payload.len() as u64;
-        ::metrics::counter!(INGEST_AUDIO_BYTES_TOTAL).increment(tag.payload.len() as u64);
+        self.audio_bytes_total.increment(tag.payload.len() as u64);
         match parse_audio_tag(&tag.payload) {
             Ok(AudioTag::AacSequenceHeader(raw)) => match AudioSpecificConfig::parse(raw) {
                 Ok(config) => {
@@ -409,7 +415,7 @@ impl StreamHandler<DecoderOutput> for IngestActor {
         match event {
             DecoderEvent::Pcm(pcm) => {
                 self.counters.pcm_bytes += pcm.len() as u64;
-                ::metrics::counter!(INGEST_PCM_BYTES_TOTAL).increment(pcm.len() as u64);
+                self.pcm_bytes_total.increment(pcm.len() as u64);
                 self.pcm_since_start += pcm.len() as u64;
                 if self.pcm_since_start >= HEALTHY_PCM_BYTES {
                     self.failures_in_a_row = 0;
