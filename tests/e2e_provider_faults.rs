@@ -394,7 +394,10 @@ async fn a_draft_the_provider_never_finalizes_becomes_a_provisional_final() {
         .last()
         .cloned()
         .expect("the mock sent partials");
-    assert_eq!(provisional["text"].as_str(), Some(last_sent.text.trim_start()));
+    assert_eq!(
+        provisional["text"].as_str(),
+        Some(last_sent.text.trim_start())
+    );
     let client_partial = client
         .transcripts()
         .into_iter()
