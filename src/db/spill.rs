@@ -435,6 +435,27 @@ mod tests {
     }
 
     #[test]
+    fn torn_last_line_is_skipped_and_cut_off() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let (mut spill, _) = SpillFile::open(dir.path(), u64::MAX).expect("open");
+            spill.append(&rec(1)).expect("append");
+            spill.append(&rec(2)).expect("append");
+        }
+        let path = dir.path().join(SPILL_FILE_NAME);
+        let whole = fs::read(&path).expect("read");
+        let third = encode(&rec(3));
+        // A crash in the middle of the third append.
+        fs::write(&path, [whole.as_slice(), &third[..third.len() / 2]].concat()).expect("write");
+        let (mut spill, report) = SpillFile::open(dir.path(), u64::MAX).expect("reopen");
+        assert_eq!((report.pending, report.damaged), (2, 1));
+        assert_eq!(fs::read(&path).expect("read"), whole, "torn tail cut off");
+        // The next append starts on its own line.
+        spill.append(&rec(4)).expect("append");
+        assert_eq!(spill.read(10).expect("read"), vec![rec(1), rec(2), rec(4)]);
+    }
+
+    #[test]
     fn append_read_bound_rewrite_remove() {
         let dir = tempfile::tempdir().expect("tempdir");
         let one = encode(&rec(1)).len() as u64;
