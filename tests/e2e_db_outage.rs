@@ -74,7 +74,10 @@ impl PrivatePostgres {
                 .arg(dir.path())
                 .status()
                 .expect("chown runs");
-            assert!(status.success(), "cannot hand the temp dir to the postgres user");
+            assert!(
+                status.success(),
+                "cannot hand the temp dir to the postgres user"
+            );
         }
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
@@ -543,7 +546,8 @@ async fn sigterm_during_outage_spills_and_next_start_writes_every_final() {
         "spill file still there after the replay"
     );
     assert!(
-        next.log().contains("spilled finals of the previous run written"),
+        next.log()
+            .contains("spilled finals of the previous run written"),
         "log:\n{}",
         next.log()
     );

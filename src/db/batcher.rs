@@ -294,7 +294,9 @@ impl TranscriptBatcher {
                 file = %spill.path().display(),
                 "spilled finals all written; spill file removed"
             ),
-            Err(e) => error!(file = %spill.path().display(), error = %e, "cannot remove the spill file"),
+            Err(e) => {
+                error!(file = %spill.path().display(), error = %e, "cannot remove the spill file")
+            }
         }
     }
 

@@ -446,7 +446,11 @@ mod tests {
         let whole = fs::read(&path).expect("read");
         let third = encode(&rec(3));
         // A crash in the middle of the third append.
-        fs::write(&path, [whole.as_slice(), &third[..third.len() / 2]].concat()).expect("write");
+        fs::write(
+            &path,
+            [whole.as_slice(), &third[..third.len() / 2]].concat(),
+        )
+        .expect("write");
         let (mut spill, report) = SpillFile::open(dir.path(), u64::MAX).expect("reopen");
         assert_eq!((report.pending, report.damaged), (2, 1));
         assert_eq!(fs::read(&path).expect("read"), whole, "torn tail cut off");
@@ -461,15 +465,23 @@ mod tests {
         let one = encode(&rec(1)).len() as u64;
         let (mut spill, report) = SpillFile::open(dir.path(), one * 3).expect("open");
         assert_eq!(report, OpenReport::default());
-        assert!(!spill.path().exists(), "nothing created before the first append");
+        assert!(
+            !spill.path().exists(),
+            "nothing created before the first append"
+        );
         for seq in 1..=3 {
             spill.append(&rec(seq)).expect("append");
         }
-        assert!(matches!(spill.append(&rec(4)), Err(SpillError::Full { .. })));
+        assert!(matches!(
+            spill.append(&rec(4)),
+            Err(SpillError::Full { .. })
+        ));
         assert_eq!(spill.read(2).expect("read"), vec![rec(1), rec(2)]);
         assert_eq!(spill.pending(), 1);
         // Shutdown: the queue ([1, 2] handed out, still unwritten) goes in front of 3.
-        spill.rewrite_with_front(&[rec(1), rec(2)]).expect("rewrite");
+        spill
+            .rewrite_with_front(&[rec(1), rec(2)])
+            .expect("rewrite");
         let (mut again, report) = SpillFile::open(dir.path(), one * 3).expect("reopen");
         assert_eq!(report.pending, 3);
         assert_eq!(again.read(10).expect("read"), vec![rec(1), rec(2), rec(3)]);

@@ -163,7 +163,10 @@ fn replay_leftover_spill(
     spill
         .remove()
         .map_err(|e| format!("written to the database but cannot be removed: {e}"))?;
-    info!(finals = replayed, "spilled finals of the previous run written; spill file removed");
+    info!(
+        finals = replayed,
+        "spilled finals of the previous run written; spill file removed"
+    );
     Ok(executor.into_connection())
 }
 

@@ -715,7 +715,12 @@ async fn batcher_spills_beyond_its_queue_and_replays_in_order() {
     .await;
     let m = metrics.snapshot();
     assert_eq!(
-        (m.queue_len, m.finals_spilled, m.spill_pending, m.finals_lost),
+        (
+            m.queue_len,
+            m.finals_spilled,
+            m.spill_pending,
+            m.finals_lost
+        ),
         (10, 15, 15, 0),
         "{m:?}"
     );
@@ -965,7 +970,9 @@ async fn start_replays_a_left_over_spill_file(url: &str) {
     assert_eq!(last_seq(&handles, "crashed").await.expect("last seq"), 5);
     assert_eq!(
         load_all(&handles, "crashed").await,
-        (1..=5).map(|seq| numbered("crashed", seq)).collect::<Vec<_>>()
+        (1..=5)
+            .map(|seq| numbered("crashed", seq))
+            .collect::<Vec<_>>()
     );
     assert!(!path.exists(), "spill file not removed after the replay");
     let m = handles.metrics.snapshot();
