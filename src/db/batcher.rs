@@ -193,7 +193,8 @@ impl TranscriptBatcher {
                 self.spilled += 1;
                 StorageMetrics::add(&self.metrics.finals_spilled, 1);
                 StorageMetrics::set(&self.metrics.spill_pending, spill.pending() as u64);
-                if (self.spilled - 1).is_multiple_of(LOG_EVERY) {
+                // The first final of a spell of spilling, then one line per LOG_EVERY.
+                if spill.pending() == 1 || self.spilled.is_multiple_of(LOG_EVERY) {
                     warn!(
                         file = %spill.path().display(),
                         max_queued = self.config.max_queued,
@@ -452,6 +453,14 @@ impl Handler<Flush> for TranscriptBatcher {
     type Result = ResponseFuture<Result<(), StorageError>>;
 
     fn handle(&mut self, _: Flush, ctx: &mut Self::Context) -> Self::Result {
+        if self.spilled_all {
+            return Box::pin(async {
+                Err(StorageError(
+                    "the queue was moved to the spill file (SpillAll); nothing is written any more"
+                        .to_owned(),
+                ))
+            });
+        }
         let target = self.accepted;
         if self.written + self.lost >= target {
             return Box::pin(async { Ok(()) });
