@@ -81,6 +81,8 @@ pub struct BroadcastActor {
     finalized_order: VecDeque<String>,
     recent_finals: VecDeque<(i64, Outbound)>,
     speakers: SpeakerTimeline,
+    /// The session's span: each delivered final is a `broadcast` child (partials are not).
+    span: tracing::Span,
 }
 
 impl BroadcastActor {
@@ -98,7 +100,14 @@ impl BroadcastActor {
             finalized_order: VecDeque::new(),
             recent_finals: VecDeque::new(),
             speakers: SpeakerTimeline::default(),
+            span: tracing::Span::none(),
         }
+    }
+
+    /// Traces each delivered final as a `broadcast` child of `session_span`.
+    pub fn traced(mut self, session_span: tracing::Span) -> Self {
+        self.span = session_span;
+        self
     }
 
     fn load_last_seq(&mut self, ctx: &mut Context<Self>) {
@@ -188,6 +197,11 @@ impl BroadcastActor {
                 ended_at_ms: event.ended_at_ms,
                 language: event.language,
             };
+            // Never the text: transcripts are the meeting's content, not telemetry.
+            let _span = tracing::info_span!(parent: &self.span, "broadcast",
+                session.slug = %self.session_slug, transcript.seq = record.seq,
+                transcript.utterance_id = %record.utterance_id, broadcast.clients = self.clients.len())
+            .entered();
             let outbound = self.final_frame(&record, event.provisional);
             self.remember_final(record.utterance_id.clone());
             self.recent_finals.push_back((record.seq, outbound.clone()));

@@ -1,0 +1,130 @@
+//! Logging and traces (SPEC §7).
+//!
+//! Logs go to stderr, filtered by `RUST_LOG`. Traces are exported over OTLP/HTTP only when
+//! `OTEL_EXPORTER_OTLP_ENDPOINT` (or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) is set; without
+//! it no OpenTelemetry layer is installed at all, so spans cost what `tracing` costs.
+//!
+//! The span tree (created in the `actors` crate and in `db::batcher`): a root `session` span
+//! per session with `ingest` (one publish), `decode` (one decoder pipeline), `stt` (one
+//! provider stream) and `broadcast` (one delivered final) children; `database` spans are
+//! roots per batch write carrying `session.slug` when the batch holds one session.
+//!
+//! The exporter uses the blocking reqwest client on the batch processor's own thread, so
+//! [`init`] must run before the actix runtime starts and [`Telemetry::shutdown`] after it
+//! stopped.
+
+use std::time::Duration;
+
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use opentelemetry_sdk::Resource;
+use tracing_subscriber::filter::{LevelFilter, Targets};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
+
+/// The `service.name` resource attribute of every exported span.
+pub const SERVICE_NAME: &str = "realtime-core";
+
+/// How long shutdown waits for the last spans to leave.
+const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The installed exporter, if any; shut it down after the runtime stopped.
+pub struct Telemetry {
+    provider: Option<SdkTracerProvider>,
+}
+
+/// Why traces cannot be set up; a one-line message naming the variable.
+#[derive(Debug, thiserror::Error)]
+pub enum TelemetryError {
+    #[error("invalid OTEL_EXPORTER_OTLP_PROTOCOL {0:?}: this build exports traces over OTLP/HTTP only (use http/protobuf or http/json, port 4318)")]
+    Protocol(String),
+    #[error("cannot set up the OTLP trace exporter: {0}")]
+    Exporter(String),
+}
+
+/// The OTLP endpoint when traces are to be exported: the standard variables, empty = unset.
+fn configured_endpoint() -> Option<String> {
+    ["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT"]
+        .into_iter()
+        .filter_map(|var| std::env::var(var).ok())
+        .find(|v| !v.trim().is_empty())
+}
+
+/// The OTLP protocols this build speaks; `grpc` (port 4317) would silently go nowhere.
+fn check_protocol() -> Result<(), TelemetryError> {
+    for var in [
+        "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+        "OTEL_EXPORTER_OTLP_PROTOCOL",
+    ] {
+        if let Ok(value) = std::env::var(var) {
+            let value = value.trim();
+            if !value.is_empty() && !matches!(value, "http/protobuf" | "http/json") {
+                return Err(TelemetryError::Protocol(value.to_owned()));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Which spans are exported: this service's own, never the HTTP clients' (the exporter's
+/// own requests would otherwise trace themselves).
+fn exported_spans() -> Targets {
+    Targets::new()
+        .with_target("realtime_core", LevelFilter::INFO)
+        .with_target("actors", LevelFilter::INFO)
+        .with_target("pipelines", LevelFilter::INFO)
+}
+
+fn tracer_provider() -> Result<SdkTracerProvider, TelemetryError> {
+    check_protocol()?;
+    // Endpoint, protocol (http/protobuf or http/json), headers and timeout come from the
+    // standard OTEL_EXPORTER_OTLP_* variables; the batch processor reads OTEL_BSP_*.
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .build()
+        .map_err(|e| TelemetryError::Exporter(e.to_string()))?;
+    Ok(SdkTracerProvider::builder()
+        .with_batch_exporter(exporter)
+        .with_resource(Resource::builder().with_service_name(SERVICE_NAME).build())
+        .build())
+}
+
+/// Installs the global subscriber: stderr logs filtered by `rust_log` and, when an OTLP
+/// endpoint is configured, the OpenTelemetry layer. Call before the actix runtime starts.
+pub fn init(rust_log: &str) -> Result<Telemetry, TelemetryError> {
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let logs = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi)
+        .with_filter(EnvFilter::new(rust_log));
+    let provider = match configured_endpoint() {
+        Some(_) => Some(tracer_provider()?),
+        None => None,
+    };
+    let traces = provider.as_ref().map(|provider| {
+        tracing_opentelemetry::layer()
+            .with_tracer(provider.tracer(SERVICE_NAME))
+            .with_filter(exported_spans())
+    });
+    tracing_subscriber::registry()
+        .with(logs)
+        .with(traces)
+        .init();
+    if provider.is_some() {
+        // Neither the endpoint (it may carry credentials) nor the headers (tokens) are logged.
+        tracing::info!(service.name = SERVICE_NAME, "exporting traces over OTLP/HTTP");
+    }
+    Ok(Telemetry { provider })
+}
+
+impl Telemetry {
+    /// Exports the spans still queued and stops the exporter. Call after the runtime stopped
+    /// (the blocking HTTP client must not run inside it).
+    pub fn shutdown(self) {
+        if let Some(provider) = self.provider {
+            if let Err(error) = provider.shutdown_with_timeout(SHUTDOWN_TIMEOUT) {
+                eprintln!("realtime-core: traces not flushed at shutdown: {error}");
+            }
+        }
+    }
+}
