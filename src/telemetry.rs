@@ -16,6 +16,7 @@
 use std::time::Duration;
 
 use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_otlp::{Protocol, WithExportConfig as _};
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use opentelemetry_sdk::Resource;
 use tracing_subscriber::filter::{LevelFilter, Targets};
@@ -51,20 +52,23 @@ fn configured_endpoint() -> Option<String> {
         .find(|v| !v.trim().is_empty())
 }
 
-/// The OTLP protocols this build speaks; `grpc` (port 4317) would silently go nowhere.
-fn check_protocol() -> Result<(), TelemetryError> {
-    for var in [
+/// The protocol from `OTEL_EXPORTER_OTLP_[TRACES_]PROTOCOL`: `http/protobuf` (the default,
+/// as the OTLP specification says) or `http/json`. `grpc` (port 4317) is refused rather than
+/// silently sent nowhere.
+fn protocol() -> Result<Protocol, TelemetryError> {
+    let configured = [
         "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
         "OTEL_EXPORTER_OTLP_PROTOCOL",
-    ] {
-        if let Ok(value) = std::env::var(var) {
-            let value = value.trim();
-            if !value.is_empty() && !matches!(value, "http/protobuf" | "http/json") {
-                return Err(TelemetryError::Protocol(value.to_owned()));
-            }
-        }
+    ]
+    .into_iter()
+    .filter_map(|var| std::env::var(var).ok())
+    .map(|v| v.trim().to_ascii_lowercase())
+    .find(|v| !v.is_empty());
+    match configured.as_deref() {
+        None | Some("http/protobuf") => Ok(Protocol::HttpBinary),
+        Some("http/json") => Ok(Protocol::HttpJson),
+        Some(other) => Err(TelemetryError::Protocol(other.to_owned())),
     }
-    Ok(())
 }
 
 /// Which spans are exported: this service's own, never the HTTP clients' (the exporter's
@@ -77,10 +81,11 @@ fn exported_spans() -> Targets {
 }
 
 fn tracer_provider() -> Result<SdkTracerProvider, TelemetryError> {
-    check_protocol()?;
-    // Endpoint, protocol (http/protobuf or http/json), headers and timeout come from the
-    // standard OTEL_EXPORTER_OTLP_* variables; the batch processor reads OTEL_BSP_*.
+    // Endpoint, headers and timeout come from the standard OTEL_EXPORTER_OTLP_* variables;
+    // the batch processor reads OTEL_BSP_*.
     let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_http()
+        .with_protocol(protocol()?)
         .build()
         .map_err(|e| TelemetryError::Exporter(e.to_string()))?;
     Ok(SdkTracerProvider::builder()
