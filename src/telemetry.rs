@@ -46,24 +46,34 @@ pub enum TelemetryError {
 
 /// The OTLP endpoint when traces are to be exported: the standard variables, empty = unset.
 fn configured_endpoint() -> Option<String> {
-    ["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT"]
-        .into_iter()
-        .filter_map(|var| std::env::var(var).ok())
-        .find(|v| !v.trim().is_empty())
+    [
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+    ]
+    .into_iter()
+    .filter_map(|var| std::env::var(var).ok())
+    .find(|v| !v.trim().is_empty())
 }
 
 /// The protocol from `OTEL_EXPORTER_OTLP_[TRACES_]PROTOCOL`: `http/protobuf` (the default,
 /// as the OTLP specification says) or `http/json`. `grpc` (port 4317) is refused rather than
 /// silently sent nowhere.
 fn protocol() -> Result<Protocol, TelemetryError> {
-    let configured = [
-        "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
-        "OTEL_EXPORTER_OTLP_PROTOCOL",
-    ]
-    .into_iter()
-    .filter_map(|var| std::env::var(var).ok())
-    .map(|v| v.trim().to_ascii_lowercase())
-    .find(|v| !v.is_empty());
+    parse_protocol(
+        [
+            "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+            "OTEL_EXPORTER_OTLP_PROTOCOL",
+        ]
+        .into_iter()
+        .filter_map(|var| std::env::var(var).ok()),
+    )
+}
+
+/// The first non-empty value wins (the signal-specific variable comes first).
+fn parse_protocol(values: impl Iterator<Item = String>) -> Result<Protocol, TelemetryError> {
+    let configured = values
+        .map(|v| v.trim().to_ascii_lowercase())
+        .find(|v| !v.is_empty());
     match configured.as_deref() {
         None | Some("http/protobuf") => Ok(Protocol::HttpBinary),
         Some("http/json") => Ok(Protocol::HttpJson),
@@ -117,7 +127,10 @@ pub fn init(rust_log: &str) -> Result<Telemetry, TelemetryError> {
         .init();
     if provider.is_some() {
         // Neither the endpoint (it may carry credentials) nor the headers (tokens) are logged.
-        tracing::info!(service.name = SERVICE_NAME, "exporting traces over OTLP/HTTP");
+        tracing::info!(
+            service.name = SERVICE_NAME,
+            "exporting traces over OTLP/HTTP"
+        );
     }
     Ok(Telemetry { provider })
 }
@@ -131,5 +144,42 @@ impl Telemetry {
                 eprintln!("realtime-core: traces not flushed at shutdown: {error}");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(values: &[&str]) -> Result<Protocol, TelemetryError> {
+        parse_protocol(values.iter().map(|v| (*v).to_owned()))
+    }
+
+    #[test]
+    fn protobuf_is_the_default_and_json_is_honoured() {
+        assert!(matches!(parse(&[]), Ok(Protocol::HttpBinary)));
+        assert!(matches!(parse(&[""]), Ok(Protocol::HttpBinary)));
+        assert!(matches!(
+            parse(&["http/protobuf"]),
+            Ok(Protocol::HttpBinary)
+        ));
+        assert!(matches!(parse(&[" HTTP/JSON "]), Ok(Protocol::HttpJson)));
+        // The traces-specific variable comes first.
+        assert!(matches!(
+            parse(&["http/json", "http/protobuf"]),
+            Ok(Protocol::HttpJson)
+        ));
+        assert!(matches!(parse(&["", "http/json"]), Ok(Protocol::HttpJson)));
+    }
+
+    #[test]
+    fn grpc_is_refused_with_the_variable_named() {
+        let error = parse(&["grpc"]).err().map(|e| e.to_string());
+        assert!(
+            error
+                .as_deref()
+                .is_some_and(|e| e.contains("OTEL_EXPORTER_OTLP_PROTOCOL") && e.contains("grpc")),
+            "{error:?}"
+        );
     }
 }

@@ -373,8 +373,14 @@ async fn published_session_exports_its_span_tree_over_otlp() {
     assert!(peer.starts_with("127.0.0.1:"), "peer address {peer:?}");
 
     let decode = named(&spans, "decode");
-    assert_eq!(attr(decode[0], "audio.sample_rate").as_deref(), Some("44100"));
-    assert_eq!(attr(decode[0], "decode.outcome").as_deref(), Some("drained"));
+    assert_eq!(
+        attr(decode[0], "audio.sample_rate").as_deref(),
+        Some("44100")
+    );
+    assert_eq!(
+        attr(decode[0], "decode.outcome").as_deref(),
+        Some("drained")
+    );
     let pcm_bytes: u64 = attr(decode[0], "decode.pcm_bytes")
         .and_then(|n| n.parse().ok())
         .unwrap_or(0);
@@ -420,9 +426,7 @@ async fn published_session_exports_its_span_tree_over_otlp() {
     ] {
         for body in &bodies {
             assert!(
-                !body
-                    .windows(secret.len())
-                    .any(|w| w == secret.as_bytes()),
+                !body.windows(secret.len()).any(|w| w == secret.as_bytes()),
                 "the {what} was exported in a span"
             );
         }
