@@ -442,3 +442,27 @@ async fn published_session_exports_its_span_tree_over_otlp() {
         }
     }
 }
+
+/// gRPC (port 4317) is not built in: asking for it stops start-up with one line instead of
+/// exporting nowhere.
+#[test]
+fn grpc_protocol_refuses_to_start() {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_realtime-core"))
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4317")
+        .env("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
+        .env("PORT", "0")
+        .env("RTMP_INTERNAL_PORT", "0")
+        .env_remove("HTTP_HOST")
+        .env_remove("RTMP_BIND")
+        .output()
+        .expect("binary runs");
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "one line, got: {stderr}");
+    assert!(
+        lines[0].contains("OTEL_EXPORTER_OTLP_PROTOCOL") && lines[0].contains("http/protobuf"),
+        "{}",
+        lines[0]
+    );
+}
