@@ -452,6 +452,8 @@ fn grpc_protocol_refuses_to_start() {
         .env("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
         .env("PORT", "0")
         .env("RTMP_INTERNAL_PORT", "0")
+        .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+        .env_remove("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
         .env_remove("HTTP_HOST")
         .env_remove("RTMP_BIND")
         .output()
