@@ -40,8 +40,24 @@ pub struct Telemetry {
 pub enum TelemetryError {
     #[error("invalid OTEL_EXPORTER_OTLP_PROTOCOL {0:?}: this build exports traces over OTLP/HTTP only (use http/protobuf or http/json, port 4318)")]
     Protocol(String),
+    #[error("OTEL_EXPORTER_OTLP_ENDPOINT must be an http:// URL (this build speaks OTLP without TLS: point it at a collector nearby, which can use TLS towards a backend)")]
+    Scheme,
     #[error("cannot set up the OTLP trace exporter: {0}")]
     Exporter(String),
+}
+
+/// The exporter's HTTP client has no TLS: an https:// endpoint would fail on every export,
+/// silently. The value itself is never echoed (it may carry credentials).
+fn check_endpoint(endpoint: &str) -> Result<(), TelemetryError> {
+    let endpoint = endpoint.trim();
+    let scheme_ok = endpoint
+        .get(..7)
+        .is_some_and(|s| s.eq_ignore_ascii_case("http://"));
+    if scheme_ok {
+        Ok(())
+    } else {
+        Err(TelemetryError::Scheme)
+    }
 }
 
 /// The OTLP endpoint when traces are to be exported: the standard variables, empty = unset.
@@ -113,7 +129,10 @@ pub fn init(rust_log: &str) -> Result<Telemetry, TelemetryError> {
         .with_ansi(ansi)
         .with_filter(EnvFilter::new(rust_log));
     let provider = match configured_endpoint() {
-        Some(_) => Some(tracer_provider()?),
+        Some(endpoint) => {
+            check_endpoint(&endpoint)?;
+            Some(tracer_provider()?)
+        }
         None => None,
     };
     let traces = provider.as_ref().map(|provider| {
@@ -170,6 +189,25 @@ mod tests {
             Ok(Protocol::HttpJson)
         ));
         assert!(matches!(parse(&["", "http/json"]), Ok(Protocol::HttpJson)));
+    }
+
+    #[test]
+    fn only_plain_http_endpoints_are_accepted() {
+        assert!(check_endpoint("http://otel-collector:4318").is_ok());
+        assert!(check_endpoint(" HTTP://127.0.0.1:4318/ ").is_ok());
+        for bad in [
+            "https://otlp.example.com",
+            "otel-collector:4318",
+            "http:/x",
+            "",
+        ] {
+            assert!(
+                matches!(check_endpoint(bad), Err(TelemetryError::Scheme)),
+                "{bad}"
+            );
+        }
+        let message = TelemetryError::Scheme.to_string();
+        assert!(message.contains("OTEL_EXPORTER_OTLP_ENDPOINT"), "{message}");
     }
 
     #[test]
