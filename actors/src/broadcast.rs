@@ -73,6 +73,8 @@ struct ClientEntry {
 
 pub struct BroadcastActor {
     session_slug: Arc<str>,
+    /// The session's span: each delivered final is a `broadcast` child (partials are not).
+    span: tracing::Span,
     storage: Storage,
     speaker_ttl_ms: i64,
     numbering: Numbering,
@@ -81,14 +83,13 @@ pub struct BroadcastActor {
     finalized_order: VecDeque<String>,
     recent_finals: VecDeque<(i64, Outbound)>,
     speakers: SpeakerTimeline,
-    /// The session's span: each delivered final is a `broadcast` child (partials are not).
-    span: tracing::Span,
 }
 
 impl BroadcastActor {
     pub fn new(session_slug: &str, storage: Storage, speaker_ttl: Duration) -> Self {
         BroadcastActor {
             session_slug: session_slug.into(),
+            span: tracing::Span::none(),
             storage,
             speaker_ttl_ms: speaker_ttl.as_millis() as i64,
             numbering: Numbering::Loading {
@@ -100,7 +101,6 @@ impl BroadcastActor {
             finalized_order: VecDeque::new(),
             recent_finals: VecDeque::new(),
             speakers: SpeakerTimeline::default(),
-            span: tracing::Span::none(),
         }
     }
 

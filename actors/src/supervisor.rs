@@ -103,6 +103,10 @@ struct ProviderStream {
 
 pub struct SessionSupervisor {
     slug: String,
+    /// The root `session` span (traces, SPEC §7); children: ingest, decode, stt, broadcast.
+    span: tracing::Span,
+    /// One `stt` span per provider stream, open until it reports `ProviderFinished`.
+    stt_spans: HashMap<u64, tracing::Span>,
     context: SessionContext,
     registry: Addr<SessionRegistry>,
     state: SessionState,
@@ -123,10 +127,6 @@ pub struct SessionSupervisor {
     decoder_restarts: u64,
     /// Fired once no publisher or provider stream is left (see [`ShutDown`]).
     drained_waiters: Vec<tokio::sync::oneshot::Sender<()>>,
-    /// The root `session` span (traces, SPEC §7); children: ingest, decode, stt, broadcast.
-    span: tracing::Span,
-    /// One `stt` span per provider stream, open until it reports `ProviderFinished`.
-    stt_spans: HashMap<u64, tracing::Span>,
 }
 
 impl SessionSupervisor {
@@ -134,6 +134,8 @@ impl SessionSupervisor {
         let span = tracing::info_span!(parent: None, "session", session.slug = %slug);
         SessionSupervisor {
             slug,
+            span,
+            stt_spans: HashMap::new(),
             context,
             registry,
             state: SessionState::WaitingForEgress,
@@ -152,8 +154,6 @@ impl SessionSupervisor {
             shutting_down: false,
             decoder_restarts: 0,
             drained_waiters: Vec::new(),
-            span,
-            stt_spans: HashMap::new(),
         }
     }
 
