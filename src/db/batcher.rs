@@ -337,6 +337,7 @@ impl TranscriptBatcher {
             .map(|q| q.record.clone())
             .collect();
         self.writing = true;
+        let span = batch_span(&batch);
         let write =
             self.writer
                 .send(WriteFinals(batch))
@@ -345,6 +346,8 @@ impl TranscriptBatcher {
                     let result = result
                         .map_err(|e| StorageError(format!("database executor unavailable: {e}")))
                         .and_then(|r| r);
+                    // Ends the span: the write is committed or failed.
+                    span.record("db.outcome", if result.is_ok() { "ok" } else { "error" });
                     act.write_finished(n, result, ctx);
                 });
         ctx.spawn(write);
@@ -418,6 +421,25 @@ impl TranscriptBatcher {
     fn publish_queue_len(&self) {
         StorageMetrics::set(&self.metrics.queue_len, self.queue.len() as u64);
     }
+}
+
+/// The `database` span of one batch write (traces, SPEC §7). Batches mix sessions, so it is a
+/// root span; `session.slug` names the session when the batch holds only one.
+fn batch_span(batch: &[FinalRecord]) -> tracing::Span {
+    let first = batch.first().map(|r| r.session_slug.as_str());
+    let single = first.filter(|slug| batch.iter().all(|r| r.session_slug == *slug));
+    let sessions = batch
+        .iter()
+        .map(|r| r.session_slug.as_str())
+        .collect::<std::collections::HashSet<_>>()
+        .len();
+    let span = tracing::info_span!(parent: None, "database", db.operation = "write_batch",
+        db.batch.size = batch.len(), db.batch.sessions = sessions,
+        session.slug = tracing::field::Empty, db.outcome = tracing::field::Empty);
+    if let Some(slug) = single {
+        span.record("session.slug", slug);
+    }
+    span
 }
 
 impl Actor for TranscriptBatcher {
