@@ -12,7 +12,7 @@ use anyhow::Context as _;
 
 use crate::auth::{Authenticator, RequireToken};
 use crate::config::{Config, SttProvider};
-use crate::db::{start_storage, Flush};
+use crate::db::{start_storage_with, BatcherConfig, Flush, SpillAll};
 use crate::http::{record_post_latency, routes, AiLocks, AppState};
 use crate::rtmp::stream_key::{identity_stream_key_issuer, SignedStreamKeys};
 use crate::rtmp::{identity_stream_key, serve, RtmpConfig, StreamKeyValidator};
@@ -52,10 +52,15 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     // Before anything records: every SPEC §7 metric goes to the registry /metrics reads.
     ::actors::metrics::install();
     pipelines::init().context("GStreamer is not usable")?;
-    let storage = start_storage(
+    let storage = start_storage_with(
         &config.database_url,
-        config.transcript_batch_size,
-        config.transcript_batch_delay,
+        BatcherConfig {
+            batch_size: config.transcript_batch_size,
+            batch_delay: config.transcript_batch_delay,
+            max_queued: config.transcript_max_queued,
+            spill_dir: Some(config.transcript_spill_dir.clone()),
+            spill_max_bytes: config.transcript_spill_max_bytes,
+        },
     )
     .context("database")?;
 
@@ -197,12 +202,37 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         ),
     }
     tracing::info!("flushing queued transcripts");
-    match tokio::time::timeout(SHUTDOWN_FLUSH_TIMEOUT, storage.batcher.send(Flush)).await {
-        Ok(Ok(Ok(()))) => tracing::info!("all transcripts saved"),
-        Ok(_) => tracing::error!("transcript flush failed at shutdown"),
-        Err(_) => tracing::error!(
-            "transcript flush timed out at shutdown; unsaved finals remain in memory"
-        ),
+    let flushed =
+        match tokio::time::timeout(SHUTDOWN_FLUSH_TIMEOUT, storage.batcher.send(Flush)).await {
+            Ok(Ok(Ok(()))) => {
+                tracing::info!("all transcripts saved");
+                true
+            }
+            Ok(_) => {
+                tracing::error!("transcript flush failed at shutdown");
+                false
+            }
+            Err(_) => {
+                tracing::warn!(
+                    timeout_s = SHUTDOWN_FLUSH_TIMEOUT.as_secs(),
+                    "transcript flush timed out at shutdown (database unavailable?)"
+                );
+                false
+            }
+        };
+    if !flushed {
+        // The database is still away: what is queued goes to the spill file, replayed on the
+        // next start (issue #4: nothing dropped).
+        match storage.batcher.send(SpillAll).await {
+            Ok(Ok(pending)) => tracing::warn!(
+                pending,
+                "unsaved finals are in the spill file; the next start writes them"
+            ),
+            Ok(Err(error)) => {
+                tracing::error!(%error, "cannot spill the unsaved finals; they are lost")
+            }
+            Err(error) => tracing::error!(%error, "transcript batcher unavailable at shutdown"),
+        }
     }
     server_handle.stop(true).await;
     match server_task.await {

@@ -4,6 +4,7 @@
 //! start-up with one line naming the variable, the value and what is allowed.
 
 use std::net::{IpAddr, Ipv4Addr};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
@@ -70,6 +71,15 @@ pub struct Cli {
     /// A batch is written at the latest this many ms after its first final.
     #[arg(long, env = "TRANSCRIPT_BATCH_DELAY_MS", default_value = "2000")]
     pub transcript_batch_delay_ms: String,
+    /// Finals kept in memory while the database is unavailable; the rest go to the spill file.
+    #[arg(long, env = "TRANSCRIPT_MAX_QUEUED", default_value = "100000")]
+    pub transcript_max_queued: String,
+    /// Directory of the spill file [default: `spill` next to the SQLite file, else ./data/spill]
+    #[arg(long, env = "TRANSCRIPT_SPILL_DIR")]
+    pub transcript_spill_dir: Option<String>,
+    /// Bound of the spill file in bytes; beyond it finals are lost (and counted).
+    #[arg(long, env = "TRANSCRIPT_SPILL_MAX_BYTES", default_value = "1073741824")]
+    pub transcript_spill_max_bytes: String,
     /// Decoder rebuilds (with back-off) after consecutive failures before the session reports
     /// the error state.
     #[arg(long, env = "DECODER_MAX_RESTARTS", default_value = "5")]
@@ -143,6 +153,9 @@ pub struct Config {
     pub client_max_queued_finals: usize,
     pub transcript_batch_size: usize,
     pub transcript_batch_delay: Duration,
+    pub transcript_max_queued: usize,
+    pub transcript_spill_dir: PathBuf,
+    pub transcript_spill_max_bytes: u64,
     pub active_speaker_ttl: Duration,
     pub publisher_reconnect_grace: Duration,
     pub decoder_max_restarts: u32,
@@ -320,6 +333,21 @@ impl Config {
             1u64,
             600_000,
         )?);
+        let transcript_max_queued = number(
+            "TRANSCRIPT_MAX_QUEUED",
+            &cli.transcript_max_queued,
+            1usize,
+            100_000_000,
+        )?;
+        let transcript_spill_dir = non_empty(cli.transcript_spill_dir)
+            .map(PathBuf::from)
+            .unwrap_or_else(|| crate::db::default_spill_dir(&database_url));
+        let transcript_spill_max_bytes = number(
+            "TRANSCRIPT_SPILL_MAX_BYTES",
+            &cli.transcript_spill_max_bytes,
+            0u64,
+            u64::MAX,
+        )?;
         let active_speaker_ttl = Duration::from_millis(number(
             "ACTIVE_SPEAKER_TTL_MS",
             &cli.active_speaker_ttl_ms,
@@ -387,6 +415,9 @@ impl Config {
             client_max_queued_finals,
             transcript_batch_size,
             transcript_batch_delay,
+            transcript_max_queued,
+            transcript_spill_dir,
+            transcript_spill_max_bytes,
             active_speaker_ttl,
             publisher_reconnect_grace,
             decoder_max_restarts,
@@ -451,6 +482,13 @@ mod tests {
         assert_eq!(c.port, 8080);
         assert_eq!(c.pcm_chunk_ms, 100);
         assert_eq!(c.database_url, DEFAULT_DATABASE_URL);
+        assert_eq!(c.transcript_max_queued, 100_000);
+        assert_eq!(c.transcript_spill_dir, PathBuf::from("./data/spill"));
+        assert_eq!(c.transcript_spill_max_bytes, 1 << 30);
+        let c = parse(&["--database-url", "postgres://h/db"]).unwrap();
+        assert_eq!(c.transcript_spill_dir, PathBuf::from("./data/spill"));
+        let c = parse(&["--transcript-spill-dir", "/var/spool/rt"]).unwrap();
+        assert_eq!(c.transcript_spill_dir, PathBuf::from("/var/spool/rt"));
     }
 
     #[test]

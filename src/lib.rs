@@ -8,6 +8,7 @@
 //! - `http`: HTTP API and the WebSocket upgrade.
 //! - `auth`: client tokens (HS256 JWT) and the middleware guarding `/api/*`.
 //! - `db`: diesel storage (SQLite or PostgreSQL), batched writes off the async arbiters.
+//! - `telemetry`: stderr logs and, with `OTEL_EXPORTER_OTLP_ENDPOINT`, OTLP trace export.
 //! - `app`: wiring it all together; `main.rs` only parses, logs and runs.
 //!
 //! docs/ARCHITECTURE.md walks one audio chunk and one final transcript through the code.
@@ -18,3 +19,4 @@ pub mod config;
 pub mod db;
 pub mod http;
 pub mod rtmp;
+pub mod telemetry;

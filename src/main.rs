@@ -1,4 +1,4 @@
-//! The `realtime-core` binary: parse the configuration, set up logging, run.
+//! The `realtime-core` binary: parse the configuration, set up logging and traces, run.
 
 use std::process::ExitCode;
 
@@ -13,20 +13,26 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let filter = tracing_subscriber::EnvFilter::new(&config.rust_log);
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(ansi)
-        .init();
+    // Before the actix runtime: the OTLP exporter's blocking HTTP client must not be built
+    // inside it.
+    let telemetry = match realtime_core::telemetry::init(&config.rust_log) {
+        Ok(t) => t,
+        Err(error) => {
+            eprintln!("realtime-core: {error}");
+            return ExitCode::from(2);
+        }
+    };
 
     // awc (the Gladia client) uses rustls, which needs one process-wide crypto provider.
     // Err only means one is installed already.
     let _ = rustls::crypto::ring::default_provider().install_default();
 
     let system = actix_rt::System::new();
-    match system.block_on(realtime_core::app::run(config)) {
+    let result = system.block_on(realtime_core::app::run(config));
+    // Dropping the runtime drops the actors still on it, which ends their spans; then the
+    // exporter sends the last ones.
+    drop(system);
+    let code = match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             // `{:#}` gives the one-line chain: "database: cannot open …: permission denied".
@@ -34,5 +40,7 @@ fn main() -> ExitCode {
             tracing::error!("{error:#}");
             ExitCode::from(1)
         }
-    }
+    };
+    telemetry.shutdown();
+    code
 }

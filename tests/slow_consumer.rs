@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 
 use ::actors::client::ClientSettings;
 use ::actors::events::{now_ms, TranscriptEvent};
+use ::actors::metrics::counter_value;
+use ::actors::metrics::names::WS_SLOW_CONSUMER_CLOSES_TOTAL;
 use ::actors::persistence::*;
 use ::actors::registry::{GetOrCreateSession, SessionContext, SessionRegistry, SessionSettings};
 use ::actors::supervisor::GetBroadcast;
@@ -106,6 +108,8 @@ struct Server {
 }
 
 fn start_server() -> Server {
+    // The cut-off is watched through the `ws.slow_consumer_closes_total` counter.
+    ::actors::metrics::install();
     let store = MemoryStore::default().start();
     let storage = Storage {
         save_final: store.clone().recipient(),
@@ -234,12 +238,25 @@ async fn stalled_client(addr: std::net::SocketAddr, slug: &str) -> tokio::net::T
     stream
 }
 
-/// Reads the rest of a stalled client's socket: its text frames and the close code.
-async fn drain_frames(
-    mut stream: tokio::net::TcpStream,
-) -> (Vec<serde_json::Value>, Option<u16>, String) {
+/// The stalled client's frames and close code, read once the server has cut it off.
+type StalledDrain = tokio::sync::oneshot::Receiver<(Vec<serde_json::Value>, Option<u16>, String)>;
+
+/// Reads the rest of a stalled client's socket: its text frames and the close code. Blocking,
+/// on its own thread: the test's runtime is busy pushing the load, and a reader that only runs
+/// between those pushes would be too slow to take the close frame within the server's 10 s.
+fn drain_frames(stream: std::net::TcpStream) -> (Vec<serde_json::Value>, Option<u16>, String) {
+    use std::io::Read;
+    let mut stream = stream;
+    let _ = stream.set_nonblocking(false);
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
     let mut bytes = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(30), stream.read_to_end(&mut bytes)).await;
+    let started = Instant::now();
+    let outcome = stream.read_to_end(&mut bytes).map_err(|e| e.kind());
+    eprintln!(
+        "stalled client drained {} bytes in {:?}: {outcome:?}",
+        bytes.len(),
+        started.elapsed(),
+    );
     let (mut frames, mut close, mut reason) = (Vec::new(), None, String::new());
     let mut at = 0;
     while at + 2 <= bytes.len() {
@@ -343,7 +360,7 @@ async fn run(
     server: &Server,
     slug: &str,
     with_stalled: bool,
-) -> (Duration, Vec<Vec<i64>>, Option<tokio::net::TcpStream>) {
+) -> (Duration, Vec<Vec<i64>>, Option<StalledDrain>) {
     let supervisor = server
         .registry
         .send(GetOrCreateSession {
@@ -359,7 +376,21 @@ async fn run(
         readers.push(fast_client(server.addr, slug, sent.clone()).await);
     }
     let stalled = if with_stalled {
-        Some(stalled_client(server.addr, slug).await)
+        let stream = stalled_client(server.addr, slug).await;
+        // The client starts reading again only once the server has cut it off: the close frame
+        // queues behind everything it left unread, and the server waits for it just as long as
+        // for any send (10 s). Reading only after the whole load would outwait that on a busy
+        // machine and find the connection dropped without its close frame.
+        let cut_offs_before = counter_value(WS_SLOW_CONSUMER_CLOSES_TOTAL);
+        let stream = stream.into_std().unwrap();
+        let (done, drained) = tokio::sync::oneshot::channel();
+        std::thread::spawn(move || {
+            while counter_value(WS_SLOW_CONSUMER_CLOSES_TOTAL) == cut_offs_before {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            let _ = done.send(drain_frames(stream));
+        });
+        Some(drained)
     } else {
         None
     };
@@ -436,7 +467,10 @@ async fn a_stalled_client_is_cut_off_without_hurting_the_others_and_resumes_with
         rss_after - rss_before
     );
 
-    let (frames, close, reason) = drain_frames(stalled.unwrap()).await;
+    let (frames, close, reason) = tokio::time::timeout(Duration::from_secs(60), stalled.unwrap())
+        .await
+        .expect("the stalled client was never cut off")
+        .unwrap();
     assert_eq!(
         (close, reason.as_str()),
         (Some(1013), "slow_consumer"),

@@ -77,6 +77,8 @@ struct ClientEntry {
 
 pub struct BroadcastActor {
     session_slug: Arc<str>,
+    /// The session's span: each delivered final is a `broadcast` child (partials are not).
+    span: tracing::Span,
     storage: Storage,
     speaker_ttl_ms: i64,
     numbering: Numbering,
@@ -96,6 +98,7 @@ impl BroadcastActor {
     pub fn new(session_slug: &str, storage: Storage, speaker_ttl: Duration) -> Self {
         BroadcastActor {
             session_slug: session_slug.into(),
+            span: tracing::Span::none(),
             storage,
             speaker_ttl_ms: speaker_ttl.as_millis() as i64,
             numbering: Numbering::Loading {
@@ -111,6 +114,12 @@ impl BroadcastActor {
             broadcast_latency_ms: ::metrics::histogram!(INGEST_BROADCAST_LATENCY_MS),
             broadcast_loop_ms: ::metrics::histogram!(WS_BROADCAST_LOOP_MS),
         }
+    }
+
+    /// Traces each delivered final as a `broadcast` child of `session_span`.
+    pub fn traced(mut self, session_span: tracing::Span) -> Self {
+        self.span = session_span;
+        self
     }
 
     fn load_last_seq(&mut self, ctx: &mut Context<Self>) {
@@ -200,6 +209,11 @@ impl BroadcastActor {
                 ended_at_ms: event.ended_at_ms,
                 language: event.language,
             };
+            // Never the text: transcripts are the meeting's content, not telemetry.
+            let _span = tracing::info_span!(parent: &self.span, "broadcast",
+                session.slug = %self.session_slug, transcript.seq = record.seq,
+                transcript.utterance_id = %record.utterance_id, broadcast.clients = self.clients.len())
+            .entered();
             let outbound = self.final_frame(&record, event.provisional);
             self.remember_final(record.utterance_id.clone());
             self.recent_finals.push_back((record.seq, outbound.clone()));

@@ -121,6 +121,9 @@ pub struct IngestActor {
     failures_in_a_row: u32,
     /// PCM out of the current pipeline: enough of it clears the failure streak.
     pcm_since_start: u64,
+    /// The session's span, parent of one `decode` span per decoder pipeline.
+    span: tracing::Span,
+    decode_span: Option<tracing::Span>,
 }
 
 impl IngestActor {
@@ -147,6 +150,22 @@ impl IngestActor {
             max_restarts,
             failures_in_a_row: 0,
             pcm_since_start: 0,
+            span: tracing::Span::none(),
+            decode_span: None,
+        }
+    }
+
+    /// Traces each decoder pipeline as a `decode` child of `session_span`.
+    pub fn traced(mut self, session_span: tracing::Span) -> Self {
+        self.span = session_span;
+        self
+    }
+
+    /// Ends the current `decode` span, recording how it ended.
+    fn end_decode_span(&mut self, outcome: &str) {
+        if let Some(span) = self.decode_span.take() {
+            span.record("decode.pcm_bytes", self.pcm_since_start);
+            span.record("decode.outcome", outcome);
         }
     }
 
@@ -178,6 +197,12 @@ impl IngestActor {
         };
         match DecodePipeline::start(&config, on_event) {
             Ok(pipeline) => {
+                self.end_decode_span("replaced");
+                self.decode_span = Some(tracing::info_span!(parent: &self.span, "decode",
+                    session.slug = %self.session_slug, decode.generation = generation,
+                    decode.restart = self.failures_in_a_row, audio.sample_rate = config.sample_rate,
+                    audio.channels = config.channels, decode.pcm_bytes = tracing::field::Empty,
+                    decode.outcome = tracing::field::Empty));
                 self.counters.decoder_starts += 1;
                 self.pcm_since_start = 0;
                 tracing::info!(session = %self.session_slug, rate = config.sample_rate, channels = config.channels, "decoder started");
@@ -236,6 +261,7 @@ impl IngestActor {
         error: String,
         ctx: &mut Context<Self>,
     ) {
+        self.end_decode_span("failed");
         if self.failures_in_a_row >= self.max_restarts {
             let why = format!(
                 "audio decoder failed {} times in a row (last: {error})",
@@ -267,6 +293,7 @@ impl IngestActor {
     }
 
     fn drained(&mut self, reason: String) {
+        self.end_decode_span("drained");
         if let Some(rest) = self.chunker.flush_all() {
             self.forward(rest);
         }

@@ -8,7 +8,7 @@
 //! It is the only place that decides the session's state (SPEC §4.2); children report to it.
 
 use actix::prelude::*;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use crate::broadcast::{
@@ -91,6 +91,8 @@ struct Publisher {
     peer: String,
     /// Tells this publisher's connection it was replaced.
     replaced: Option<tokio::sync::oneshot::Sender<()>>,
+    /// The `ingest` span: this publish's lifetime (it ends when the publisher is dropped).
+    _span: tracing::Span,
 }
 
 struct ProviderStream {
@@ -102,6 +104,10 @@ struct ProviderStream {
 
 pub struct SessionSupervisor {
     slug: String,
+    /// The root `session` span (traces, SPEC §7); children: ingest, decode, stt, broadcast.
+    span: tracing::Span,
+    /// One `stt` span per provider stream, open until it reports `ProviderFinished`.
+    stt_spans: HashMap<u64, tracing::Span>,
     context: SessionContext,
     registry: Addr<SessionRegistry>,
     state: SessionState,
@@ -128,8 +134,11 @@ pub struct SessionSupervisor {
 
 impl SessionSupervisor {
     pub fn new(slug: String, context: SessionContext, registry: Addr<SessionRegistry>) -> Self {
+        let span = tracing::info_span!(parent: None, "session", session.slug = %slug);
         SessionSupervisor {
             slug,
+            span,
+            stt_spans: HashMap::new(),
             context,
             registry,
             state: SessionState::WaitingForEgress,
@@ -220,6 +229,13 @@ impl SessionSupervisor {
         };
         self.stream_counter += 1;
         let stream = self.stream_counter;
+        self.stt_spans.insert(
+            stream,
+            tracing::info_span!(parent: &self.span, "stt", session.slug = %self.slug,
+                stt.provider = "gladia", stt.stream = stream,
+                stt.provider_session_id = tracing::field::Empty,
+                stt.lost_audio_bytes = tracing::field::Empty),
+        );
         let me = ctx.address();
         let addr = GladiaActor::new(
             self.slug.clone(),
@@ -358,6 +374,7 @@ impl Actor for SessionSupervisor {
                 self.context.storage.clone(),
                 settings.active_speaker_ttl,
             )
+            .traced(self.span.clone())
             .start(),
         );
         self.ingest = Some(
@@ -368,6 +385,7 @@ impl Actor for SessionSupervisor {
                 settings.decoder_max_restarts,
                 me.recipient(),
             )
+            .traced(self.span.clone())
             .start(),
         );
         self.context
@@ -396,10 +414,15 @@ impl Handler<AttachPublisher> for SessionSupervisor {
         }
         self.publishes += 1;
         let (replaced, replaced_signal) = tokio::sync::oneshot::channel();
+        // The key's slug only: a signed key's signature never reaches the actors.
+        let span = tracing::info_span!(parent: &self.span, "ingest", session.slug = %self.slug,
+            rtmp.stream_key.slug = %msg.session_slug, net.peer.address = %msg.peer,
+            rtmp.publisher = %msg.publisher, rtmp.publish = self.publishes);
         self.publisher = Some(Publisher {
             id: msg.publisher,
             peer: msg.peer,
             replaced: Some(replaced),
+            _span: span,
         });
         ingest.do_send(UsePublisher(msg.publisher));
         let need_stream = self.provider.as_ref().is_none_or(|p| p.ending);
@@ -469,6 +492,12 @@ impl Handler<ProviderStatus> for SessionSupervisor {
     type Result = ();
 
     fn handle(&mut self, status: ProviderStatus, _: &mut Self::Context) {
+        if let (Some(span), Some(id)) = (
+            self.stt_spans.get(&status.stream),
+            &status.provider_session_id,
+        ) {
+            span.record("stt.provider_session_id", id.as_str());
+        }
         // A finishing old stream must not change the state of the session's current one.
         if self.provider.as_ref().map(|p| p.id) != Some(status.stream) {
             return;
@@ -494,6 +523,9 @@ impl Handler<ProviderFinished> for SessionSupervisor {
     fn handle(&mut self, finished: ProviderFinished, ctx: &mut Self::Context) {
         let stream = finished.stream;
         self.finishing_streams.remove(&stream);
+        if let Some(span) = self.stt_spans.remove(&stream) {
+            span.record("stt.lost_audio_bytes", finished.lost_audio_bytes);
+        }
         if finished.lost_audio_bytes > 0 {
             tracing::warn!(session = %self.slug, lost_bytes = finished.lost_audio_bytes, "audio was lost while the provider was unreachable");
         }

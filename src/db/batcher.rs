@@ -5,8 +5,16 @@
 //! leaves the queue only once the database has committed it. A failed write therefore leaves
 //! the same finals, in the same order, at the front, and the next attempt retries them (the
 //! upsert makes a retry of a batch that did commit after all harmless).
+//!
+//! Beyond `max_queued` finals (a long outage), newer finals go to the [`SpillFile`]. While the
+//! file holds finals not yet handed back, every new final goes there too, behind them, and the
+//! queue is refilled from the file as writes free room: the database sees the finals in the
+//! order they arrived, and each final is in exactly one of queue and file at a time. The file
+//! is removed once everything read from it has been written. Only a final that the file cannot
+//! take either (`TRANSCRIPT_SPILL_MAX_BYTES`, disk error) is lost, and counted.
 
 use std::collections::VecDeque;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -17,17 +25,20 @@ use tracing::{error, info, warn};
 
 use super::executor::WriteFinals;
 use super::metrics::StorageMetrics;
+use super::spill::{SpillFile, DEFAULT_SPILL_MAX_BYTES};
 use ::actors::metrics::names;
 
 /// First retry delay after a failed write; doubles per failure up to [`RETRY_MAX`].
 const RETRY_INITIAL: Duration = Duration::from_millis(100);
 /// Retry ceiling: a recovered database is picked up within 5 s without hammering a down one.
 const RETRY_MAX: Duration = Duration::from_secs(5);
-/// During a long outage, log one overflow line per this many lost finals, not one each.
-const OVERFLOW_LOG_EVERY: u64 = 1000;
+/// During a long outage, log one line per this many spilled or lost finals, not one each.
+const LOG_EVERY: u64 = 1000;
+/// Spilled finals are synced to disk at most this often (see [`SpillFile`]).
+const SPILL_SYNC_EVERY: Duration = Duration::from_secs(1);
 
-/// When a batch is written, and how much may wait in memory.
-#[derive(Debug, Clone, Copy)]
+/// When a batch is written, how much may wait in memory, and where the rest goes.
+#[derive(Debug, Clone)]
 pub struct BatcherConfig {
     /// Write as soon as this many finals are queued (`TRANSCRIPT_BATCH_SIZE`).
     pub batch_size: usize,
@@ -37,6 +48,13 @@ pub struct BatcherConfig {
     /// Finals kept in memory while the database is away. At roughly 300 bytes each the default
     /// is ~30 MB: hours of speech for dozens of meetings, yet bounded.
     pub max_queued: usize,
+    /// Directory of the spill file (`TRANSCRIPT_SPILL_DIR`); `None`: next to the SQLite file,
+    /// or `./data/spill` (see [`super::spill::default_spill_dir`]). Used by
+    /// [`super::start_storage_with`]; a bare [`TranscriptBatcher`] gets its file from
+    /// [`TranscriptBatcher::with_spill`].
+    pub spill_dir: Option<PathBuf>,
+    /// Bound of the spill file in bytes (`TRANSCRIPT_SPILL_MAX_BYTES`).
+    pub spill_max_bytes: u64,
 }
 
 impl Default for BatcherConfig {
@@ -45,6 +63,8 @@ impl Default for BatcherConfig {
             batch_size: 50,
             batch_delay: Duration::from_millis(2000),
             max_queued: 100_000,
+            spill_dir: None,
+            spill_max_bytes: DEFAULT_SPILL_MAX_BYTES,
         }
     }
 }
@@ -56,9 +76,19 @@ impl Default for BatcherConfig {
 #[rtype(result = "Result<(), StorageError>")]
 pub struct Flush;
 
+/// Shutdown with the database still away: moves every queued final to the spill file (in
+/// front of what it holds already), so the next start replays it. Answers how many finals the
+/// file holds. Afterwards the batcher writes nothing more and spills whatever still arrives.
+/// `Err` if there is no spill file or it cannot be written (the finals stay in memory).
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "Result<usize, StorageError>")]
+pub struct SpillAll;
+
 struct Queued {
     record: FinalRecord,
     queued_at: Instant,
+    /// Read back from the spill file (which keeps it until it is written).
+    from_spill: bool,
 }
 
 /// The async actor that batches finals for a [`super::DbExecutor`].
@@ -74,15 +104,24 @@ pub struct TranscriptBatcher {
     retry_delay: Duration,
     /// Armed while finals wait for `batch_delay`.
     delay_timer: Option<SpawnHandle>,
-    /// Finals ever accepted into / written out of the queue: `Flush` waits for
-    /// `written >= accepted-at-the-time-of-the-flush`.
+    /// Finals ever accepted (queued or spilled) / written out of the queue / lost: `Flush`
+    /// waits for `written + lost >= accepted-at-the-time-of-the-flush`.
     accepted: u64,
     written: u64,
+    lost: u64,
     flush_waiters: Vec<(u64, oneshot::Sender<Result<(), StorageError>>)>,
     /// When the current run of failed writes began, to log the outage's end.
     failing_since: Option<Instant>,
-    /// Finals lost to a full queue, to rate-limit the log line.
-    overflowed: u64,
+    /// Where finals go when the queue is full; `None`: they are lost (tests, or no directory).
+    spill: Option<SpillFile>,
+    /// Queued finals read back from the spill file: it is removed only when this is 0.
+    queued_from_spill: usize,
+    /// Finals spilled since the batcher started, to rate-limit the log line.
+    spilled: u64,
+    /// Armed after an append to the spill file.
+    sync_timer: Option<SpawnHandle>,
+    /// After [`SpillAll`]: no more writes, every final goes to the file.
+    spilled_all: bool,
 }
 
 impl TranscriptBatcher {
@@ -108,42 +147,170 @@ impl TranscriptBatcher {
             delay_timer: None,
             accepted: 0,
             written: 0,
+            lost: 0,
             flush_waiters: Vec::new(),
             failing_since: None,
-            overflowed: 0,
+            spill: None,
+            queued_from_spill: 0,
+            spilled: 0,
+            sync_timer: None,
+            spilled_all: false,
         }
     }
 
+    /// Gives the batcher its spill file. Finals the file already holds (a previous run's) are
+    /// replayed before any new final.
+    pub fn with_spill(mut self, spill: SpillFile) -> Self {
+        StorageMetrics::set(&self.metrics.spill_pending, spill.pending() as u64);
+        ::metrics::gauge!(names::DB_SPILL_PENDING).set(spill.pending() as f64);
+        self.spill = Some(spill);
+        self
+    }
+
     fn enqueue(&mut self, record: FinalRecord, ctx: &mut Context<Self>) {
-        if self.queue.len() >= self.config.max_queued {
-            // TODO(issue 4): spill to a local append-only file here instead of dropping, and
-            // replay it once the database is back. Until then a full queue loses the final.
-            self.overflowed += 1;
-            StorageMetrics::add(&self.metrics.finals_overflowed, 1);
-            ::metrics::counter!(names::DB_FINALS_OVERFLOWED_TOTAL).increment(1);
-            if (self.overflowed - 1).is_multiple_of(OVERFLOW_LOG_EVERY) {
-                error!(
-                    session = %record.session_slug,
-                    seq = record.seq,
-                    max_queued = self.config.max_queued,
-                    lost_so_far = self.overflowed,
-                    "transcript queue full while the database is unavailable; final not persisted"
-                );
-            }
-            return;
-        }
-        self.queue.push_back(Queued {
-            record,
-            queued_at: Instant::now(),
-        });
         self.accepted += 1;
+        let spill_pending = self.spill.as_ref().map_or(0, SpillFile::pending);
+        if self.spilled_all || spill_pending > 0 || self.queue.len() >= self.config.max_queued {
+            // Behind older spilled finals, or no room: to the file (order is kept either way).
+            self.spill_one(record, ctx);
+            self.refill();
+        } else {
+            self.queue.push_back(Queued {
+                record,
+                queued_at: Instant::now(),
+                from_spill: false,
+            });
+        }
         self.publish_queue_len();
         self.maybe_write(ctx);
     }
 
+    fn spill_one(&mut self, record: FinalRecord, ctx: &mut Context<Self>) {
+        let Some(spill) = self.spill.as_mut() else {
+            self.lose(&record, "no spill file configured");
+            return;
+        };
+        match spill.append(&record) {
+            Ok(()) => {
+                self.spilled += 1;
+                StorageMetrics::add(&self.metrics.finals_spilled, 1);
+                ::metrics::counter!(names::DB_FINALS_SPILLED_TOTAL).increment(1);
+                StorageMetrics::set(&self.metrics.spill_pending, spill.pending() as u64);
+                ::metrics::gauge!(names::DB_SPILL_PENDING).set(spill.pending() as f64);
+                // The first final of a spell of spilling, then one line per LOG_EVERY.
+                if spill.pending() == 1 || self.spilled.is_multiple_of(LOG_EVERY) {
+                    warn!(
+                        file = %spill.path().display(),
+                        max_queued = self.config.max_queued,
+                        spilled_so_far = self.spilled,
+                        pending_in_file = spill.pending(),
+                        "transcript queue full while the database is unavailable; spilling finals to disk"
+                    );
+                }
+                if self.sync_timer.is_none() {
+                    self.sync_timer = Some(ctx.run_later(SPILL_SYNC_EVERY, |act, _| {
+                        act.sync_timer = None;
+                        act.sync_spill();
+                    }));
+                }
+            }
+            Err(e) => self.lose(&record, &e.to_string()),
+        }
+    }
+
+    fn sync_spill(&mut self) {
+        if let Some(spill) = self.spill.as_mut() {
+            if let Err(e) = spill.sync() {
+                error!(file = %spill.path().display(), error = %e, "cannot sync the spill file");
+            }
+        }
+    }
+
+    /// A final neither memory nor the spill file could take.
+    fn lose(&mut self, record: &FinalRecord, why: &str) {
+        self.lost += 1;
+        StorageMetrics::add(&self.metrics.finals_lost, 1);
+        ::metrics::counter!(names::DB_FINALS_LOST_TOTAL).increment(1);
+        if (self.lost - 1).is_multiple_of(LOG_EVERY) {
+            error!(
+                session = %record.session_slug,
+                seq = record.seq,
+                max_queued = self.config.max_queued,
+                lost_so_far = self.lost,
+                reason = why,
+                "transcript queue full while the database is unavailable and the final cannot be spilled; FINAL LOST"
+            );
+        }
+        self.answer_flushes();
+    }
+
+    /// Moves finals from the spill file into the queue while there is room.
+    fn refill(&mut self) {
+        if self.spilled_all {
+            return;
+        }
+        let room = self.config.max_queued.saturating_sub(self.queue.len());
+        let Some(spill) = self.spill.as_mut() else {
+            return;
+        };
+        if room == 0 || spill.pending() == 0 {
+            return;
+        }
+        match spill.read(room) {
+            Ok(records) => {
+                let n = records.len();
+                let now = Instant::now();
+                self.queue.extend(records.into_iter().map(|record| Queued {
+                    record,
+                    queued_at: now,
+                    from_spill: true,
+                }));
+                self.queued_from_spill += n;
+                StorageMetrics::add(&self.metrics.finals_replayed, n as u64);
+                ::metrics::counter!(names::DB_FINALS_REPLAYED_TOTAL).increment(n as u64);
+                StorageMetrics::set(&self.metrics.spill_pending, spill.pending() as u64);
+                ::metrics::gauge!(names::DB_SPILL_PENDING).set(spill.pending() as f64);
+                if spill.pending() == 0 && n > 0 {
+                    info!(
+                        file = %spill.path().display(),
+                        "every spilled final is back in the queue"
+                    );
+                }
+            }
+            // Retried on the next write or final; the file is not touched.
+            Err(e) => error!(
+                file = %spill.path().display(),
+                error = %e,
+                "cannot read the spill file; will retry"
+            ),
+        }
+    }
+
+    /// Deletes the spill file once everything in it is in the database.
+    fn maybe_remove_spill(&mut self) {
+        if self.queued_from_spill > 0 || self.spilled_all {
+            return;
+        }
+        let Some(spill) = self.spill.as_mut() else {
+            return;
+        };
+        if spill.pending() > 0 || spill.size() == 0 {
+            return;
+        }
+        match spill.remove() {
+            Ok(()) => info!(
+                file = %spill.path().display(),
+                "spilled finals all written; spill file removed"
+            ),
+            Err(e) => {
+                error!(file = %spill.path().display(), error = %e, "cannot remove the spill file")
+            }
+        }
+    }
+
     /// Starts a write if one is due and none is in flight or backing off.
     fn maybe_write(&mut self, ctx: &mut Context<Self>) {
-        if self.writing || self.retry_timer.is_some() {
+        if self.writing || self.retry_timer.is_some() || self.spilled_all {
             return;
         }
         let Some(oldest) = self.queue.front().map(|q| q.queued_at) else {
@@ -177,6 +344,7 @@ impl TranscriptBatcher {
             .map(|q| q.record.clone())
             .collect();
         self.writing = true;
+        let span = batch_span(&batch);
         let write =
             self.writer
                 .send(WriteFinals(batch))
@@ -185,6 +353,8 @@ impl TranscriptBatcher {
                     let result = result
                         .map_err(|e| StorageError(format!("database executor unavailable: {e}")))
                         .and_then(|r| r);
+                    // Ends the span: the write is committed or failed.
+                    span.record("db.outcome", if result.is_ok() { "ok" } else { "error" });
                     act.write_finished(n, result, ctx);
                 });
         ctx.spawn(write);
@@ -197,9 +367,15 @@ impl TranscriptBatcher {
         ctx: &mut Context<Self>,
     ) {
         self.writing = false;
+        if self.spilled_all {
+            // The queue went to the spill file; a batch that committed after all is replayed
+            // next start, which the upsert makes harmless.
+            return;
+        }
         match result {
             Ok(_) => {
-                self.queue.drain(..n);
+                let from_spill = self.queue.drain(..n).filter(|q| q.from_spill).count();
+                self.queued_from_spill -= from_spill;
                 self.written += n as u64;
                 self.retry_delay = RETRY_INITIAL;
                 if let Some(since) = self.failing_since.take() {
@@ -214,6 +390,8 @@ impl TranscriptBatcher {
                 ::metrics::counter!(names::DB_BATCHES_WRITTEN_TOTAL).increment(1);
                 ::metrics::counter!(names::DB_FINALS_WRITTEN_TOTAL).increment(n as u64);
                 ::metrics::histogram!(names::DB_BATCH_SIZE).record(n as f64);
+                self.refill();
+                self.maybe_remove_spill();
                 self.publish_queue_len();
                 self.answer_flushes();
             }
@@ -240,7 +418,7 @@ impl TranscriptBatcher {
 
     /// Completes every `Flush` whose finals are now all written.
     fn answer_flushes(&mut self) {
-        let written = self.written;
+        let written = self.written + self.lost;
         let (done, pending): (Vec<_>, Vec<_>) = std::mem::take(&mut self.flush_waiters)
             .into_iter()
             .partition(|(target, _)| *target <= written);
@@ -257,10 +435,37 @@ impl TranscriptBatcher {
     }
 }
 
+/// The `database` span of one batch write (traces, SPEC §7). Batches mix sessions, so it is a
+/// root span; `session.slug` names the session when the batch holds only one.
+fn batch_span(batch: &[FinalRecord]) -> tracing::Span {
+    let first = batch.first().map(|r| r.session_slug.as_str());
+    let single = first.filter(|slug| batch.iter().all(|r| r.session_slug == *slug));
+    let sessions = batch
+        .iter()
+        .map(|r| r.session_slug.as_str())
+        .collect::<std::collections::HashSet<_>>()
+        .len();
+    let span = tracing::info_span!(parent: None, "database", db.operation = "write_batch",
+        db.batch.size = batch.len(), db.batch.sessions = sessions,
+        session.slug = tracing::field::Empty, db.outcome = tracing::field::Empty);
+    if let Some(slug) = single {
+        span.record("session.slug", slug);
+    }
+    span
+}
+
 impl Actor for TranscriptBatcher {
     type Context = Context<Self>;
 
+    fn started(&mut self, ctx: &mut Self::Context) {
+        // A previous run's spilled finals come first.
+        self.refill();
+        self.publish_queue_len();
+        self.maybe_write(ctx);
+    }
+
     fn stopped(&mut self, _: &mut Self::Context) {
+        self.sync_spill();
         if !self.queue.is_empty() {
             error!(
                 unwritten = self.queue.len(),
@@ -282,8 +487,16 @@ impl Handler<Flush> for TranscriptBatcher {
     type Result = ResponseFuture<Result<(), StorageError>>;
 
     fn handle(&mut self, _: Flush, ctx: &mut Self::Context) -> Self::Result {
+        if self.spilled_all {
+            return Box::pin(async {
+                Err(StorageError(
+                    "the queue was moved to the spill file (SpillAll); nothing is written any more"
+                        .to_owned(),
+                ))
+            });
+        }
         let target = self.accepted;
-        if self.written >= target {
+        if self.written + self.lost >= target {
             return Box::pin(async { Ok(()) });
         }
         let (tx, rx) = oneshot::channel();
@@ -297,5 +510,50 @@ impl Handler<Flush> for TranscriptBatcher {
                 ))
             })
         })
+    }
+}
+
+impl Handler<SpillAll> for TranscriptBatcher {
+    type Result = Result<usize, StorageError>;
+
+    fn handle(&mut self, _: SpillAll, ctx: &mut Self::Context) -> Self::Result {
+        let Some(spill) = self.spill.as_mut() else {
+            return Err(StorageError("no spill file configured".to_owned()));
+        };
+        let front: Vec<FinalRecord> = self.queue.iter().map(|q| q.record.clone()).collect();
+        spill.rewrite_with_front(&front).map_err(|e| {
+            StorageError(format!(
+                "cannot spill the queue to {}: {e}",
+                spill.path().display()
+            ))
+        })?;
+        let pending = spill.pending();
+        let file = spill.path().display().to_string();
+        if let Some(timer) = self.retry_timer.take() {
+            ctx.cancel_future(timer);
+        }
+        if let Some(timer) = self.delay_timer.take() {
+            ctx.cancel_future(timer);
+        }
+        self.queue.clear();
+        self.queued_from_spill = 0;
+        self.spilled_all = true;
+        StorageMetrics::add(&self.metrics.finals_spilled, front.len() as u64);
+        ::metrics::counter!(names::DB_FINALS_SPILLED_TOTAL).increment(front.len() as u64);
+        StorageMetrics::set(&self.metrics.spill_pending, pending as u64);
+        ::metrics::gauge!(names::DB_SPILL_PENDING).set(pending as f64);
+        self.publish_queue_len();
+        warn!(
+            file = %file,
+            moved_from_memory = front.len(),
+            pending_in_file = pending,
+            "database still unavailable at shutdown: unwritten finals saved to the spill file; they are replayed on the next start"
+        );
+        for (_, reply) in self.flush_waiters.drain(..) {
+            let _ = reply.send(Err(StorageError(
+                "finals moved to the spill file instead of the database".to_owned(),
+            )));
+        }
+        Ok(pending)
     }
 }

@@ -32,6 +32,9 @@ pub enum DbError {
 
     #[error("database migrations failed on {target}: {message}")]
     Migration { target: String, message: String },
+
+    #[error("spill file {path:?}: {message}")]
+    Spill { path: PathBuf, message: String },
 }
 
 impl From<DbError> for StorageError {

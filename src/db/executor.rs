@@ -123,7 +123,12 @@ impl DbExecutor {
         scrub(&error.to_string(), &self.database_url)
     }
 
-    fn write_finals(&mut self, records: &[FinalRecord]) -> Result<usize, StorageError> {
+    /// The connection, if one is open (to hand it on after a synchronous start-up job).
+    pub(super) fn into_connection(self) -> Option<DbConnection> {
+        self.conn
+    }
+
+    pub(super) fn write_finals(&mut self, records: &[FinalRecord]) -> Result<usize, StorageError> {
         let rows = dedup_last_wins(records);
         if rows.is_empty() {
             return Ok(0);

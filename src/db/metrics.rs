@@ -18,8 +18,16 @@ pub struct StorageMetrics {
     pub write_errors: AtomicU64,
     /// Finals waiting in memory, including the batch being written.
     pub queue_len: AtomicU64,
-    /// Finals refused because the in-memory queue was full (lost; see the batcher).
-    pub finals_overflowed: AtomicU64,
+    /// Finals appended to the spill file (the memory queue was full, or shutdown came during
+    /// an outage).
+    pub finals_spilled: AtomicU64,
+    /// Finals read back from the spill file into the queue (including a previous run's).
+    pub finals_replayed: AtomicU64,
+    /// Finals lost: the queue was full and the spill file could not take them (its bound, a
+    /// disk error), or a damaged line in a previous run's spill file.
+    pub finals_lost: AtomicU64,
+    /// Finals in the spill file not yet read back.
+    pub spill_pending: AtomicU64,
     /// Finals the database refused for good (a constraint violation, e.g. a `seq` already
     /// used by another utterance), logged and skipped so they cannot block the queue.
     pub finals_rejected: AtomicU64,
@@ -33,7 +41,10 @@ pub struct StorageMetricsSnapshot {
     pub insert_statements: u64,
     pub write_errors: u64,
     pub queue_len: u64,
-    pub finals_overflowed: u64,
+    pub finals_spilled: u64,
+    pub finals_replayed: u64,
+    pub finals_lost: u64,
+    pub spill_pending: u64,
     pub finals_rejected: u64,
 }
 
@@ -46,7 +57,10 @@ impl StorageMetrics {
             insert_statements: get(&self.insert_statements),
             write_errors: get(&self.write_errors),
             queue_len: get(&self.queue_len),
-            finals_overflowed: get(&self.finals_overflowed),
+            finals_spilled: get(&self.finals_spilled),
+            finals_replayed: get(&self.finals_replayed),
+            finals_lost: get(&self.finals_lost),
+            spill_pending: get(&self.spill_pending),
             finals_rejected: get(&self.finals_rejected),
         }
     }

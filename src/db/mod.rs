@@ -4,6 +4,7 @@
 //! - [`executor`]: [`DbExecutor`], the synchronous actor that runs every query.
 //! - [`batcher`]: [`TranscriptBatcher`], the async actor that groups finals into batches and
 //!   retries through database outages.
+//! - [`spill`]: [`SpillFile`], where finals wait on disk beyond the batcher's memory bound.
 //! - [`ai_lock`]: the per-meeting AI coordinator lock (`AcquireAiLock`, `ReleaseAiLock`).
 //! - [`start_storage`] wires both and returns the [`Storage`](actors::persistence::Storage)
 //!   recipients the actor tree uses.
@@ -17,15 +18,17 @@ pub mod metrics;
 pub mod models;
 pub mod redact;
 pub mod schema;
+pub mod spill;
 mod start;
 
 pub use ai_lock::{AcquireAiLock, AiLockState, ReleaseAiLock};
-pub use batcher::{BatcherConfig, Flush, TranscriptBatcher};
+pub use batcher::{BatcherConfig, Flush, SpillAll, TranscriptBatcher};
 pub use connection::{establish, run_migrations, DatabaseTarget, DbConnection};
 pub use error::DbError;
 pub use executor::{DbExecutor, Ping, WriteFinals};
 pub use metrics::{StorageMetrics, StorageMetricsSnapshot};
 pub use redact::redact_url;
+pub use spill::{default_spill_dir, SpillFile, DEFAULT_SPILL_MAX_BYTES};
 pub use start::{start_storage, start_storage_with, StorageHandles};
 
 #[cfg(test)]

@@ -3,9 +3,10 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use ::actors::metrics::names;
 use ::actors::persistence::Storage;
 use actix::prelude::*;
-use tracing::info;
+use tracing::{info, warn};
 
 use super::batcher::{BatcherConfig, TranscriptBatcher};
 use super::connection::{establish, run_migrations, DbConnection};
@@ -13,6 +14,10 @@ use super::error::DbError;
 use super::executor::DbExecutor;
 use super::metrics::StorageMetrics;
 use super::redact::redact_url;
+use super::spill::{default_spill_dir, SpillFile};
+
+/// Finals per transaction when a previous run's spill file is replayed at start-up.
+const STARTUP_REPLAY_CHUNK: usize = 1000;
 
 /// Everything the rest of the service needs from storage.
 pub struct StorageHandles {
@@ -29,7 +34,7 @@ pub struct StorageHandles {
     pub metrics: Arc<StorageMetrics>,
 }
 
-/// [`start_storage_with`] with the default in-memory bound.
+/// [`start_storage_with`] with the default in-memory bound and spill file.
 pub fn start_storage(
     database_url: &str,
     batch_size: usize,
@@ -47,8 +52,13 @@ pub fn start_storage(
 
 /// Connects to `database_url`, runs pending migrations, starts the [`DbExecutor`] threads
 /// (SQLite: one for everything; PostgreSQL: one writer and one reader) and the [`TranscriptBatcher`] (on the current arbiter). Must be called inside a running
-/// actix `System`. Fails only if the database cannot be reached or migrated at start-up;
-/// later outages are absorbed (reads fail, writes are retried).
+/// actix `System`. Fails only if the database cannot be reached or migrated at start-up, or a
+/// spill file left by a previous run cannot be read or written to it; later outages are
+/// absorbed (reads fail, writes are retried, finals beyond `max_queued` are spilled to disk).
+///
+/// A previous run's spill file is written to the database here, before anything else starts:
+/// a session started afterwards numbers its finals from the highest stored `seq`, which must
+/// already include the spilled finals.
 pub fn start_storage_with(
     database_url: &str,
     config: BatcherConfig,
@@ -56,32 +66,55 @@ pub fn start_storage_with(
     let mut conn = establish(database_url)?;
     let applied = run_migrations(&mut conn)?;
     let backend = conn.backend_name();
+    let is_pg = matches!(conn, DbConnection::Pg(_));
+
+    let metrics = Arc::new(StorageMetrics::default());
+    let spill_dir = config
+        .spill_dir
+        .clone()
+        .unwrap_or_else(|| default_spill_dir(database_url));
+    let spill_error = |message: String| DbError::Spill {
+        path: spill_dir.clone(),
+        message,
+    };
+    let (mut spill, report) = SpillFile::open(&spill_dir, config.spill_max_bytes)
+        .map_err(|e| spill_error(format!("cannot open: {e}")))?;
+    if report.damaged > 0 {
+        StorageMetrics::add(&metrics.finals_lost, report.damaged as u64);
+        ::metrics::counter!(names::DB_FINALS_LOST_TOTAL).increment(report.damaged as u64);
+    }
+    let conn = if spill.pending() > 0 {
+        replay_leftover_spill(database_url, conn, &mut spill, &metrics).map_err(spill_error)?
+    } else {
+        Some(conn)
+    };
     info!(
         database = %redact_url(database_url),
         backend,
         migrations_applied = applied,
         batch_size = config.batch_size,
         batch_delay_ms = config.batch_delay.as_millis() as u64,
+        max_queued = config.max_queued,
+        spill_file = %spill.path().display(),
         "storage ready"
     );
 
-    let metrics = Arc::new(StorageMetrics::default());
     // The writer is one thread on either backend: it serialises every write in mailbox order,
     // so a session's `live` then `ended` cannot be committed the other way round by two
     // threads racing. With PostgreSQL, reads get their own thread so that replay and
     // `/readyz` are not queued behind a batch stuck in a retry. SQLite keeps one thread and
     // one connection for everything: it has a single writer anyway, and `:memory:` databases
     // are per connection.
-    let is_pg = matches!(conn, DbConnection::Pg(_));
-    let writer = start_executor(database_url, Some(conn), &metrics);
+    let writer = start_executor(database_url, conn, &metrics);
     let executor = if is_pg {
         start_executor(database_url, None, &metrics)
     } else {
         writer.clone()
     };
 
-    let batcher =
-        TranscriptBatcher::new(config, writer.clone().recipient(), Arc::clone(&metrics)).start();
+    let batcher = TranscriptBatcher::new(config, writer.clone().recipient(), Arc::clone(&metrics))
+        .with_spill(spill)
+        .start();
 
     let storage = Storage {
         save_final: batcher.clone().recipient(),
@@ -96,6 +129,49 @@ pub fn start_storage_with(
         batcher,
         metrics,
     })
+}
+
+/// Writes every final of a previous run's spill file (a crash or shutdown during an outage),
+/// in file order, then removes the file. On error the file is left as it is, for the next
+/// start. Returns the connection for the writer thread (`None`: it reconnects lazily).
+fn replay_leftover_spill(
+    database_url: &str,
+    conn: DbConnection,
+    spill: &mut SpillFile,
+    metrics: &Arc<StorageMetrics>,
+) -> Result<Option<DbConnection>, String> {
+    let pending = spill.pending();
+    warn!(
+        file = %spill.path().display(),
+        finals = pending,
+        "a previous run left spilled finals; writing them to the database"
+    );
+    let mut executor = DbExecutor::new(database_url.to_owned(), Some(conn), Arc::clone(metrics));
+    let mut replayed = 0usize;
+    loop {
+        let chunk = spill
+            .read(STARTUP_REPLAY_CHUNK)
+            .map_err(|e| format!("cannot read: {e}"))?;
+        if chunk.is_empty() {
+            break;
+        }
+        executor.write_finals(&chunk).map_err(|e| {
+            format!("replaying {pending} spilled finals failed after {replayed} (the file is kept for the next start): {e}")
+        })?;
+        replayed += chunk.len();
+        StorageMetrics::add(&metrics.finals_replayed, chunk.len() as u64);
+        StorageMetrics::add(&metrics.finals_written, chunk.len() as u64);
+        ::metrics::counter!(names::DB_FINALS_REPLAYED_TOTAL).increment(chunk.len() as u64);
+        ::metrics::counter!(names::DB_FINALS_WRITTEN_TOTAL).increment(chunk.len() as u64);
+    }
+    spill
+        .remove()
+        .map_err(|e| format!("written to the database but cannot be removed: {e}"))?;
+    info!(
+        finals = replayed,
+        "spilled finals of the previous run written; spill file removed"
+    );
+    Ok(executor.into_connection())
 }
 
 /// One `DbExecutor` thread; `conn` (if any) is reused instead of opening a new connection.

@@ -566,10 +566,12 @@ fn test_database_url_keeps_credentials_and_options() {
 /// The seqs of every batch a [`ScriptedWriter`] received, in order.
 type Received = Arc<Mutex<Vec<Vec<i64>>>>;
 
-/// Records every batch it receives; fails while `failures_left` > 0.
+/// Records every batch it receives (and, separately, the ones it accepts); fails while
+/// `failures_left` > 0.
 struct ScriptedWriter {
     failures_left: Arc<AtomicUsize>,
     received: Received,
+    committed: Received,
 }
 
 impl Actor for ScriptedWriter {
@@ -589,19 +591,57 @@ impl Handler<WriteFinals> for ScriptedWriter {
             self.failures_left.store(left - 1, Ordering::SeqCst);
             return Err(StorageError("scripted outage".to_owned()));
         }
+        if let Ok(mut committed) = self.committed.lock() {
+            committed.push(msg.0.iter().map(|r| r.seq).collect());
+        }
         Ok(msg.0.len())
     }
 }
 
 fn scripted(failures: usize) -> (Recipient<WriteFinals>, Received, Arc<AtomicUsize>) {
+    let (writer, received, _, failures_left) = scripted_committing(failures);
+    (writer, received, failures_left)
+}
+
+/// [`scripted`], also returning the batches the writer accepted.
+fn scripted_committing(
+    failures: usize,
+) -> (Recipient<WriteFinals>, Received, Received, Arc<AtomicUsize>) {
     let received = Arc::new(Mutex::new(Vec::new()));
+    let committed = Arc::new(Mutex::new(Vec::new()));
     let failures_left = Arc::new(AtomicUsize::new(failures));
     let writer = ScriptedWriter {
         failures_left: Arc::clone(&failures_left),
         received: Arc::clone(&received),
+        committed: Arc::clone(&committed),
     }
     .start();
-    (writer.recipient(), received, failures_left)
+    (writer.recipient(), received, committed, failures_left)
+}
+
+/// Every seq the writer accepted, in order.
+fn committed_seqs(committed: &Received) -> Vec<i64> {
+    committed
+        .lock()
+        .map(|c| c.iter().flatten().copied().collect())
+        .unwrap_or_default()
+}
+
+/// The finals in a spill file, read the way a restart reads them.
+fn spilled_seqs(dir: &Path) -> Vec<i64> {
+    let (mut spill, _) = SpillFile::open(dir, u64::MAX).expect("open spill file");
+    spill
+        .read(usize::MAX)
+        .expect("read spill file")
+        .iter()
+        .map(|r| r.seq)
+        .collect()
+}
+
+fn spill_in(dir: &TempDir, max_bytes: u64) -> SpillFile {
+    let (spill, report) = SpillFile::open(&dir.0, max_bytes).expect("open spill file");
+    assert_eq!(report.pending + report.damaged, 0, "fresh directory");
+    spill
 }
 
 #[actix_rt::test]
@@ -612,6 +652,7 @@ async fn batcher_retries_the_same_batch_in_order() {
         batch_size: 3,
         batch_delay: Duration::from_secs(60),
         max_queued: 100,
+        ..BatcherConfig::default()
     };
     let batcher = TranscriptBatcher::new(config, writer, Arc::clone(&metrics)).start();
     for seq in 1..=7 {
@@ -648,35 +689,174 @@ async fn batcher_retries_the_same_batch_in_order() {
     );
 }
 
+/// A full queue spills to the file instead of dropping; after the outage every final is
+/// written exactly once, in arrival order (spilled ones before newer ones), and the file goes.
 #[actix_rt::test]
-async fn batcher_bounds_its_queue_and_counts_overflow() {
-    let (writer, _, failures_left) = scripted(usize::MAX);
+async fn batcher_spills_beyond_its_queue_and_replays_in_order() {
+    let dir = TempDir::new();
+    let (writer, _, committed, failures_left) = scripted_committing(usize::MAX);
     let metrics = Arc::new(StorageMetrics::default());
     let config = BatcherConfig {
         batch_size: 4,
         batch_delay: Duration::from_secs(60),
         max_queued: 10,
+        ..BatcherConfig::default()
     };
-    let batcher = TranscriptBatcher::new(config, writer, Arc::clone(&metrics)).start();
-    for seq in 1..=15 {
+    let batcher = TranscriptBatcher::new(config, writer, Arc::clone(&metrics))
+        .with_spill(spill_in(&dir, u64::MAX))
+        .start();
+    for seq in 1..=25 {
         batcher.do_send(SaveFinal(numbered("s", seq)));
     }
-    eventually("15 finals handled", || {
+    eventually("25 finals handled", || {
         let m = metrics.snapshot();
-        m.queue_len + m.finals_overflowed == 15
+        m.queue_len + m.finals_spilled == 25
     })
     .await;
     let m = metrics.snapshot();
-    assert_eq!((m.queue_len, m.finals_overflowed), (10, 5), "{m:?}");
+    assert_eq!(
+        (
+            m.queue_len,
+            m.finals_spilled,
+            m.spill_pending,
+            m.finals_lost
+        ),
+        (10, 15, 15, 0),
+        "{m:?}"
+    );
+    // Each final is in exactly one place: the first 10 in memory, the other 15 on disk.
+    assert_eq!(spilled_seqs(&dir.0), (11..=25).collect::<Vec<_>>());
+    assert!(committed_seqs(&committed).is_empty());
 
-    // The database comes back: the 10 kept finals are written.
+    // The database comes back; newer finals arrive while the file is being replayed.
+    failures_left.store(0, Ordering::SeqCst);
+    for seq in 26..=30 {
+        batcher.do_send(SaveFinal(numbered("s", seq)));
+    }
+    within("Flush", batcher.send(Flush))
+        .await
+        .expect("mailbox")
+        .expect("flush");
+    assert_eq!(committed_seqs(&committed), (1..=30).collect::<Vec<_>>());
+    let m = metrics.snapshot();
+    assert_eq!(
+        (
+            m.finals_written,
+            m.queue_len,
+            m.finals_replayed,
+            m.spill_pending,
+            m.finals_lost
+        ),
+        (30, 0, m.finals_spilled, 0, 0),
+        "{m:?}"
+    );
+    assert!(m.finals_spilled >= 15, "{m:?}");
+    assert!(
+        !dir.0.join(spill::SPILL_FILE_NAME).exists(),
+        "spill file not removed after everything was written"
+    );
+}
+
+/// Only beyond the spill file's bound is a final lost, and then it is counted; `Flush` does
+/// not wait for lost finals.
+#[actix_rt::test]
+async fn batcher_counts_finals_lost_beyond_the_spill_bound() {
+    let dir = TempDir::new();
+    let (writer, _, committed, failures_left) = scripted_committing(usize::MAX);
+    let metrics = Arc::new(StorageMetrics::default());
+    let config = BatcherConfig {
+        batch_size: 4,
+        batch_delay: Duration::from_secs(60),
+        max_queued: 2,
+        ..BatcherConfig::default()
+    };
+    // Room for exactly the lines of seqs 3, 4 and 5 (the queue takes 1 and 2).
+    let room = {
+        let probe = TempDir::new();
+        let mut spill = spill_in(&probe, u64::MAX);
+        for seq in 3..=5 {
+            spill.append(&numbered("s", seq)).expect("append");
+        }
+        spill.size()
+    };
+    let batcher = TranscriptBatcher::new(config, writer, Arc::clone(&metrics))
+        .with_spill(spill_in(&dir, room))
+        .start();
+    for seq in 1..=8 {
+        batcher.do_send(SaveFinal(numbered("s", seq)));
+    }
+    eventually("8 finals handled", || {
+        let m = metrics.snapshot();
+        m.queue_len + m.finals_spilled + m.finals_lost == 8
+    })
+    .await;
+    let m = metrics.snapshot();
+    assert_eq!(
+        (m.queue_len, m.finals_spilled, m.finals_lost),
+        (2, 3, 3),
+        "{m:?}"
+    );
     failures_left.store(0, Ordering::SeqCst);
     within("Flush", batcher.send(Flush))
         .await
         .expect("mailbox")
         .expect("flush");
-    let m = metrics.snapshot();
-    assert_eq!((m.finals_written, m.queue_len), (10, 0), "{m:?}");
+    assert_eq!(committed_seqs(&committed), vec![1, 2, 3, 4, 5]);
+}
+
+/// Shutdown during an outage: `SpillAll` puts the queue in front of the file, later finals
+/// behind it; the next start replays all of them in order and removes the file.
+#[actix_rt::test]
+async fn spill_all_at_shutdown_then_restart_replays_everything_once() {
+    let dir = TempDir::new();
+    let (writer, _, committed, _) = scripted_committing(usize::MAX);
+    let config = BatcherConfig {
+        batch_size: 4,
+        batch_delay: Duration::from_secs(60),
+        max_queued: 10,
+        ..BatcherConfig::default()
+    };
+    let metrics = Arc::new(StorageMetrics::default());
+    let batcher = TranscriptBatcher::new(config.clone(), writer, Arc::clone(&metrics))
+        .with_spill(spill_in(&dir, u64::MAX))
+        .start();
+    for seq in 1..=15 {
+        batcher.do_send(SaveFinal(numbered("s", seq)));
+    }
+    eventually("a failed write", || metrics.snapshot().write_errors >= 1).await;
+    let pending = within("SpillAll", batcher.send(SpillAll))
+        .await
+        .expect("mailbox")
+        .expect("spill all");
+    assert_eq!(pending, 15);
+    // A straggler after the spill goes behind everything.
+    batcher.do_send(SaveFinal(numbered("s", 16)));
+    eventually("the straggler spilled", || {
+        metrics.snapshot().spill_pending == 16
+    })
+    .await;
+    assert_eq!(metrics.snapshot().queue_len, 0);
+    drop(batcher);
+    assert_eq!(spilled_seqs(&dir.0), (1..=16).collect::<Vec<_>>());
+    assert!(committed_seqs(&committed).is_empty());
+
+    // The next run, with the database back.
+    let (writer, _, committed, _) = scripted_committing(0);
+    let (spill, report) = SpillFile::open(&dir.0, u64::MAX).expect("reopen");
+    assert_eq!((report.pending, report.damaged), (16, 0));
+    let metrics = Arc::new(StorageMetrics::default());
+    let _batcher = TranscriptBatcher::new(config, writer, Arc::clone(&metrics))
+        .with_spill(spill)
+        .start();
+    eventually("the left-over finals written", || {
+        metrics.snapshot().finals_written == 16
+    })
+    .await;
+    assert_eq!(committed_seqs(&committed), (1..=16).collect::<Vec<_>>());
+    eventually("the spill file removed", || {
+        !dir.0.join(spill::SPILL_FILE_NAME).exists()
+    })
+    .await;
 }
 
 #[actix_rt::test]
@@ -754,4 +934,56 @@ on_both_backends!(
     ai_lock_is_exclusive_and_expires,
     sqlite_ai_lock_is_exclusive_and_expires,
     pg_ai_lock_is_exclusive_and_expires
+);
+
+/// A crash during an outage left a spill file whose last line is torn: the next start writes
+/// the intact finals before anything else (so `LoadLastSeq` sees them), skips and counts the
+/// torn one, and removes the file.
+async fn start_replays_a_left_over_spill_file(url: &str) {
+    use std::io::Write;
+
+    let spill_dir = TempDir::new();
+    {
+        let (mut spill, _) = SpillFile::open(&spill_dir.0, u64::MAX).expect("open");
+        for seq in 1..=5 {
+            spill.append(&numbered("crashed", seq)).expect("append");
+        }
+    }
+    let path = spill_dir.0.join(spill::SPILL_FILE_NAME);
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .expect("open for the torn line");
+    file.write_all(b"0123456789abcdef {\"session_slug\":\"crashed\",\"seq\":6,\"utter")
+        .expect("torn line");
+    drop(file);
+
+    let handles = start_storage_with(
+        url,
+        BatcherConfig {
+            spill_dir: Some(spill_dir.0.clone()),
+            ..BatcherConfig::default()
+        },
+    )
+    .expect("start_storage_with");
+    // No Flush: the replay is part of the start.
+    assert_eq!(last_seq(&handles, "crashed").await.expect("last seq"), 5);
+    assert_eq!(
+        load_all(&handles, "crashed").await,
+        (1..=5)
+            .map(|seq| numbered("crashed", seq))
+            .collect::<Vec<_>>()
+    );
+    assert!(!path.exists(), "spill file not removed after the replay");
+    let m = handles.metrics.snapshot();
+    assert_eq!(
+        (m.finals_replayed, m.finals_written, m.finals_lost),
+        (5, 5, 1),
+        "{m:?}"
+    );
+}
+on_both_backends!(
+    start_replays_a_left_over_spill_file,
+    sqlite_start_replays_a_left_over_spill_file,
+    pg_start_replays_a_left_over_spill_file
 );

@@ -68,6 +68,11 @@ impl Service {
             "RTMP_BIND",
             "RTMP_HOST",
             "RTMP_EXTERNAL_PORT",
+            // A developer's own collector settings must not leak into the tests.
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+            "OTEL_EXPORTER_OTLP_PROTOCOL",
+            "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
         ] {
             command.env_remove(var);
         }

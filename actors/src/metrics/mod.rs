@@ -57,6 +57,15 @@ pub fn install() -> bool {
     }
 }
 
+/// The value of an unlabelled counter (0 if it never counted), for in-process tests.
+pub fn counter_value(name: &'static str) -> u64 {
+    let key = metrics::Key::from_static_name(name);
+    registry()
+        .registry
+        .get_counter(&key)
+        .map_or(0, |c| c.load(std::sync::atomic::Ordering::Relaxed))
+}
+
 /// `GET /metrics`.
 pub fn json() -> serde_json::Value {
     snapshot::to_json(registry())

@@ -49,14 +49,20 @@ pub const DB_BATCHES_WRITTEN_TOTAL: &str = "db.batches_written_total";
 pub const DB_FINALS_WRITTEN_TOTAL: &str = "db.finals_written_total";
 /// Failed batch writes (each failed retry counts).
 pub const DB_WRITE_ERRORS_TOTAL: &str = "db.write_errors_total";
-/// Finals lost because the in-memory queue was full.
-pub const DB_FINALS_OVERFLOWED_TOTAL: &str = "db.finals_overflowed_total";
+/// Finals appended to the spill file (memory queue full, or shutdown during an outage).
+pub const DB_FINALS_SPILLED_TOTAL: &str = "db.finals_spilled_total";
+/// Finals read back from the spill file into the queue.
+pub const DB_FINALS_REPLAYED_TOTAL: &str = "db.finals_replayed_total";
+/// Finals lost: queue full and the spill file could not take them, or a damaged spill line.
+pub const DB_FINALS_LOST_TOTAL: &str = "db.finals_lost_total";
 /// Finals the database refused for good.
 pub const DB_FINALS_REJECTED_TOTAL: &str = "db.finals_rejected_total";
 
 // Process-wide gauges.
 /// Finals waiting in memory for the database.
 pub const DB_QUEUE_LEN: &str = "db.queue_len";
+/// Finals in the spill file not yet read back.
+pub const DB_SPILL_PENDING: &str = "db.spill_pending";
 
 /// Shown from start-up, at zero, so a reader never misses a series that has not moved yet.
 pub const LATENCIES: &[&str] = &[
@@ -79,10 +85,12 @@ pub const COUNTERS: &[&str] = &[
     DB_BATCHES_WRITTEN_TOTAL,
     DB_FINALS_WRITTEN_TOTAL,
     DB_WRITE_ERRORS_TOTAL,
-    DB_FINALS_OVERFLOWED_TOTAL,
+    DB_FINALS_SPILLED_TOTAL,
+    DB_FINALS_REPLAYED_TOTAL,
+    DB_FINALS_LOST_TOTAL,
     DB_FINALS_REJECTED_TOTAL,
 ];
-pub const GAUGES: &[&str] = &[DB_QUEUE_LEN];
+pub const GAUGES: &[&str] = &[DB_QUEUE_LEN, DB_SPILL_PENDING];
 
 /// A histogram whose name ends in `_ms` is a latency: `/metrics` shows it with `…Ms` fields.
 pub fn is_latency(name: &str) -> bool {
