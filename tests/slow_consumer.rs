@@ -124,6 +124,7 @@ fn start_server() -> Server {
         max_sessions: 10,
         max_clients_per_session: 100,
         stream_key_issuer: Arc::new(|s: &str| s.to_owned()),
+        relay: None,
     };
     let registry = SessionRegistry::new(SessionContext {
         settings: Arc::new(settings),

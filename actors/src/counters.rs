@@ -31,3 +31,11 @@ pub static WS_BROADCAST_ERRORS: Counter = Counter::new();
 pub static WS_QUEUE_DROPS: Counter = Counter::new();
 /// Clients closed with 1013 `slow_consumer`.
 pub static WS_SLOW_CONSUMERS: Counter = Counter::new();
+/// HTTP broadcast mode (`REALTIME_BROADCAST_MODE=http`): messages the receiver accepted.
+pub static RELAY_POSTED: Counter = Counter::new();
+/// Relay posts that failed (connection, timeout, 5xx, 429) and were retried.
+pub static RELAY_RETRIES: Counter = Counter::new();
+/// Partials the relay dropped (queue full, or refused by the receiver).
+pub static RELAY_DROPPED_PARTIALS: Counter = Counter::new();
+/// Finals the relay dropped (queue full of finals, or refused by the receiver with a 4xx).
+pub static RELAY_DROPPED_FINALS: Counter = Counter::new();

@@ -349,6 +349,7 @@ impl Actor for SessionSupervisor {
                 self.context.storage.clone(),
                 settings.active_speaker_ttl,
             )
+            .with_relay(settings.relay.clone())
             .start(),
         );
         self.ingest = Some(

@@ -1,0 +1,365 @@
+//! `RelayPoster`: HTTP broadcast mode (SPEC §2 `REALTIME_BROADCAST_MODE=http`, §4.6).
+//!
+//! An ingest-only instance hands every SPEC §4.3 message its `BroadcastActor`s emit (partials
+//! and finals, finals with their `seq`) to this one actor, which POSTs them one at a time, in
+//! order, to another instance's `/api/realtime/transcribe/broadcast` with the shared secret in
+//! `x-broadcast-secret`. One poster per process keeps the order of every session trivially.
+//!
+//! - Connection errors, timeouts, 5xx and 429 are retried with back-off (100 ms doubling to
+//!   5 s); the message stays at the head of the queue, so nothing overtakes it.
+//! - Other 4xx mean the receiver will never take this message: it is dropped and counted, and
+//!   the first refusal of each status is logged (never the secret).
+//! - The queue is bounded: when full, the oldest partial goes first; finals are dropped only
+//!   when the queue holds nothing but finals. Every drop is counted.
+
+use std::collections::{HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use bytestring::ByteString;
+
+use crate::counters::{RELAY_DROPPED_FINALS, RELAY_DROPPED_PARTIALS, RELAY_POSTED, RELAY_RETRIES};
+
+/// The path of the receiving endpoint (SPEC §4.6).
+pub const BROADCAST_PATH: &str = "/api/realtime/transcribe/broadcast";
+/// The header carrying the shared secret.
+pub const SECRET_HEADER: &str = "x-broadcast-secret";
+/// Default bound of the queue of messages waiting to be posted.
+pub const DEFAULT_QUEUE_LIMIT: usize = 10_000;
+
+const POST_TIMEOUT: Duration = Duration::from_secs(10);
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// Where and how to relay. `Debug` never shows the secret.
+#[derive(Clone)]
+pub struct RelayConfig {
+    /// The full URL of the receiver's broadcast endpoint.
+    pub url: String,
+    pub secret: Arc<str>,
+    pub queue_limit: usize,
+}
+
+impl std::fmt::Debug for RelayConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RelayConfig")
+            .field("url", &self.url)
+            .field("secret", &"<hidden>")
+            .field("queue_limit", &self.queue_limit)
+            .finish()
+    }
+}
+
+/// `REALTIME_BROADCAST_URL` as given (a base URL or the endpoint itself) → the endpoint URL.
+pub fn endpoint_url(configured: &str) -> String {
+    let base = configured.trim().trim_end_matches('/');
+    if base.ends_with(BROADCAST_PATH) {
+        base.to_owned()
+    } else {
+        format!("{base}{BROADCAST_PATH}")
+    }
+}
+
+/// One SPEC §4.3 message to post, already serialised exactly as a local client gets it.
+#[derive(Message, Clone, Debug)]
+#[rtype(result = "()")]
+pub struct RelayMessage {
+    pub is_final: bool,
+    pub frame: ByteString,
+}
+
+/// Completes once every message queued before it has been posted (or dropped); the caller
+/// bounds the wait (graceful shutdown).
+#[derive(Message)]
+#[rtype(result = "usize")]
+pub struct FlushRelay;
+
+/// The bounded queue and its drop policy, apart from the network so it can be tested alone.
+#[derive(Debug)]
+pub struct RelayQueue {
+    items: VecDeque<RelayMessage>,
+    limit: usize,
+}
+
+/// What [`RelayQueue::push`] had to give up to stay bounded.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Dropped {
+    Nothing,
+    Partial,
+    Final,
+}
+
+impl RelayQueue {
+    pub fn new(limit: usize) -> RelayQueue {
+        RelayQueue {
+            items: VecDeque::new(),
+            limit: limit.max(1),
+        }
+    }
+
+    /// Appends `message`; when full, the oldest partial is dropped first, else the oldest final.
+    pub fn push(&mut self, message: RelayMessage) -> Dropped {
+        let mut dropped = Dropped::Nothing;
+        if self.items.len() >= self.limit {
+            if let Some(i) = self.items.iter().position(|m| !m.is_final) {
+                self.items.remove(i);
+                dropped = Dropped::Partial;
+            } else if !message.is_final {
+                // Only finals are waiting: the new partial is the one that goes.
+                return Dropped::Partial;
+            } else {
+                self.items.pop_front();
+                dropped = Dropped::Final;
+            }
+        }
+        self.items.push_back(message);
+        dropped
+    }
+
+    pub fn front(&self) -> Option<&RelayMessage> {
+        self.items.front()
+    }
+
+    pub fn pop_front(&mut self) -> Option<RelayMessage> {
+        self.items.pop_front()
+    }
+
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+}
+
+pub struct RelayPoster {
+    config: RelayConfig,
+    queue: RelayQueue,
+    client: Option<awc::Client>,
+    in_flight: bool,
+    backoff: Duration,
+    /// Statuses already logged, so a misconfigured receiver does not flood the log.
+    refusals_logged: HashSet<u16>,
+    flush_waiters: Vec<tokio::sync::oneshot::Sender<()>>,
+}
+
+enum PostOutcome {
+    Accepted,
+    Retry(String),
+    Refused(u16, String),
+}
+
+impl RelayPoster {
+    pub fn new(config: RelayConfig) -> RelayPoster {
+        let limit = config.queue_limit;
+        RelayPoster {
+            config,
+            queue: RelayQueue::new(limit),
+            client: None,
+            in_flight: false,
+            backoff: FIRST_BACKOFF,
+            refusals_logged: HashSet::new(),
+            flush_waiters: Vec::new(),
+        }
+    }
+
+    fn pump(&mut self, ctx: &mut Context<Self>) {
+        if self.in_flight {
+            return;
+        }
+        let Some(message) = self.queue.front().cloned() else {
+            for waiter in self.flush_waiters.drain(..) {
+                let _ = waiter.send(());
+            }
+            return;
+        };
+        let client = self
+            .client
+            .get_or_insert_with(|| awc::Client::builder().timeout(POST_TIMEOUT).finish())
+            .clone();
+        self.in_flight = true;
+        let request = client
+            .post(self.config.url.as_str())
+            .insert_header((SECRET_HEADER, &*self.config.secret))
+            .insert_header(("content-type", "application/json"))
+            .send_body(message.frame.as_bytes().clone());
+        async move {
+            match request.await {
+                Ok(mut response) => {
+                    let status = response.status();
+                    // Read the (small) answer so the connection can be reused.
+                    let body = response.body().limit(4096).await.unwrap_or_default();
+                    let body = String::from_utf8_lossy(&body).chars().take(300).collect();
+                    if status.is_success() {
+                        PostOutcome::Accepted
+                    } else if status.is_server_error() || status.as_u16() == 429 {
+                        PostOutcome::Retry(format!("HTTP {status}: {body}"))
+                    } else {
+                        PostOutcome::Refused(status.as_u16(), body)
+                    }
+                }
+                // Connection errors and timeouts: awc's errors carry no headers or body.
+                Err(error) => PostOutcome::Retry(error.to_string()),
+            }
+        }
+        .into_actor(self)
+        .map(|outcome, act, ctx| {
+            act.in_flight = false;
+            match outcome {
+                PostOutcome::Accepted => {
+                    act.queue.pop_front();
+                    act.backoff = FIRST_BACKOFF;
+                    RELAY_POSTED.increment();
+                    act.pump(ctx);
+                }
+                PostOutcome::Retry(why) => {
+                    RELAY_RETRIES.increment();
+                    let wait = act.backoff;
+                    act.backoff = (act.backoff * 2).min(MAX_BACKOFF);
+                    tracing::warn!(url = %act.config.url, error = %why, retry_in_ms = wait.as_millis() as u64, queued = act.queue.len(), "broadcast relay post failed; retrying");
+                    // Nothing overtakes the failed message, and new ones do not cut the wait short.
+                    act.in_flight = true;
+                    ctx.run_later(wait, |act, ctx| {
+                        act.in_flight = false;
+                        act.pump(ctx);
+                    });
+                }
+                PostOutcome::Refused(status, body) => {
+                    if let Some(dropped) = act.queue.pop_front() {
+                        count_drop(dropped.is_final);
+                    }
+                    act.backoff = FIRST_BACKOFF;
+                    if act.refusals_logged.insert(status) {
+                        tracing::error!(url = %act.config.url, status, answer = %body, "broadcast relay refused a message; dropping it (further refusals with this status are not logged)");
+                    }
+                    act.pump(ctx);
+                }
+            }
+        })
+        .spawn(ctx);
+    }
+}
+
+fn count_drop(is_final: bool) {
+    if is_final {
+        RELAY_DROPPED_FINALS.increment();
+    } else {
+        RELAY_DROPPED_PARTIALS.increment();
+    }
+}
+
+impl Actor for RelayPoster {
+    type Context = Context<Self>;
+
+}
+
+impl Handler<RelayMessage> for RelayPoster {
+    type Result = ();
+
+    fn handle(&mut self, message: RelayMessage, ctx: &mut Self::Context) {
+        match self.queue.push(message) {
+            Dropped::Nothing => {}
+            Dropped::Partial => count_drop(false),
+            Dropped::Final => {
+                count_drop(true);
+                tracing::error!(
+                    limit = self.config.queue_limit,
+                    "broadcast relay queue full of finals: dropped the oldest"
+                );
+            }
+        }
+        self.pump(ctx);
+    }
+}
+
+impl Handler<FlushRelay> for RelayPoster {
+    type Result = ResponseFuture<usize>;
+
+    fn handle(&mut self, _: FlushRelay, ctx: &mut Self::Context) -> Self::Result {
+        let (done, wait) = tokio::sync::oneshot::channel();
+        self.flush_waiters.push(done);
+        self.pump(ctx);
+        // After the wait, report what could not be posted (0 when flushed).
+        let me = ctx.address();
+        Box::pin(async move {
+            let _ = wait.await;
+            me.send(QueueLength).await.unwrap_or(0)
+        })
+    }
+}
+
+#[derive(Message)]
+#[rtype(result = "usize")]
+struct QueueLength;
+
+impl Handler<QueueLength> for RelayPoster {
+    type Result = usize;
+
+    fn handle(&mut self, _: QueueLength, _: &mut Self::Context) -> usize {
+        self.queue.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(is_final: bool, text: &str) -> RelayMessage {
+        RelayMessage {
+            is_final,
+            frame: ByteString::from(text.to_owned()),
+        }
+    }
+
+    fn texts(q: &RelayQueue) -> Vec<String> {
+        q.items.iter().map(|m| m.frame.to_string()).collect()
+    }
+
+    #[test]
+    fn a_full_queue_drops_the_oldest_partial_first() {
+        let mut q = RelayQueue::new(3);
+        assert_eq!(q.push(msg(true, "f1")), Dropped::Nothing);
+        assert_eq!(q.push(msg(false, "p1")), Dropped::Nothing);
+        assert_eq!(q.push(msg(false, "p2")), Dropped::Nothing);
+        assert_eq!(q.push(msg(true, "f2")), Dropped::Partial);
+        assert_eq!(texts(&q), ["f1", "p2", "f2"]);
+        assert_eq!(q.push(msg(true, "f3")), Dropped::Partial);
+        assert_eq!(texts(&q), ["f1", "f2", "f3"]);
+    }
+
+    #[test]
+    fn finals_only_a_new_partial_is_dropped_and_a_new_final_pushes_out_the_oldest() {
+        let mut q = RelayQueue::new(2);
+        q.push(msg(true, "f1"));
+        q.push(msg(true, "f2"));
+        assert_eq!(q.push(msg(false, "p")), Dropped::Partial);
+        assert_eq!(texts(&q), ["f1", "f2"]);
+        assert_eq!(q.push(msg(true, "f3")), Dropped::Final);
+        assert_eq!(texts(&q), ["f2", "f3"]);
+        assert_eq!(q.len(), 2);
+    }
+
+    #[test]
+    fn endpoint_url_accepts_a_base_or_the_endpoint() {
+        assert_eq!(
+            endpoint_url("http://10.0.0.2:8080/"),
+            "http://10.0.0.2:8080/api/realtime/transcribe/broadcast"
+        );
+        assert_eq!(
+            endpoint_url("http://h/api/realtime/transcribe/broadcast"),
+            "http://h/api/realtime/transcribe/broadcast"
+        );
+    }
+
+    #[test]
+    fn debug_hides_the_secret() {
+        let c = RelayConfig {
+            url: "http://h".into(),
+            secret: "hunter2".into(),
+            queue_limit: 1,
+        };
+        assert!(!format!("{c:?}").contains("hunter2"));
+    }
+}
