@@ -142,10 +142,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             acquire: storage.writer.clone().recipient(),
             release: storage.writer.clone().recipient(),
         },
-        broadcast_secret: config
-            .realtime_broadcast_secret
-            .as_deref()
-            .map(Into::into),
+        broadcast_secret: config.realtime_broadcast_secret.as_deref().map(Into::into),
     };
     let auth = Authenticator::new(config.realtime_auth_secret.as_deref());
     let server = HttpServer::new(move || {

@@ -330,10 +330,16 @@ impl BroadcastActor {
             return RelayOutcome::Stale;
         }
         let mark = (message.ts, ended_at);
-        if self.relayed_partials.get(&id).is_some_and(|last| mark <= *last) {
+        if self
+            .relayed_partials
+            .get(&id)
+            .is_some_and(|last| mark <= *last)
+        {
             return RelayOutcome::Stale;
         }
-        if self.relayed_partials.len() >= RELAYED_PARTIALS_MEMORY && !self.relayed_partials.contains_key(&id) {
+        if self.relayed_partials.len() >= RELAYED_PARTIALS_MEMORY
+            && !self.relayed_partials.contains_key(&id)
+        {
             // Utterances whose final never came; forgetting them only weakens stale detection.
             self.relayed_partials.clear();
         }
@@ -511,7 +517,11 @@ impl Handler<TranscriptEvent> for BroadcastActor {
 impl Handler<RelayedTranscript> for BroadcastActor {
     type Result = ResponseFuture<Option<RelayOutcome>>;
 
-    fn handle(&mut self, RelayedTranscript(message): RelayedTranscript, _: &mut Self::Context) -> Self::Result {
+    fn handle(
+        &mut self,
+        RelayedTranscript(message): RelayedTranscript,
+        _: &mut Self::Context,
+    ) -> Self::Result {
         if let Numbering::Loading { pending, .. } = &mut self.numbering {
             // Judged once the stored last seq is known, in arrival order with local events.
             let (reply, outcome) = tokio::sync::oneshot::channel();

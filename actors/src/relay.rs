@@ -252,7 +252,6 @@ fn count_drop(is_final: bool) {
 
 impl Actor for RelayPoster {
     type Context = Context<Self>;
-
 }
 
 impl Handler<RelayMessage> for RelayPoster {

@@ -31,7 +31,10 @@ pub const MAX_RELAYED_BODY: usize = 64 * 1024;
 /// are hashed to 32 bytes first).
 fn secrets_match(given: &[u8], expected: &[u8]) -> bool {
     let (a, b) = (Sha256::digest(given), Sha256::digest(expected));
-    a.iter().zip(b.iter()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    a.iter()
+        .zip(b.iter())
+        .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+        == 0
 }
 
 pub async fn receive(
