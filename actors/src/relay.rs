@@ -361,4 +361,89 @@ mod tests {
         };
         assert!(!format!("{c:?}").contains("hunter2"));
     }
+
+    /// A receiver that answers from a script: first unreachable, then 503, then whatever
+    /// each body asks for. The poster must keep order, retry, and drop only the refused one.
+    #[actix_rt::test]
+    async fn retries_in_order_and_drops_only_refused_messages() {
+        use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+        use std::sync::Mutex;
+
+        // As the binary does at start-up; Err only means a provider is installed already.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        // A port with nothing listening yet: the first attempts fail to connect.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("free port");
+        let poster = RelayPoster::new(RelayConfig {
+            url: format!("http://127.0.0.1:{port}{BROADCAST_PATH}"),
+            secret: "s3cret".into(),
+            queue_limit: 100,
+        })
+        .start();
+        let retries_before = RELAY_RETRIES.get();
+        for (is_final, text) in [(true, "f1"), (false, "refuse-me"), (true, "f2")] {
+            poster.do_send(RelayMessage {
+                is_final,
+                frame: ByteString::from(text.to_owned()),
+            });
+        }
+        let first_failure = std::time::Instant::now();
+        while RELAY_RETRIES.get() == retries_before {
+            assert!(
+                first_failure.elapsed() < Duration::from_secs(10),
+                "no retry"
+            );
+            actix_rt::time::sleep(Duration::from_millis(10)).await;
+        }
+
+        let seen: web::Data<Mutex<Vec<(String, String)>>> = web::Data::new(Mutex::new(Vec::new()));
+        let log = seen.clone();
+        let server = HttpServer::new(move || {
+            App::new().app_data(log.clone()).route(
+                BROADCAST_PATH,
+                web::post().to(
+                    |req: HttpRequest,
+                     body: web::Bytes,
+                     seen: web::Data<Mutex<Vec<(String, String)>>>| async move {
+                        let secret = req
+                            .headers()
+                            .get(SECRET_HEADER)
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or_default()
+                            .to_owned();
+                        let text = String::from_utf8_lossy(&body).into_owned();
+                        let mut seen = seen.lock().unwrap();
+                        seen.push((secret, text.clone()));
+                        if seen.len() == 1 {
+                            HttpResponse::ServiceUnavailable().finish()
+                        } else if text == "refuse-me" {
+                            HttpResponse::BadRequest().finish()
+                        } else {
+                            HttpResponse::Ok().finish()
+                        }
+                    },
+                ),
+            )
+        })
+        .workers(1)
+        .disable_signals()
+        .bind(("127.0.0.1", port))
+        .expect("bind the receiver")
+        .run();
+        let handle = server.handle();
+        actix_rt::spawn(server);
+
+        let left = tokio::time::timeout(Duration::from_secs(20), poster.send(FlushRelay))
+            .await
+            .expect("flushed in time")
+            .expect("poster alive");
+        assert_eq!(left, 0);
+        let seen = seen.lock().unwrap().clone();
+        let texts: Vec<&str> = seen.iter().map(|(_, t)| t.as_str()).collect();
+        assert_eq!(texts, ["f1", "f1", "refuse-me", "f2"]);
+        assert!(seen.iter().all(|(secret, _)| secret == "s3cret"));
+        handle.stop(false).await;
+    }
 }
