@@ -144,6 +144,7 @@ fn start_server() -> Server {
             ping_interval: Duration::from_secs(30),
             max_missed_pongs: 3,
         },
+        broadcast_secret: None,
     };
     let auth = realtime_core::auth::Authenticator::new(None);
     let server = HttpServer::new(move || {

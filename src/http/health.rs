@@ -37,6 +37,10 @@ pub async fn metrics() -> HttpResponse {
             "ws.broadcast_errors_total": WS_BROADCAST_ERRORS.get(),
             "ws.queue_drops_total": WS_QUEUE_DROPS.get(),
             "ws.slow_consumer_closes_total": WS_SLOW_CONSUMERS.get(),
+            "relay.posted_total": RELAY_POSTED.get(),
+            "relay.retries_total": RELAY_RETRIES.get(),
+            "relay.dropped_partials_total": RELAY_DROPPED_PARTIALS.get(),
+            "relay.dropped_finals_total": RELAY_DROPPED_FINALS.get(),
         }
     }))
 }
