@@ -150,6 +150,7 @@ impl BroadcastActor {
     fn relay(&self, is_final: bool, frame: &ByteString) {
         if let Some(relay) = &self.relay {
             relay.do_send(RelayMessage {
+                session_slug: self.session_slug.clone(),
                 is_final,
                 frame: frame.clone(),
             });

@@ -3,16 +3,17 @@
 //! An ingest-only instance hands every SPEC §4.3 message its `BroadcastActor`s emit (partials
 //! and finals, finals with their `seq`) to this one actor, which POSTs them one at a time, in
 //! order, to another instance's `/api/realtime/transcribe/broadcast` with the shared secret in
-//! `x-broadcast-secret`. One poster per process keeps the order of every session trivially.
+//! `x-broadcast-secret`. One poster per process, with one lane per session: each session's
+//! messages go one at a time, in order; sessions do not wait for each other.
 //!
 //! - Connection errors, timeouts, 5xx and 429 are retried with back-off (100 ms doubling to
 //!   5 s); the message stays at the head of the queue, so nothing overtakes it.
 //! - Other 4xx mean the receiver will never take this message: it is dropped and counted, and
 //!   the first refusal of each status is logged (never the secret).
-//! - The queue is bounded: when full, the oldest partial goes first; finals are dropped only
-//!   when the queue holds nothing but finals. Every drop is counted.
+//! - Each session's queue is bounded: when full, the oldest partial goes first; finals are
+//!   dropped only when the queue holds nothing but finals. Every drop is counted.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,7 +26,7 @@ use crate::counters::{RELAY_DROPPED_FINALS, RELAY_DROPPED_PARTIALS, RELAY_POSTED
 pub const BROADCAST_PATH: &str = "/api/realtime/transcribe/broadcast";
 /// The header carrying the shared secret.
 pub const SECRET_HEADER: &str = "x-broadcast-secret";
-/// Default bound of the queue of messages waiting to be posted.
+/// Default bound of one session's queue of messages waiting to be posted.
 pub const DEFAULT_QUEUE_LIMIT: usize = 10_000;
 
 const POST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -38,6 +39,7 @@ pub struct RelayConfig {
     /// The full URL of the receiver's broadcast endpoint.
     pub url: String,
     pub secret: Arc<str>,
+    /// Per session.
     pub queue_limit: usize,
 }
 
@@ -65,6 +67,8 @@ pub fn endpoint_url(configured: &str) -> String {
 #[derive(Message, Clone, Debug)]
 #[rtype(result = "()")]
 pub struct RelayMessage {
+    /// Messages of one session are posted in order; sessions do not wait for each other.
+    pub session_slug: Arc<str>,
     pub is_final: bool,
     pub frame: ByteString,
 }
@@ -134,12 +138,19 @@ impl RelayQueue {
     }
 }
 
+/// One session's messages: posted one at a time, in order, independently of other sessions
+/// (a receiver refusing or failing one session does not hold up the others).
+struct Lane {
+    queue: RelayQueue,
+    /// A post is under way, or a retry is waiting for its back-off.
+    busy: bool,
+    backoff: Duration,
+}
+
 pub struct RelayPoster {
     config: RelayConfig,
-    queue: RelayQueue,
+    lanes: HashMap<Arc<str>, Lane>,
     client: Option<awc::Client>,
-    in_flight: bool,
-    backoff: Duration,
     /// Statuses already logged, so a misconfigured receiver does not flood the log.
     refusals_logged: HashSet<u16>,
     flush_waiters: Vec<tokio::sync::oneshot::Sender<()>>,
@@ -153,33 +164,42 @@ enum PostOutcome {
 
 impl RelayPoster {
     pub fn new(config: RelayConfig) -> RelayPoster {
-        let limit = config.queue_limit;
         RelayPoster {
             config,
-            queue: RelayQueue::new(limit),
+            lanes: HashMap::new(),
             client: None,
-            in_flight: false,
-            backoff: FIRST_BACKOFF,
             refusals_logged: HashSet::new(),
             flush_waiters: Vec::new(),
         }
     }
 
-    fn pump(&mut self, ctx: &mut Context<Self>) {
-        if self.in_flight {
+    fn queued(&self) -> usize {
+        self.lanes.values().map(|l| l.queue.len()).sum()
+    }
+
+    /// Posts the head of `session`'s lane unless a post or back-off is under way there.
+    fn pump(&mut self, session: Arc<str>, ctx: &mut Context<Self>) {
+        let Some(lane) = self.lanes.get_mut(&session) else {
+            return;
+        };
+        if lane.busy {
             return;
         }
-        let Some(message) = self.queue.front().cloned() else {
-            for waiter in self.flush_waiters.drain(..) {
-                let _ = waiter.send(());
+        let Some(message) = lane.queue.front().cloned() else {
+            // Drained: forget the lane (the session may be over), tell flush waiters if all are.
+            self.lanes.remove(&session);
+            if self.lanes.is_empty() {
+                for waiter in self.flush_waiters.drain(..) {
+                    let _ = waiter.send(());
+                }
             }
             return;
         };
+        lane.busy = true;
         let client = self
             .client
             .get_or_insert_with(|| awc::Client::builder().timeout(POST_TIMEOUT).finish())
             .clone();
-        self.in_flight = true;
         let request = client
             .post(self.config.url.as_str())
             .insert_header((SECRET_HEADER, &*self.config.secret))
@@ -205,36 +225,42 @@ impl RelayPoster {
             }
         }
         .into_actor(self)
-        .map(|outcome, act, ctx| {
-            act.in_flight = false;
+        .map(move |outcome, act, ctx| {
+            let url = act.config.url.clone();
+            let Some(lane) = act.lanes.get_mut(&session) else {
+                return;
+            };
+            lane.busy = false;
             match outcome {
                 PostOutcome::Accepted => {
-                    act.queue.pop_front();
-                    act.backoff = FIRST_BACKOFF;
+                    lane.queue.pop_front();
+                    lane.backoff = FIRST_BACKOFF;
                     RELAY_POSTED.increment();
-                    act.pump(ctx);
+                    act.pump(session, ctx);
                 }
                 PostOutcome::Retry(why) => {
                     RELAY_RETRIES.increment();
-                    let wait = act.backoff;
-                    act.backoff = (act.backoff * 2).min(MAX_BACKOFF);
-                    tracing::warn!(url = %act.config.url, error = %why, retry_in_ms = wait.as_millis() as u64, queued = act.queue.len(), "broadcast relay post failed; retrying");
+                    let wait = lane.backoff;
+                    lane.backoff = (lane.backoff * 2).min(MAX_BACKOFF);
                     // Nothing overtakes the failed message, and new ones do not cut the wait short.
-                    act.in_flight = true;
-                    ctx.run_later(wait, |act, ctx| {
-                        act.in_flight = false;
-                        act.pump(ctx);
+                    lane.busy = true;
+                    tracing::warn!(session = %session, %url, error = %why, retry_in_ms = wait.as_millis() as u64, queued = lane.queue.len(), "broadcast relay post failed; retrying");
+                    ctx.run_later(wait, move |act, ctx| {
+                        if let Some(lane) = act.lanes.get_mut(&session) {
+                            lane.busy = false;
+                        }
+                        act.pump(session, ctx);
                     });
                 }
                 PostOutcome::Refused(status, body) => {
-                    if let Some(dropped) = act.queue.pop_front() {
+                    if let Some(dropped) = lane.queue.pop_front() {
                         count_drop(dropped.is_final);
                     }
-                    act.backoff = FIRST_BACKOFF;
+                    lane.backoff = FIRST_BACKOFF;
                     if act.refusals_logged.insert(status) {
-                        tracing::error!(url = %act.config.url, status, answer = %body, "broadcast relay refused a message; dropping it (further refusals with this status are not logged)");
+                        tracing::error!(session = %session, %url, status, answer = %body, "broadcast relay refused a message; dropping it (further refusals with this status are not logged)");
                     }
-                    act.pump(ctx);
+                    act.pump(session, ctx);
                 }
             }
         })
@@ -258,18 +284,22 @@ impl Handler<RelayMessage> for RelayPoster {
     type Result = ();
 
     fn handle(&mut self, message: RelayMessage, ctx: &mut Self::Context) {
-        match self.queue.push(message) {
+        let session = message.session_slug.clone();
+        let limit = self.config.queue_limit;
+        let lane = self.lanes.entry(session.clone()).or_insert_with(|| Lane {
+            queue: RelayQueue::new(limit),
+            busy: false,
+            backoff: FIRST_BACKOFF,
+        });
+        match lane.queue.push(message) {
             Dropped::Nothing => {}
             Dropped::Partial => count_drop(false),
             Dropped::Final => {
                 count_drop(true);
-                tracing::error!(
-                    limit = self.config.queue_limit,
-                    "broadcast relay queue full of finals: dropped the oldest"
-                );
+                tracing::error!(session = %session, limit, "broadcast relay queue full of finals: dropped the oldest");
             }
         }
-        self.pump(ctx);
+        self.pump(session, ctx);
     }
 }
 
@@ -278,8 +308,11 @@ impl Handler<FlushRelay> for RelayPoster {
 
     fn handle(&mut self, _: FlushRelay, ctx: &mut Self::Context) -> Self::Result {
         let (done, wait) = tokio::sync::oneshot::channel();
-        self.flush_waiters.push(done);
-        self.pump(ctx);
+        if self.lanes.is_empty() {
+            let _ = done.send(());
+        } else {
+            self.flush_waiters.push(done);
+        }
         // After the wait, report what could not be posted (0 when flushed).
         let me = ctx.address();
         Box::pin(async move {
@@ -297,7 +330,7 @@ impl Handler<QueueLength> for RelayPoster {
     type Result = usize;
 
     fn handle(&mut self, _: QueueLength, _: &mut Self::Context) -> usize {
-        self.queue.len()
+        self.queued()
     }
 }
 
@@ -307,6 +340,7 @@ mod tests {
 
     fn msg(is_final: bool, text: &str) -> RelayMessage {
         RelayMessage {
+            session_slug: "s".into(),
             is_final,
             frame: ByteString::from(text.to_owned()),
         }
@@ -385,6 +419,7 @@ mod tests {
         let retries_before = RELAY_RETRIES.get();
         for (is_final, text) in [(true, "f1"), (false, "refuse-me"), (true, "f2")] {
             poster.do_send(RelayMessage {
+                session_slug: "s".into(),
                 is_final,
                 frame: ByteString::from(text.to_owned()),
             });
@@ -444,6 +479,73 @@ mod tests {
         let texts: Vec<&str> = seen.iter().map(|(_, t)| t.as_str()).collect();
         assert_eq!(texts, ["f1", "f1", "refuse-me", "f2"]);
         assert!(seen.iter().all(|(secret, _)| secret == "s3cret"));
+        handle.stop(false).await;
+    }
+
+    /// A session whose messages the receiver keeps failing does not hold up another session.
+    #[actix_rt::test]
+    async fn a_failing_session_does_not_block_the_others() {
+        use actix_web::{web, App, HttpResponse, HttpServer};
+
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let (seen_tx, mut seen) = tokio::sync::mpsc::unbounded_channel::<String>();
+        let server = HttpServer::new(move || {
+            let seen_tx = seen_tx.clone();
+            App::new().route(
+                BROADCAST_PATH,
+                web::post().to(move |body: web::Bytes| {
+                    let seen_tx = seen_tx.clone();
+                    async move {
+                        let text = String::from_utf8_lossy(&body).into_owned();
+                        let stuck = text == "stuck";
+                        let _ = seen_tx.send(text);
+                        if stuck {
+                            HttpResponse::ServiceUnavailable().finish()
+                        } else {
+                            HttpResponse::Ok().finish()
+                        }
+                    }
+                }),
+            )
+        })
+        .workers(1)
+        .disable_signals()
+        .bind(("127.0.0.1", 0))
+        .expect("bind the receiver");
+        let addr = server.addrs()[0];
+        let server = server.run();
+        let handle = server.handle();
+        actix_rt::spawn(server);
+
+        let poster = RelayPoster::new(RelayConfig {
+            url: format!("http://{addr}{BROADCAST_PATH}"),
+            secret: "s3cret".into(),
+            queue_limit: 100,
+        })
+        .start();
+        for (session, text) in [("a", "stuck"), ("a", "a2"), ("b", "b1")] {
+            poster.do_send(RelayMessage {
+                session_slug: session.into(),
+                is_final: true,
+                frame: ByteString::from(text.to_owned()),
+            });
+        }
+        let mut got = Vec::new();
+        let wait = tokio::time::timeout(Duration::from_secs(10), async {
+            while let Some(text) = seen.recv().await {
+                got.push(text);
+                let stuck = got.iter().filter(|t| *t == "stuck").count();
+                if got.iter().any(|t| t == "b1") && stuck >= 2 {
+                    break;
+                }
+            }
+        })
+        .await;
+        assert!(wait.is_ok(), "session b waited for session a: {got:?}");
+        assert!(
+            !got.contains(&"a2".to_owned()),
+            "a2 overtook the failing message: {got:?}"
+        );
         handle.stop(false).await;
     }
 }
