@@ -6,6 +6,7 @@ use std::time::Duration;
 use ::actors::client::ClientSettings;
 use ::actors::gladia::GladiaConfig;
 use ::actors::registry::{SessionContext, SessionRegistry, SessionSettings, ShutDownAll};
+use ::actors::relay::{FlushRelay, RelayConfig, RelayPoster, DEFAULT_QUEUE_LIMIT};
 use actix::prelude::*;
 use actix_web::{web, App, HttpServer};
 use anyhow::Context as _;
@@ -20,6 +21,8 @@ use crate::rtmp::{identity_stream_key, serve, RtmpConfig, StreamKeyValidator};
 /// How long shutdown waits for the sessions to finish: the provider's trailing finals (the
 /// Gladia stop wait is 30 s) and the clients' last frames.
 const SHUTDOWN_DRAIN_TIMEOUT: Duration = Duration::from_secs(40);
+/// How long shutdown waits for the broadcast relay to post what it still holds (HTTP mode).
+const SHUTDOWN_RELAY_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long shutdown waits for queued finals to reach the database.
 const SHUTDOWN_FLUSH_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -82,6 +85,23 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .rtmp_stream_key_secret
         .as_deref()
         .map(|secret| SignedStreamKeys::new(secret.as_bytes()));
+    // SPEC §2 REALTIME_BROADCAST_MODE=http: every session's messages are also posted to the
+    // receiving instance; this instance still serves its own clients and saves its finals.
+    let relay = match (
+        config.broadcast_http,
+        &config.realtime_broadcast_url,
+        &config.realtime_broadcast_secret,
+    ) {
+        (true, Some(url), Some(secret)) => Some(
+            RelayPoster::new(RelayConfig {
+                url: url.clone(),
+                secret: secret.as_str().into(),
+                queue_limit: DEFAULT_QUEUE_LIMIT,
+            })
+            .start(),
+        ),
+        _ => None,
+    };
     let settings = SessionSettings {
         rtmp_url_base: config.rtmp_url_base(rtmp_local.port()),
         provider,
@@ -95,6 +115,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         stream_key_issuer: signed_keys
             .as_ref()
             .map_or_else(identity_stream_key_issuer, SignedStreamKeys::issuer),
+        relay: relay.clone().map(Addr::recipient),
     };
     let registry = SessionRegistry::new(SessionContext {
         settings: Arc::new(settings),
@@ -128,6 +149,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             acquire: storage.writer.clone().recipient(),
             release: storage.writer.clone().recipient(),
         },
+        broadcast_secret: config.realtime_broadcast_secret.as_deref().map(Into::into),
     };
     let auth = Authenticator::new(config.realtime_auth_secret.as_deref());
     let server = HttpServer::new(move || {
@@ -172,6 +194,16 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             "REALTIME_INSECURE=true: listening beyond loopback without secrets; anyone who can reach this network can read and publish sessions"
         );
     }
+    if let Some(url) = config
+        .realtime_broadcast_url
+        .as_deref()
+        .filter(|_| config.broadcast_http)
+    {
+        tracing::info!(%url, "HTTP broadcast mode: every transcript is also posted to another instance");
+    }
+    if config.realtime_broadcast_secret.is_some() {
+        tracing::info!("accepting relayed transcripts on POST /api/realtime/transcribe/broadcast (shared secret)");
+    }
     tracing::info!(http = %http_local, rtmp = %rtmp_local, "realtime-core ready");
 
     let server = server.run();
@@ -200,6 +232,18 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             timeout_s = SHUTDOWN_DRAIN_TIMEOUT.as_secs(),
             "sessions did not finish in time; closing anyway"
         ),
+    }
+    if let Some(relay) = &relay {
+        // The sessions' last messages are queued now; post them before the process goes.
+        match tokio::time::timeout(SHUTDOWN_RELAY_TIMEOUT, relay.send(FlushRelay)).await {
+            Ok(Ok(0)) => tracing::info!("broadcast relay flushed"),
+            Ok(Ok(left)) => tracing::error!(left, "broadcast relay could not post everything"),
+            Ok(Err(error)) => tracing::error!(%error, "broadcast relay flush failed"),
+            Err(_) => tracing::error!(
+                timeout_s = SHUTDOWN_RELAY_TIMEOUT.as_secs(),
+                "broadcast relay flush timed out; unposted messages are lost to the receiver"
+            ),
+        }
     }
     tracing::info!("flushing queued transcripts");
     let flushed =

@@ -161,8 +161,11 @@ pub struct Config {
     pub decoder_max_restarts: u32,
     pub realtime_auth_secret: Option<String>,
     pub rtmp_stream_key_secret: Option<String>,
+    /// `REALTIME_BROADCAST_MODE=http`: post every message to `realtime_broadcast_url`.
     pub broadcast_http: bool,
+    /// The receiver's full broadcast endpoint URL (a base URL gets the path appended).
     pub realtime_broadcast_url: Option<String>,
+    /// Sent by an http-mode instance; when set, this instance also accepts relayed messages.
     pub realtime_broadcast_secret: Option<String>,
     pub redis_url: Option<String>,
     pub insecure: bool,
@@ -371,12 +374,33 @@ impl Config {
             "http" => true,
             other => return Err(bad("REALTIME_BROADCAST_MODE", other, "direct or http")),
         };
-        let realtime_broadcast_url = non_empty(cli.realtime_broadcast_url);
+        let realtime_broadcast_url = match non_empty(cli.realtime_broadcast_url) {
+            Some(url) if url.starts_with("http://") || url.starts_with("https://") => {
+                Some(::actors::relay::endpoint_url(&url))
+            }
+            Some(url) => {
+                return Err(bad(
+                    "REALTIME_BROADCAST_URL",
+                    &url,
+                    "an http:// or https:// URL of the receiving instance",
+                ))
+            }
+            None => None,
+        };
+        let realtime_broadcast_secret = non_empty(cli.realtime_broadcast_secret);
         if broadcast_http && realtime_broadcast_url.is_none() {
             return Err(bad(
                 "REALTIME_BROADCAST_URL",
                 "",
                 "a URL when REALTIME_BROADCAST_MODE=http",
+            ));
+        }
+        if broadcast_http && realtime_broadcast_secret.is_none() {
+            // Never echo a secret; here there is none to echo.
+            return Err(bad(
+                "REALTIME_BROADCAST_SECRET",
+                "",
+                "the receiving instance's shared secret when REALTIME_BROADCAST_MODE=http",
             ));
         }
         let insecure = boolean("REALTIME_INSECURE", &cli.realtime_insecure)?;
@@ -425,7 +449,7 @@ impl Config {
             rtmp_stream_key_secret: non_empty(cli.rtmp_stream_key_secret),
             broadcast_http,
             realtime_broadcast_url,
-            realtime_broadcast_secret: non_empty(cli.realtime_broadcast_secret),
+            realtime_broadcast_secret,
             redis_url: non_empty(cli.redis_url),
             insecure,
             max_sessions,
@@ -512,6 +536,50 @@ mod tests {
         let e = parse(&["--http-host", "0.0.0.0"]).unwrap_err().to_string();
         assert!(e.contains("REALTIME_AUTH_SECRET"), "{e}");
         assert!(parse(&["--http-host", "0.0.0.0", "--realtime-insecure", "true"]).is_ok());
+    }
+
+    #[test]
+    fn http_broadcast_mode_needs_url_and_secret() {
+        let c = parse(&[]).unwrap();
+        assert!(!c.broadcast_http && c.realtime_broadcast_url.is_none());
+        let e = parse(&["--realtime-broadcast-mode", "kafka"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("REALTIME_BROADCAST_MODE=\"kafka\"") && e.contains("direct or http"),
+            "{e}"
+        );
+        let e = parse(&["--realtime-broadcast-mode", "http"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("REALTIME_BROADCAST_URL"), "{e}");
+        let e = parse(&[
+            "--realtime-broadcast-mode",
+            "http",
+            "--realtime-broadcast-url",
+            "http://10.0.0.2:8080",
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("REALTIME_BROADCAST_SECRET"), "{e}");
+        let e = parse(&["--realtime-broadcast-url", "ftp://x"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("REALTIME_BROADCAST_URL"), "{e}");
+        let c = parse(&[
+            "--realtime-broadcast-mode",
+            "http",
+            "--realtime-broadcast-url",
+            "http://10.0.0.2:8080/",
+            "--realtime-broadcast-secret",
+            "s3cret",
+        ])
+        .unwrap();
+        assert!(c.broadcast_http);
+        assert_eq!(
+            c.realtime_broadcast_url.as_deref(),
+            Some("http://10.0.0.2:8080/api/realtime/transcribe/broadcast")
+        );
     }
 
     #[test]

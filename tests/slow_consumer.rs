@@ -128,6 +128,7 @@ fn start_server() -> Server {
         max_sessions: 10,
         max_clients_per_session: 100,
         stream_key_issuer: Arc::new(|s: &str| s.to_owned()),
+        relay: None,
     };
     let registry = SessionRegistry::new(SessionContext {
         settings: Arc::new(settings),
@@ -147,6 +148,7 @@ fn start_server() -> Server {
             ping_interval: Duration::from_secs(30),
             max_missed_pongs: 3,
         },
+        broadcast_secret: None,
     };
     let auth = realtime_core::auth::Authenticator::new(None);
     let server = HttpServer::new(move || {

@@ -3,6 +3,11 @@
 //!
 //! It also keeps the most recent finals, so a client reconnecting with `lastSeq=N` is replayed
 //! every final after N (older ones come from the database) before it sees anything live.
+//!
+//! HTTP broadcast mode (SPEC §4.6): on an ingest-only instance every message it emits also
+//! goes to the [`crate::relay::RelayPoster`] ([`BroadcastActor::with_relay`]); on the receiving
+//! instance [`RelayedTranscript`] fans a posted message out as if it were local, keeping the
+//! sender's `seq`.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -21,13 +26,42 @@ use crate::metrics::SessionMetrics;
 use crate::outbound_frames::{error_frame, status_frame};
 use crate::outbox::Outbound;
 use crate::persistence::{FinalRecord, LoadFinalsAfter, LoadLastSeq, SaveFinal, Storage};
+use crate::relay::RelayMessage;
 use crate::speaker::{SpeakerReport, SpeakerTimeline};
-use crate::wire::{to_json, TranscriptMessage};
+use crate::wire::{to_json, IncomingTranscript, TranscriptMessage};
 
 /// How many utterance ids are remembered as finalized (duplicate finals are ignored).
 const FINALIZED_MEMORY: usize = 4096;
 /// Recent finals kept in memory for replay; older ones are read from the database.
 const REPLAY_RING: usize = 2000;
+/// Open utterances whose last relayed partial is remembered (to refuse stale ones).
+const RELAYED_PARTIALS_MEMORY: usize = 1024;
+
+/// A SPEC §4.3 message another instance posted (HTTP broadcast mode), already validated.
+/// `None`: the session went away before it could be handled.
+#[derive(Message)]
+#[rtype(result = "Option<RelayOutcome>")]
+pub struct RelayedTranscript(pub IncomingTranscript);
+
+/// What became of a relayed message (the broadcast endpoint's answer).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RelayOutcome {
+    /// Fanned out to this instance's clients (and, for a final, saved).
+    Delivered,
+    /// A final whose `seq` or utterance was already delivered: ignored.
+    Duplicate,
+    /// A partial older than what was delivered for its utterance, or after its final: ignored.
+    Stale,
+}
+
+enum Pending {
+    Local(TranscriptEvent),
+    Relayed(
+        IncomingTranscript,
+        tokio::sync::oneshot::Sender<RelayOutcome>,
+    ),
+}
 
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -61,7 +95,7 @@ enum Numbering {
     /// Waiting for the stored last `seq`; events and resuming clients wait too, so numbering
     /// never restarts at 1.
     Loading {
-        pending: Vec<TranscriptEvent>,
+        pending: Vec<Pending>,
         waiting_clients: Vec<AddClient>,
     },
     Ready {
@@ -92,6 +126,10 @@ pub struct BroadcastActor {
     /// Handles looked up once: every message records both.
     broadcast_latency_ms: ::metrics::Histogram,
     broadcast_loop_ms: ::metrics::Histogram,
+    /// HTTP broadcast mode: every emitted message is also posted to another instance.
+    relay: Option<Recipient<RelayMessage>>,
+    /// Relayed partials: utterance id → (`ts`, `endedAt`) of the newest one delivered.
+    relayed_partials: HashMap<String, (i64, i64)>,
 }
 
 impl BroadcastActor {
@@ -113,6 +151,24 @@ impl BroadcastActor {
             lag_ms: SessionMetrics::new(session_slug).broadcast_lag_ms,
             broadcast_latency_ms: ::metrics::histogram!(INGEST_BROADCAST_LATENCY_MS),
             broadcast_loop_ms: ::metrics::histogram!(WS_BROADCAST_LOOP_MS),
+            relay: None,
+            relayed_partials: HashMap::new(),
+        }
+    }
+
+    /// Also hands every message this actor emits to `relay` (HTTP broadcast mode).
+    pub fn with_relay(mut self, relay: Option<Recipient<RelayMessage>>) -> Self {
+        self.relay = relay;
+        self
+    }
+
+    fn relay(&self, is_final: bool, frame: &ByteString) {
+        if let Some(relay) = &self.relay {
+            relay.do_send(RelayMessage {
+                session_slug: self.session_slug.clone(),
+                is_final,
+                frame: frame.clone(),
+            });
         }
     }
 
@@ -137,8 +193,14 @@ impl BroadcastActor {
                     for client in waiting {
                         act.add_client(client, ctx);
                     }
-                    for event in pending {
-                        act.publish(event);
+                    for item in pending {
+                        match item {
+                            Pending::Local(event) => act.publish(event),
+                            Pending::Relayed(message, reply) => {
+                                let outcome = act.accept_relayed(message);
+                                let _ = reply.send(outcome);
+                            }
+                        }
                     }
                 }
                 Ok(Err(error)) => {
@@ -182,7 +244,7 @@ impl BroadcastActor {
     fn publish(&mut self, event: TranscriptEvent) {
         let last_seq = match &mut self.numbering {
             Numbering::Loading { pending, .. } => {
-                pending.push(event);
+                pending.push(Pending::Local(event));
                 return;
             }
             Numbering::Ready { last_seq } => last_seq,
@@ -221,6 +283,9 @@ impl BroadcastActor {
                 self.recent_finals.pop_front();
             }
             self.storage.save_final.do_send(SaveFinal(record));
+            if let Outbound::Final { frame, .. } = &outbound {
+                self.relay(true, frame);
+            }
             self.fan_out(outbound);
             self.record_latency(event.received_at);
         } else {
@@ -241,6 +306,7 @@ impl BroadcastActor {
                 provisional: false,
             };
             let frame = ByteString::from(to_json(&message));
+            self.relay(false, &frame);
             self.fan_out(Outbound::Partial {
                 utterance_id: event.utterance_id.as_str().into(),
                 frame,
@@ -255,6 +321,87 @@ impl BroadcastActor {
         let ms = received.elapsed().as_secs_f64() * 1000.0;
         self.broadcast_latency_ms.record(ms);
         self.lag_ms.set(ms);
+    }
+
+    /// A message another instance posted, fanned out as if local with the sender's `seq`.
+    /// Never relayed onwards. Must only be called once numbering is ready.
+    fn accept_relayed(&mut self, message: IncomingTranscript) -> RelayOutcome {
+        let Numbering::Ready { last_seq } = &mut self.numbering else {
+            return RelayOutcome::Stale;
+        };
+        let id = message.utterance_id;
+        let ended_at = message.ended_at.unwrap_or(message.ts);
+        let started_at = message.started_at.unwrap_or(ended_at);
+        if message.is_final {
+            let seq = message.seq.unwrap_or(0);
+            if seq <= *last_seq || self.finalized.contains(&id) {
+                return RelayOutcome::Duplicate;
+            }
+            if seq > *last_seq + 1 {
+                tracing::warn!(session = %self.session_slug, expected = *last_seq + 1, got = seq, "relayed finals skipped some seq numbers (dropped by the sender)");
+            }
+            *last_seq = seq;
+            let record = FinalRecord {
+                session_slug: self.session_slug.to_string(),
+                seq,
+                utterance_id: id,
+                text: message.text,
+                speaker: message.speaker,
+                speaker_id: message.speaker_id,
+                started_at_ms: started_at,
+                ended_at_ms: ended_at,
+                language: message.language,
+            };
+            self.relayed_partials.remove(&record.utterance_id);
+            let outbound = self.final_frame(&record, message.provisional);
+            self.remember_final(record.utterance_id.clone());
+            self.recent_finals.push_back((record.seq, outbound.clone()));
+            if self.recent_finals.len() > REPLAY_RING {
+                self.recent_finals.pop_front();
+            }
+            self.storage.save_final.do_send(SaveFinal(record));
+            self.fan_out(outbound);
+            return RelayOutcome::Delivered;
+        }
+        if self.finalized.contains(&id) {
+            return RelayOutcome::Stale;
+        }
+        let mark = (message.ts, ended_at);
+        if self
+            .relayed_partials
+            .get(&id)
+            .is_some_and(|last| mark <= *last)
+        {
+            return RelayOutcome::Stale;
+        }
+        if self.relayed_partials.len() >= RELAYED_PARTIALS_MEMORY
+            && !self.relayed_partials.contains_key(&id)
+        {
+            // Utterances whose final never came; forgetting them only weakens stale detection.
+            self.relayed_partials.clear();
+        }
+        self.relayed_partials.insert(id.clone(), mark);
+        let frame = ByteString::from(to_json(&TranscriptMessage {
+            kind: "transcript",
+            session_slug: &self.session_slug,
+            utterance_id: &id,
+            text: &message.text,
+            is_final: false,
+            speaker: &message.speaker,
+            speaker_id: &message.speaker_id,
+            ts: now_ms(),
+            transcript_type: "partial",
+            seq: None,
+            started_at,
+            ended_at,
+            language: message.language.as_deref(),
+            provisional: false,
+        }));
+        self.fan_out(Outbound::Partial {
+            utterance_id: id.as_str().into(),
+            frame,
+        });
+        RelayOutcome::Delivered
     }
 
     fn fan_out(&mut self, outbound: Outbound) {
@@ -404,6 +551,25 @@ impl Handler<TranscriptEvent> for BroadcastActor {
 
     fn handle(&mut self, event: TranscriptEvent, _: &mut Self::Context) {
         self.publish(event);
+    }
+}
+
+impl Handler<RelayedTranscript> for BroadcastActor {
+    type Result = ResponseFuture<Option<RelayOutcome>>;
+
+    fn handle(
+        &mut self,
+        RelayedTranscript(message): RelayedTranscript,
+        _: &mut Self::Context,
+    ) -> Self::Result {
+        if let Numbering::Loading { pending, .. } = &mut self.numbering {
+            // Judged once the stored last seq is known, in arrival order with local events.
+            let (reply, outcome) = tokio::sync::oneshot::channel();
+            pending.push(Pending::Relayed(message, reply));
+            return Box::pin(async move { outcome.await.ok() });
+        }
+        let outcome = self.accept_relayed(message);
+        Box::pin(std::future::ready(Some(outcome)))
     }
 }
 

@@ -5,6 +5,7 @@
 //! - `ingest`: FLV audio tags → GStreamer decode → PCM chunks (`pipelines` does the media work).
 //! - `gladia`: the provider connection (init, WebSocket, acks, resend, stop).
 //! - `broadcast`: numbering, attribution, one serialisation per message, fan-out.
+//! - `relay`: HTTP broadcast mode, posting every message to another instance.
 //! - `client` + `outbox`: one browser socket; finals first, newest partial only.
 //! - `events`, `wire`, `ingest_messages`, `persistence`: the messages between them and the
 //!   outside (RTMP listener, database, browsers).
@@ -22,6 +23,7 @@ pub mod outbound_frames;
 pub mod outbox;
 pub mod persistence;
 pub mod registry;
+pub mod relay;
 pub mod speaker;
 pub mod supervisor;
 pub mod wire;

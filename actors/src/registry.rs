@@ -29,6 +29,9 @@ pub struct SessionSettings {
     pub max_clients_per_session: usize,
     /// The stream key handed to egress for a slug (signed when keys are signed).
     pub stream_key_issuer: StreamKeyIssuer,
+    /// HTTP broadcast mode (`REALTIME_BROADCAST_MODE=http`): every session's messages are also
+    /// posted to another instance through this [`crate::relay::RelayPoster`].
+    pub relay: Option<Recipient<crate::relay::RelayMessage>>,
 }
 
 #[derive(Clone)]

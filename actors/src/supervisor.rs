@@ -375,6 +375,7 @@ impl Actor for SessionSupervisor {
                 settings.active_speaker_ttl,
             )
             .traced(self.span.clone())
+            .with_relay(settings.relay.clone())
             .start(),
         );
         self.ingest = Some(

@@ -81,6 +81,78 @@ pub enum ClientCommand {
     Ping,
 }
 
+/// A SPEC §4.3 message posted by an ingest-only instance to `POST
+/// /api/realtime/transcribe/broadcast` (HTTP broadcast mode). Unknown fields are ignored, as a
+/// client would; [`IncomingTranscript::validate`] checks what serde cannot.
+#[derive(serde::Deserialize, Debug, Clone, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct IncomingTranscript {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub session_slug: String,
+    pub utterance_id: String,
+    pub text: String,
+    pub is_final: bool,
+    pub speaker: String,
+    pub speaker_id: String,
+    /// When the sender sent it.
+    pub ts: i64,
+    #[serde(default)]
+    pub transcript_type: Option<String>,
+    /// Required on finals: the sender's numbering is kept.
+    #[serde(default)]
+    pub seq: Option<i64>,
+    #[serde(default)]
+    pub started_at: Option<i64>,
+    #[serde(default)]
+    pub ended_at: Option<i64>,
+    #[serde(default)]
+    pub language: Option<String>,
+    #[serde(default)]
+    pub provisional: bool,
+}
+
+/// Longest utterance id, speaker and language accepted from another instance.
+const MAX_RELAYED_FIELD: usize = 256;
+
+impl IncomingTranscript {
+    /// What serde cannot check; the error names the field.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.kind != "transcript" {
+            return Err(format!("type must be \"transcript\", not {:?}", self.kind));
+        }
+        if let Some(t) = &self.transcript_type {
+            let expected = if self.is_final { "final" } else { "partial" };
+            if t != expected {
+                return Err(format!(
+                    "transcriptType {t:?} contradicts isFinal={}",
+                    self.is_final
+                ));
+            }
+        }
+        match (self.is_final, self.seq) {
+            (true, Some(seq)) if seq >= 1 => {}
+            (true, _) => return Err("a final needs seq, a whole number from 1".into()),
+            (false, Some(_)) => return Err("a partial carries no seq".into()),
+            (false, None) => {}
+        }
+        for (field, value) in [
+            ("utteranceId", self.utterance_id.as_str()),
+            ("speaker", self.speaker.as_str()),
+            ("speakerId", self.speaker_id.as_str()),
+            ("language", self.language.as_deref().unwrap_or("")),
+        ] {
+            if value.len() > MAX_RELAYED_FIELD {
+                return Err(format!("{field} is longer than {MAX_RELAYED_FIELD} bytes"));
+            }
+        }
+        if self.utterance_id.is_empty() {
+            return Err("utteranceId must not be empty".into());
+        }
+        Ok(())
+    }
+}
+
 pub fn to_json<T: Serialize>(value: &T) -> String {
     // Serialising these plain structs cannot fail; fall back to an empty object rather than panic.
     serde_json::to_string(value).unwrap_or_else(|_| "{}".to_owned())
@@ -154,6 +226,29 @@ mod tests {
         };
         let v: serde_json::Value = serde_json::from_str(&to_json(&msg)).unwrap();
         assert!(v.get("seq").is_none());
+    }
+
+    #[test]
+    fn incoming_transcripts_are_validated() {
+        let final_json = r#"{"type":"transcript","sessionSlug":"s","utteranceId":"a:1","text":"Hi",
+            "isFinal":true,"speaker":"room","speakerId":"room","ts":5,"transcriptType":"final",
+            "seq":3,"startedAt":1,"endedAt":2,"extra":"ignored"}"#;
+        let m: IncomingTranscript = serde_json::from_str(final_json).unwrap();
+        assert_eq!(m.seq, Some(3));
+        assert!(m.validate().is_ok());
+        let mut bad = m.clone();
+        bad.seq = None;
+        assert!(bad.validate().unwrap_err().contains("seq"));
+        let mut bad = m.clone();
+        bad.is_final = false;
+        assert!(bad.validate().unwrap_err().contains("transcriptType"));
+        let mut bad = m.clone();
+        bad.kind = "status".into();
+        assert!(bad.validate().is_err());
+        let mut bad = m;
+        bad.utterance_id = "x".repeat(300);
+        assert!(bad.validate().unwrap_err().contains("utteranceId"));
+        assert!(serde_json::from_str::<IncomingTranscript>(r#"{"type":"transcript"}"#).is_err());
     }
 
     #[test]

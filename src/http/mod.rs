@@ -2,6 +2,7 @@
 
 mod active_speaker;
 mod ai_lock;
+mod broadcast_relay;
 mod health;
 mod post_latency;
 mod sessions;
@@ -23,6 +24,9 @@ pub struct AppState {
     pub db_ping: Recipient<Ping>,
     pub client_settings: ::actors::client::ClientSettings,
     pub ai_locks: AiLocks,
+    /// `REALTIME_BROADCAST_SECRET`: when set, `POST /api/realtime/transcribe/broadcast`
+    /// accepts messages relayed by an ingest-only instance (SPEC §4.6).
+    pub broadcast_secret: Option<std::sync::Arc<str>>,
 }
 
 /// The AI coordinator lock's storage (a database write each).
@@ -79,6 +83,11 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route(
             "/api/realtime/transcribe",
             web::get().to(transcribe::upgrade),
+        )
+        // Outside token auth (auth::PUBLIC_API_PATHS): it checks its shared secret itself.
+        .route(
+            ::actors::relay::BROADCAST_PATH,
+            web::post().to(broadcast_relay::receive),
         )
         .route("/api/sessions", web::get().to(sessions::list))
         .route("/api/sessions/{slug}", web::get().to(sessions::show))

@@ -57,6 +57,14 @@ pub const DB_FINALS_REPLAYED_TOTAL: &str = "db.finals_replayed_total";
 pub const DB_FINALS_LOST_TOTAL: &str = "db.finals_lost_total";
 /// Finals the database refused for good.
 pub const DB_FINALS_REJECTED_TOTAL: &str = "db.finals_rejected_total";
+/// HTTP broadcast mode (`REALTIME_BROADCAST_MODE=http`): messages the receiver accepted.
+pub const RELAY_POSTED_TOTAL: &str = "relay.posted_total";
+/// Relay posts that failed (connection, timeout, 5xx, 429) and were retried.
+pub const RELAY_RETRIES_TOTAL: &str = "relay.retries_total";
+/// Partials the relay dropped (queue full, or refused by the receiver).
+pub const RELAY_DROPPED_PARTIALS_TOTAL: &str = "relay.dropped_partials_total";
+/// Finals the relay dropped (queue full of finals, or refused by the receiver with a 4xx).
+pub const RELAY_DROPPED_FINALS_TOTAL: &str = "relay.dropped_finals_total";
 
 // Process-wide gauges.
 /// Finals waiting in memory for the database.
@@ -89,6 +97,10 @@ pub const COUNTERS: &[&str] = &[
     DB_FINALS_REPLAYED_TOTAL,
     DB_FINALS_LOST_TOTAL,
     DB_FINALS_REJECTED_TOTAL,
+    RELAY_POSTED_TOTAL,
+    RELAY_RETRIES_TOTAL,
+    RELAY_DROPPED_PARTIALS_TOTAL,
+    RELAY_DROPPED_FINALS_TOTAL,
 ];
 pub const GAUGES: &[&str] = &[DB_QUEUE_LEN, DB_SPILL_PENDING];
 
