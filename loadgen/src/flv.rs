@@ -89,7 +89,7 @@ fn parse_flv(bytes: &[u8]) -> anyhow::Result<AacTrack> {
     for f in &mut frames {
         f.timestamp_ms -= first.min(f.timestamp_ms);
     }
-    let frame_ms = (1024 * 1000).div_ceil(sample_rate);
+    let frame_ms = (1024_u32 * 1000).div_ceil(sample_rate);
     let loop_ms = frames.last().map_or(0, |f| f.timestamp_ms) + frame_ms;
     Ok(AacTrack {
         sequence_header,

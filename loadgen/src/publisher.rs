@@ -161,8 +161,10 @@ async fn run(
         }
     }
     // Like an encoder that stops: close the stream, then the socket.
-    if let Ok(ClientSessionResult::OutboundResponse(packet)) = session.stop_publishing() {
-        let _ = stream.write_all(&packet.bytes).await;
+    if let Ok(results) = session.stop_publishing() {
+        let mut out = Vec::new();
+        collect(results, &mut out);
+        let _ = stream.write_all(&out).await;
     }
     let _ = stream.shutdown().await;
     Ok(())
