@@ -250,9 +250,11 @@ async fn run(args: Args) -> anyhow::Result<i32> {
             Rc::clone(&track),
             Rc::clone(&pub_gauges),
         );
+        // Ten publishers per loopback source address (the service's per-peer limit is 16).
+        let source = std::net::Ipv4Addr::new(127, 0, 1 + (i / 2500) as u8, 1 + (i / 10 % 250) as u8);
         publishers.push(actix_rt::spawn(async move {
             tokio::time::sleep_until(start_at).await;
-            publisher::publish(addr, key, track, until, gauges).await
+            publisher::publish(addr, source, key, track, until, gauges).await
         }));
     }
 

@@ -41,6 +41,7 @@ pub struct PublisherGauges {
 /// Publishes until `until`; never panics on what the server sends.
 pub async fn publish(
     addr: SocketAddr,
+    source: std::net::Ipv4Addr,
     key: String,
     track: Rc<AacTrack>,
     until: Instant,
@@ -48,7 +49,18 @@ pub async fn publish(
 ) -> PublishLog {
     let mut log = PublishLog::default();
     let mut publishing = false;
-    if let Err(e) = run(addr, &key, &track, until, &gauges, &mut log, &mut publishing).await {
+    if let Err(e) = run(
+        addr,
+        source,
+        &key,
+        &track,
+        until,
+        &gauges,
+        &mut log,
+        &mut publishing,
+    )
+    .await
+    {
         gauges.failed.set(gauges.failed.get() + 1);
         log.error = Some(format!("{e:#}"));
     }
@@ -58,8 +70,10 @@ pub async fn publish(
     log
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn run(
     addr: SocketAddr,
+    source: std::net::Ipv4Addr,
     key: &str,
     track: &AacTrack,
     until: Instant,
@@ -67,7 +81,13 @@ async fn run(
     log: &mut PublishLog,
     publishing: &mut bool,
 ) -> anyhow::Result<()> {
-    let mut stream = timeout(SETUP_TIMEOUT, TcpStream::connect(addr))
+    // From `source` (a 127.x.y.z address): the service accepts a bounded number of RTMP
+    // connections per peer IP, as from one egress node.
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket
+        .bind(SocketAddr::from((source, 0)))
+        .with_context(|| format!("cannot bind {source}"))?;
+    let mut stream: TcpStream = timeout(SETUP_TIMEOUT, socket.connect(addr))
         .await
         .context("RTMP connect timed out")?
         .context("RTMP connect")?;
