@@ -266,6 +266,8 @@ async fn run(args: Args) -> anyhow::Result<i32> {
     let mut previous_self = service::sample(self_pid);
     let mut previous_messages = 0;
     let mut died = None;
+    let mut threads_at_window_start = std::collections::BTreeMap::new();
+    let mut threads_at_window_end = std::collections::BTreeMap::new();
     let mut tick = tokio::time::interval_at(first_start + Duration::from_secs(1), Duration::from_secs(1));
     while Instant::now() < until {
         tick.tick().await;
@@ -298,6 +300,10 @@ async fn run(args: Args) -> anyhow::Result<i32> {
             service::load_average().unwrap_or(f64::NAN),
         );
         if Instant::now() >= window_start {
+            if steady.is_empty() {
+                threads_at_window_start = service::thread_cpu(pid);
+            }
+            threads_at_window_end = service::thread_cpu(pid);
             steady.push(now);
             if let Some(me) = me {
                 loadgen_steady.push(me);
@@ -330,12 +336,26 @@ async fn run(args: Args) -> anyhow::Result<i32> {
         died = service.exited();
     }
     let after = service::sample(pid);
+    let window = match (steady.first(), steady.last()) {
+        (Some(a), Some(b)) => b.at.duration_since(a.at).as_secs_f64(),
+        _ => 0.0,
+    };
+    // % of one core per thread kind over the steady window.
+    let thread_cpu: std::collections::BTreeMap<String, f64> = threads_at_window_end
+        .iter()
+        .map(|(kind, end)| {
+            let start = threads_at_window_start.get(kind).copied().unwrap_or(0.0);
+            let percent = if window > 0.0 { (end - start) / window * 100.0 } else { 0.0 };
+            (kind.clone(), (percent * 10.0).round() / 10.0)
+        })
+        .collect();
     let metrics = if died.is_none() {
         fetch_metrics(&http, service.http).await
     } else {
         Value::Null
     };
     let (warnings, errors) = service.log_counts();
+    let log_kinds = service.log_kinds();
     let log_tail = service.log_tail(30);
 
     gauges.finishing.set(true);
@@ -376,6 +396,8 @@ async fn run(args: Args) -> anyhow::Result<i32> {
         after,
         metrics,
         service_log: (warnings, errors),
+        log_kinds,
+        thread_cpu,
         exit_code,
         died: died.is_some(),
         load_at_start,
@@ -457,6 +479,8 @@ struct ReportInput<'a> {
     after: Option<ProcSample>,
     metrics: Value,
     service_log: (u64, u64),
+    log_kinds: std::collections::BTreeMap<String, u64>,
+    thread_cpu: std::collections::BTreeMap<String, f64>,
     exit_code: Option<i32>,
     died: bool,
     load_at_start: Option<f64>,
@@ -651,6 +675,8 @@ fn report(input: ReportInput<'_>) -> Value {
             },
             "log_warnings": input.service_log.0,
             "log_errors": input.service_log.1,
+            "log_warning_and_error_kinds": input.log_kinds,
+            "cpu_percent_of_one_core_by_thread_kind": input.thread_cpu,
             "exit_code_after_sigterm": input.exit_code,
             "died_during_run": input.died,
             "metrics": input.metrics,

@@ -25,6 +25,19 @@ struct LogState {
     tail: VecDeque<String>,
     warnings: u64,
     errors: u64,
+    /// Distinct WARN/ERROR messages (target and text, fields cut) with their counts.
+    kinds: std::collections::BTreeMap<String, u64>,
+}
+
+/// `… WARN realtime_core::x: message key=value…` → `WARN realtime_core::x: message`.
+fn message_kind(line: &str) -> String {
+    let start = line
+        .find(" WARN ")
+        .or_else(|| line.find(" ERROR "))
+        .map_or(0, |i| i + 1);
+    let rest = &line[start..];
+    let end = rest.find('=').and_then(|i| rest[..i].rfind(' ')).unwrap_or(rest.len());
+    rest[..end].chars().take(160).collect()
 }
 
 impl Service {
@@ -82,11 +95,16 @@ impl Service {
                     eprintln!("[service] {line}");
                 }
                 let mut state = sink.lock().unwrap_or_else(|p| p.into_inner());
-                if line.contains(" WARN ") {
-                    state.warnings += 1;
-                }
-                if line.contains(" ERROR ") {
-                    state.errors += 1;
+                let warn = line.contains(" WARN ");
+                let error = line.contains(" ERROR ");
+                state.warnings += u64::from(warn);
+                state.errors += u64::from(error);
+                if (warn || error) && (state.kinds.len() < 50) {
+                    *state.kinds.entry(message_kind(&line)).or_default() += 1;
+                } else if warn || error {
+                    if let Some(n) = state.kinds.get_mut(&message_kind(&line)) {
+                        *n += 1;
+                    }
                 }
                 state.tail.push_back(line);
                 if state.tail.len() > LOG_TAIL {
@@ -138,6 +156,11 @@ impl Service {
             .lock()
             .map(|s| (s.warnings, s.errors))
             .unwrap_or_default()
+    }
+
+    /// Distinct warning and error messages with their counts.
+    pub fn log_kinds(&self) -> std::collections::BTreeMap<String, u64> {
+        self.log.lock().map(|s| s.kinds.clone()).unwrap_or_default()
     }
 
     pub fn log_tail(&self, lines: usize) -> String {
@@ -259,4 +282,36 @@ pub fn raise_fd_limit() -> u64 {
         }
     }
     limit.rlim_cur
+}
+
+/// CPU seconds per thread kind (`/proc/{pid}/task/*`, names with digits folded: 300
+/// `appsrcN:src` decoder threads count as one kind).
+pub fn thread_cpu(pid: u32) -> std::collections::BTreeMap<String, f64> {
+    let mut kinds = std::collections::BTreeMap::new();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return kinds;
+    };
+    for task in tasks.flatten() {
+        let path = task.path();
+        let (Ok(stat), Ok(comm)) = (
+            std::fs::read_to_string(path.join("stat")),
+            std::fs::read_to_string(path.join("comm")),
+        ) else {
+            continue;
+        };
+        let Some(close) = stat.rfind(')') else {
+            continue;
+        };
+        let fields: Vec<&str> = stat[close + 2..].split_whitespace().collect();
+        let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+        let kind: String = comm
+            .trim()
+            .chars()
+            .map(|c| if c.is_ascii_digit() { 'N' } else { c })
+            .collect::<String>()
+            .replace("NN", "N")
+            .replace("NN", "N");
+        *kinds.entry(kind).or_insert(0.0) += (ticks(11) + ticks(12)) as f64 / clock_ticks();
+    }
+    kinds
 }
