@@ -72,7 +72,9 @@ pub async fn connect(
     let (_response, framed) = match connected {
         Ok(c) => c,
         Err(e) => {
-            gauges.connect_failures.set(gauges.connect_failures.get() + 1);
+            gauges
+                .connect_failures
+                .set(gauges.connect_failures.get() + 1);
             return Err(e);
         }
     };
@@ -121,11 +123,9 @@ fn record(
         gauges.unparsable.set(gauges.unparsable.get() + 1);
         return;
     };
-    let (Some(id), Some(text), Some(is_final)) = (
-        message.utterance_id,
-        message.text,
-        message.is_final,
-    ) else {
+    let (Some(id), Some(text), Some(is_final)) =
+        (message.utterance_id, message.text, message.is_final)
+    else {
         tally.borrow_mut().other += 1;
         return;
     };

@@ -134,9 +134,9 @@ pub fn generated_speech_flv(dir: &Path) -> anyhow::Result<PathBuf> {
 
 fn run(command: &mut Command) -> anyhow::Result<()> {
     let program = command.get_program().to_string_lossy().into_owned();
-    let output = command
-        .output()
-        .with_context(|| format!("cannot run {program} (scripts/install-debian-deps.sh --test installs it)"))?;
+    let output = command.output().with_context(|| {
+        format!("cannot run {program} (scripts/install-debian-deps.sh --test installs it)")
+    })?;
     ensure!(
         output.status.success(),
         "{program} failed: {}",
@@ -178,7 +178,10 @@ mod tests {
         assert_eq!(&track.frames[3].data[..], &[0xaf, 0x01, 3]);
         // 1024 samples at 44.1 kHz = 371.5 samples at 16 kHz.
         assert_eq!(track.pcm_bytes_for_frames(1), 742);
-        assert_eq!(track.pcm_bytes_for_frames(441), 441 * 1024 * 16_000 / 44_100 * 2);
+        assert_eq!(
+            track.pcm_bytes_for_frames(441),
+            441 * 1024 * 16_000 / 44_100 * 2
+        );
     }
 
     #[test]

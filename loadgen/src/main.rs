@@ -34,8 +34,10 @@ use crate::stats::summarize;
 const MOCK_KEY: &str = "loadgen-key";
 
 #[derive(Parser, Debug, Clone)]
-#[command(about = "Publishes N real RTMP streams and opens M WebSocket clients per session \
-                   against realtime-core with the mock provider; reports latency, CPU, RSS.")]
+#[command(
+    about = "Publishes N real RTMP streams and opens M WebSocket clients per session \
+                   against realtime-core with the mock provider; reports latency, CPU, RSS."
+)]
 struct Args {
     /// Concurrent sessions, each with its own RTMP publisher.
     #[arg(long, default_value_t = 1)]
@@ -156,7 +158,10 @@ async fn run(args: Args) -> anyhow::Result<i32> {
         ("PCM_CHUNK_SIZE_MS".into(), args.pcm_chunk_ms.to_string()),
         // Sessions end soon after their publisher (production waits 30 s for egress).
         ("PUBLISHER_RECONNECT_GRACE_MS".into(), "1000".into()),
-        ("MAX_SESSIONS".into(), (args.sessions + 10).max(500).to_string()),
+        (
+            "MAX_SESSIONS".into(),
+            (args.sessions + 10).max(500).to_string(),
+        ),
         (
             "MAX_CLIENTS_PER_SESSION".into(),
             args.clients.max(args.idle_clients).max(2000).to_string(),
@@ -178,9 +183,8 @@ async fn run(args: Args) -> anyhow::Result<i32> {
         service.rtmp,
         load_at_start.unwrap_or(f64::NAN)
     );
-    let sample = |what: &str| {
-        service::sample(pid).with_context(|| format!("service process gone ({what})"))
-    };
+    let sample =
+        |what: &str| service::sample(pid).with_context(|| format!("service process gone ({what})"));
     let mut phases = Vec::new();
     actix_rt::time::sleep(Duration::from_secs(1)).await;
     phases.push(Phase {
@@ -220,7 +224,8 @@ async fn run(args: Args) -> anyhow::Result<i32> {
     let mut tallies: Vec<Vec<Rc<RefCell<ClientTally>>>> = Vec::new();
     let connect_started = Instant::now();
     for (slug, inbox) in slugs.iter().zip(&inboxes) {
-        tallies.push(connect_clients(&http, service.http, slug, args.clients, inbox, &gauges).await);
+        tallies
+            .push(connect_clients(&http, service.http, slug, args.clients, inbox, &gauges).await);
     }
     eprintln!(
         "loadgen: {} clients connected in {:.1} s ({} failed)",
@@ -251,7 +256,8 @@ async fn run(args: Args) -> anyhow::Result<i32> {
             Rc::clone(&pub_gauges),
         );
         // Ten publishers per loopback source address (the service's per-peer limit is 16).
-        let source = std::net::Ipv4Addr::new(127, 0, 1 + (i / 2500) as u8, 1 + (i / 10 % 250) as u8);
+        let source =
+            std::net::Ipv4Addr::new(127, 0, 1 + (i / 2500) as u8, 1 + (i / 10 % 250) as u8);
         publishers.push(actix_rt::spawn(async move {
             tokio::time::sleep_until(start_at).await;
             publisher::publish(addr, source, key, track, until, gauges).await
@@ -268,7 +274,8 @@ async fn run(args: Args) -> anyhow::Result<i32> {
     let mut died = None;
     let mut threads_at_window_start = std::collections::BTreeMap::new();
     let mut threads_at_window_end = std::collections::BTreeMap::new();
-    let mut tick = tokio::time::interval_at(first_start + Duration::from_secs(1), Duration::from_secs(1));
+    let mut tick =
+        tokio::time::interval_at(first_start + Duration::from_secs(1), Duration::from_secs(1));
     while Instant::now() < until {
         tick.tick().await;
         if let Some(status) = service.exited() {
@@ -345,7 +352,11 @@ async fn run(args: Args) -> anyhow::Result<i32> {
         .iter()
         .map(|(kind, end)| {
             let start = threads_at_window_start.get(kind).copied().unwrap_or(0.0);
-            let percent = if window > 0.0 { (end - start) / window * 100.0 } else { 0.0 };
+            let percent = if window > 0.0 {
+                (end - start) / window * 100.0
+            } else {
+                0.0
+            };
             (kind.clone(), (percent * 10.0).round() / 10.0)
         })
         .collect();
@@ -416,7 +427,9 @@ async fn run(args: Args) -> anyhow::Result<i32> {
     if failed > 0 {
         eprintln!(
             "loadgen: {failed} publishers failed, e.g. {}",
-            logs.iter().find_map(|l| l.error.clone()).unwrap_or_default()
+            logs.iter()
+                .find_map(|l| l.error.clone())
+                .unwrap_or_default()
         );
         return Ok(1);
     }
@@ -459,7 +472,11 @@ async fn connect_clients(
 async fn fetch_metrics(http: &awc::Client, addr: std::net::SocketAddr) -> Value {
     let response = http.get(format!("http://{addr}/metrics")).send().await;
     match response {
-        Ok(mut r) => r.json::<Value>().limit(16 << 20).await.unwrap_or(Value::Null),
+        Ok(mut r) => r
+            .json::<Value>()
+            .limit(16 << 20)
+            .await
+            .unwrap_or(Value::Null),
         Err(_) => Value::Null,
     }
 }
@@ -541,8 +558,10 @@ fn report(input: ReportInput<'_>) -> Value {
                 .filter(char::is_ascii_alphanumeric)
                 .take(8)
                 .collect();
-            for (list, is_final) in [(&session.finals_sent, true), (&session.partials_sent, false)]
-            {
+            for (list, is_final) in [
+                (&session.finals_sent, true),
+                (&session.partials_sent, false),
+            ] {
                 for t in list {
                     sent.entry((
                         format!("{prefix}:{}", t.id),
@@ -572,7 +591,13 @@ fn report(input: ReportInput<'_>) -> Value {
     all_fanout.extend(partials_latency.iter().copied());
 
     // CPU and memory.
-    let phase = |name: &str| input.phases.iter().find(|p| p.name == name).map(|p| p.sample);
+    let phase = |name: &str| {
+        input
+            .phases
+            .iter()
+            .find(|p| p.name == name)
+            .map(|p| p.sample)
+    };
     let started = phase("started");
     let idle = phase("idle_clients_connected");
     let connected = phase("clients_connected");
@@ -612,9 +637,8 @@ fn report(input: ReportInput<'_>) -> Value {
         .map(|(k, v)| (k.to_string(), *v))
         .collect();
     let db = input.db.map(|d| {
-        let per_final = |n: u64| {
-            (n > 0).then(|| (d.finals_stored as f64 / n as f64 * 10.0).round() / 10.0)
-        };
+        let per_final =
+            |n: u64| (n > 0).then(|| (d.finals_stored as f64 / n as f64 * 10.0).round() / 10.0);
         json!({
             "counts": d,
             "finals_per_transcript_write": per_final(d.transcript_writes),

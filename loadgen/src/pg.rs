@@ -95,7 +95,17 @@ pub struct StatementCounts {
 
 fn psql(url: &str, sql: &str) -> anyhow::Result<String> {
     let output = Command::new("psql")
-        .args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d", url, "-c", sql])
+        .args([
+            "-X",
+            "-A",
+            "-t",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-d",
+            url,
+            "-c",
+            sql,
+        ])
         .output()
         .context("cannot run psql")?;
     ensure!(

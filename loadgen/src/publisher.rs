@@ -9,8 +9,7 @@ use std::time::{Duration, SystemTime};
 use anyhow::{bail, Context as _};
 use rml_rtmp::handshake::{Handshake, HandshakeProcessResult, PeerType};
 use rml_rtmp::sessions::{
-    ClientSession, ClientSessionConfig, ClientSessionEvent, ClientSessionResult,
-    PublishRequestType,
+    ClientSession, ClientSessionConfig, ClientSessionEvent, ClientSessionResult, PublishRequestType,
 };
 use rml_rtmp::time::RtmpTimestamp;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -131,12 +130,12 @@ async fn run(
     *publishing = true;
     gauges.publishing.set(gauges.publishing.get() + 1);
 
-    let send = |session: &mut ClientSession, data: bytes::Bytes, ts: u32| {
-        match session.publish_audio_data(data, RtmpTimestamp::new(ts), false) {
-            Ok(ClientSessionResult::OutboundResponse(packet)) => Ok(packet.bytes),
-            Ok(_) => Ok(Vec::new()),
-            Err(e) => Err(anyhow::anyhow!("publish audio: {e:?}")),
-        }
+    let send = |session: &mut ClientSession, data: bytes::Bytes, ts: u32| match session
+        .publish_audio_data(data, RtmpTimestamp::new(ts), false)
+    {
+        Ok(ClientSessionResult::OutboundResponse(packet)) => Ok(packet.bytes),
+        Ok(_) => Ok(Vec::new()),
+        Err(e) => Err(anyhow::anyhow!("publish audio: {e:?}")),
     };
     let bytes = send(&mut session, track.sequence_header.clone(), 0)?;
     stream.write_all(&bytes).await?;
@@ -255,9 +254,9 @@ async fn pump_until(
                 ClientSessionResult::OutboundResponse(packet) => {
                     out.extend_from_slice(&packet.bytes)
                 }
-                ClientSessionResult::RaisedEvent(ClientSessionEvent::ConnectionRequestRejected {
-                    description,
-                }) => bail!("connect rejected: {description}"),
+                ClientSessionResult::RaisedEvent(
+                    ClientSessionEvent::ConnectionRequestRejected { description },
+                ) => bail!("connect rejected: {description}"),
                 ClientSessionResult::RaisedEvent(event) => finished |= done(&event),
                 ClientSessionResult::UnhandleableMessageReceived(_) => {}
             }

@@ -36,7 +36,10 @@ fn message_kind(line: &str) -> String {
         .or_else(|| line.find(" ERROR "))
         .map_or(0, |i| i + 1);
     let rest = &line[start..];
-    let end = rest.find('=').and_then(|i| rest[..i].rfind(' ')).unwrap_or(rest.len());
+    let end = rest
+        .find('=')
+        .and_then(|i| rest[..i].rfind(' '))
+        .unwrap_or(rest.len());
     rest[..end].chars().take(160).collect()
 }
 
@@ -117,7 +120,10 @@ impl Service {
             Err(_) => {
                 let _ = child.kill();
                 let _ = child.wait();
-                let tail = log.lock().map(|s| s.tail.iter().cloned().collect::<Vec<_>>().join("\n")).unwrap_or_default();
+                let tail = log
+                    .lock()
+                    .map(|s| s.tail.iter().cloned().collect::<Vec<_>>().join("\n"))
+                    .unwrap_or_default();
                 bail!("the service did not become ready; its log:\n{tail}");
             }
         };
@@ -168,7 +174,12 @@ impl Service {
             .lock()
             .map(|s| {
                 let skip = s.tail.len().saturating_sub(lines);
-                s.tail.iter().skip(skip).cloned().collect::<Vec<_>>().join("\n")
+                s.tail
+                    .iter()
+                    .skip(skip)
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join("\n")
             })
             .unwrap_or_default()
     }
@@ -303,7 +314,12 @@ pub fn thread_cpu(pid: u32) -> std::collections::BTreeMap<String, f64> {
             continue;
         };
         let fields: Vec<&str> = stat[close + 2..].split_whitespace().collect();
-        let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+        let ticks = |i: usize| {
+            fields
+                .get(i)
+                .and_then(|f| f.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
         let kind: String = comm
             .trim()
             .chars()
