@@ -212,6 +212,7 @@ fn decide_init(req: &HttpRequest, body: Option<&Value>, shared: &Shared) -> Outc
         region,
         init_body: body.clone(),
         pcm: Vec::new(),
+        pcm_arrivals: Vec::new(),
         ws_connections: 0,
         connection_ends: Vec::new(),
         audio_frames: 0,

@@ -106,6 +106,9 @@ impl LiveSession {
         }
         let start = self.record.pcm.len() as u64;
         self.record.pcm.extend_from_slice(bytes);
+        self.record
+            .pcm_arrivals
+            .push((std::time::SystemTime::now(), self.record.pcm.len() as u64));
         self.record.audio_frames += 1;
         if self.flags.acknowledgments {
             out.push(messages::audio_chunk_ack(

@@ -56,6 +56,9 @@ pub struct SessionRecord {
     pub init_body: serde_json::Value,
     /// Every audio byte received, in order, across reconnects.
     pub pcm: Vec<u8>,
+    /// When each audio frame arrived and `pcm.len()` after it, in order: lets a load test
+    /// stamp "this PCM reached the provider" on the same clock as its own sends.
+    pub pcm_arrivals: Vec<(SystemTime, u64)>,
     /// Successful WebSocket upgrades so far.
     pub ws_connections: u32,
     /// How each finished connection ended, in order.

@@ -308,6 +308,16 @@ async fn full_session_acks_transcripts_and_stop() {
     );
     let session = &mock.sessions()[0];
     assert_eq!(session.pcm, audio);
+    // One arrival stamp per audio frame, cumulative byte counts rising to the total, in time order.
+    assert_eq!(session.pcm_arrivals.len(), session.audio_frames as usize);
+    assert_eq!(
+        session.pcm_arrivals.last().map(|a| a.1),
+        Some(audio.len() as u64)
+    );
+    assert!(session
+        .pcm_arrivals
+        .windows(2)
+        .all(|w| w[0].0 <= w[1].0 && w[0].1 <= w[1].1));
     assert!(session.stop_received);
     assert_eq!(session.ws_connections, 1);
     assert_eq!(session.finals_sent.len(), 1);
