@@ -150,6 +150,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             release: storage.writer.clone().recipient(),
         },
         broadcast_secret: config.realtime_broadcast_secret.as_deref().map(Into::into),
+        speaker_limits: Default::default(),
     };
     let auth = Authenticator::new(config.realtime_auth_secret.as_deref());
     let server = HttpServer::new(move || {
@@ -161,7 +162,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             .app_data(web::Data::new(state.clone()))
             .configure(routes)
     })
-    .workers(1)
+    // One worker per core: each WebSocket client's actor lives on its worker's thread, so
+    // fan-out to many clients uses every core (docs/PERFORMANCE.md).
+    .workers(std::thread::available_parallelism().map_or(1, |n| n.get()))
     // We handle SIGTERM/SIGINT ourselves: the sessions must finish before the server stops.
     .disable_signals()
     .shutdown_timeout(5)

@@ -149,6 +149,7 @@ fn start_server() -> Server {
             max_missed_pongs: 3,
         },
         broadcast_secret: None,
+        speaker_limits: Default::default(),
     };
     let auth = realtime_core::auth::Authenticator::new(None);
     let server = HttpServer::new(move || {

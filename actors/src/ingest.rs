@@ -93,6 +93,9 @@ enum DecoderState {
         _pipeline: DecodePipeline,
         generation: u64,
         reason: String,
+        /// Who left: a new publisher may be attached before this drain ends, and must not
+        /// be reported as gone.
+        leaving: Option<PublisherId>,
     },
     /// The pipeline failed; a rebuild from `config` is due after a back-off. Frames that
     /// arrive meanwhile are dropped (counted).
@@ -223,6 +226,7 @@ impl IngestActor {
 
     /// Ends the current stream: drain the decoder if there is one, else report at once.
     fn drain(&mut self, reason: String) {
+        let leaving = self.publisher.take();
         match std::mem::replace(&mut self.decoder, DecoderState::NotConfigured) {
             DecoderState::Running {
                 pipeline,
@@ -234,22 +238,25 @@ impl IngestActor {
                     _pipeline: pipeline,
                     generation,
                     reason,
+                    leaving,
                 };
             }
             DecoderState::Draining {
                 _pipeline,
                 generation,
                 reason: r,
+                leaving: l,
             } => {
                 self.decoder = DecoderState::Draining {
                     _pipeline,
                     generation,
                     reason: r,
+                    leaving: l.or(leaving),
                 };
             }
             DecoderState::NotConfigured
             | DecoderState::Restarting { .. }
-            | DecoderState::Failed { .. } => self.drained(reason),
+            | DecoderState::Failed { .. } => self.drained(reason, leaving),
         }
     }
 
@@ -292,13 +299,13 @@ impl IngestActor {
         });
     }
 
-    fn drained(&mut self, reason: String) {
+    fn drained(&mut self, reason: String, leaving: Option<PublisherId>) {
         self.end_decode_span("drained");
         if let Some(rest) = self.chunker.flush_all() {
             self.forward(rest);
         }
         self.report.do_send(IngestReport::Drained {
-            publisher: self.publisher.take(),
+            publisher: leaving,
             reason,
         });
     }
@@ -452,16 +459,19 @@ impl StreamHandler<DecoderOutput> for IngestActor {
                 }
             }
             DecoderEvent::Finished => {
-                if let DecoderState::Draining { reason, .. } =
-                    std::mem::replace(&mut self.decoder, DecoderState::NotConfigured)
+                if let DecoderState::Draining {
+                    reason, leaving, ..
+                } = std::mem::replace(&mut self.decoder, DecoderState::NotConfigured)
                 {
-                    self.drained(reason);
+                    self.drained(reason, leaving);
                 }
             }
             DecoderEvent::Error(error) => {
                 tracing::error!(session = %self.session_slug, %error, "decoder error");
                 match std::mem::replace(&mut self.decoder, DecoderState::NotConfigured) {
-                    DecoderState::Draining { reason, .. } => self.drained(reason),
+                    DecoderState::Draining {
+                        reason, leaving, ..
+                    } => self.drained(reason, leaving),
                     DecoderState::Running { config, .. } => {
                         // Rebuild from the stored configuration so the next frames decode;
                         // bounded so a publisher sending only garbage cannot spin us.

@@ -92,6 +92,11 @@ pub struct SessionRegistry {
     context: SessionContext,
     sessions: HashMap<String, Addr<SessionSupervisor>>,
     shutting_down: bool,
+    /// One arbiter (thread) per core; sessions are spread over them round-robin, so two cores
+    /// carry the actors and one busy session cannot hold up every other (docs/PERFORMANCE.md).
+    /// A session's actors all live on its supervisor's arbiter.
+    session_threads: Vec<Arbiter>,
+    next_thread: usize,
 }
 
 impl SessionRegistry {
@@ -100,6 +105,8 @@ impl SessionRegistry {
             context,
             sessions: HashMap::new(),
             shutting_down: false,
+            session_threads: Vec::new(),
+            next_thread: 0,
         }
     }
 
@@ -119,8 +126,17 @@ impl SessionRegistry {
         if self.sessions.len() >= max {
             return Err(SessionRefused::TooManySessions(max));
         }
-        let addr =
-            SessionSupervisor::new(slug.to_owned(), self.context.clone(), ctx.address()).start();
+        let (slug_owned, context, registry) =
+            (slug.to_owned(), self.context.clone(), ctx.address());
+        let addr = match self.session_threads.get(self.next_thread) {
+            Some(thread) => {
+                self.next_thread = (self.next_thread + 1) % self.session_threads.len();
+                SessionSupervisor::start_in_arbiter(&thread.handle(), move |_| {
+                    SessionSupervisor::new(slug_owned, context, registry)
+                })
+            }
+            None => SessionSupervisor::new(slug_owned, context, registry).start(),
+        };
         tracing::info!(session = %slug, "session created");
         self.sessions.insert(slug.to_owned(), addr.clone());
         Ok(addr)
@@ -129,6 +145,17 @@ impl SessionRegistry {
 
 impl Actor for SessionRegistry {
     type Context = Context<Self>;
+
+    fn started(&mut self, _: &mut Self::Context) {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        self.session_threads = (0..cores).map(|_| Arbiter::new()).collect();
+    }
+
+    fn stopped(&mut self, _: &mut Self::Context) {
+        for thread in &self.session_threads {
+            thread.stop();
+        }
+    }
 }
 
 impl Handler<GetOrCreateSession> for SessionRegistry {

@@ -407,6 +407,9 @@ impl Handler<AttachPublisher> for SessionSupervisor {
             return Err(PublishRefused::Other("session is shutting down".into()));
         };
         self.reopen_if_ended();
+        // The ingest actor learns of the new publisher before the old connection can learn it
+        // was replaced: its detach then finds another publisher current and is ignored.
+        ingest.do_send(UsePublisher(msg.publisher));
         if let Some(old) = &mut self.publisher {
             tracing::info!(session = %self.slug, old = %old.id, new = %msg.publisher, "publisher replaced by a reconnect");
             if let Some(replaced) = old.replaced.take() {
@@ -425,7 +428,6 @@ impl Handler<AttachPublisher> for SessionSupervisor {
             replaced: Some(replaced),
             _span: span,
         });
-        ingest.do_send(UsePublisher(msg.publisher));
         let need_stream = self.provider.as_ref().is_none_or(|p| p.ending);
         if need_stream {
             self.start_provider_stream(ctx);

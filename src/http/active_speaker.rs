@@ -65,7 +65,6 @@ impl SpeakerRateLimit {
 
 pub async fn report(
     state: web::Data<AppState>,
-    limits: web::Data<SpeakerRateLimit>,
     principal: Principal,
     body: web::Json<ActiveSpeakerBody>,
 ) -> HttpResponse {
@@ -86,7 +85,10 @@ pub async fn report(
             "identity and name must be 1-256 characters",
         );
     }
-    if !limits.allow(&body.session_slug, &body.identity) {
+    if !state
+        .speaker_limits
+        .allow(&body.session_slug, &body.identity)
+    {
         return json_error(
             StatusCode::TOO_MANY_REQUESTS,
             "rate_limited",

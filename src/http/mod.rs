@@ -27,6 +27,9 @@ pub struct AppState {
     /// `REALTIME_BROADCAST_SECRET`: when set, `POST /api/realtime/transcribe/broadcast`
     /// accepts messages relayed by an ingest-only instance (SPEC §4.6).
     pub broadcast_secret: Option<std::sync::Arc<str>>,
+    /// Active-speaker reports per reporter and second: one for the process, not per HTTP
+    /// worker, or each worker would allow its own share.
+    pub speaker_limits: std::sync::Arc<active_speaker::SpeakerRateLimit>,
 }
 
 /// The AI coordinator lock's storage (a database write each).
@@ -68,7 +71,6 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     let (json_config, query_config) = json_extractor_errors();
     cfg.app_data(json_config)
         .app_data(query_config)
-        .app_data(web::Data::new(active_speaker::SpeakerRateLimit::default()))
         .route(
             "/api/active-speaker",
             web::post().to(active_speaker::report),
