@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use ::actors::client::ClientSettings;
 use ::actors::gladia::GladiaConfig;
-use ::actors::registry::{SessionContext, SessionRegistry, SessionSettings, ShutDownAll};
+use ::actors::registry::{
+    SessionContext, SessionRegistry, SessionSettings, ShutDownAll, StopSessionThreads,
+};
 use ::actors::relay::{FlushRelay, RelayConfig, RelayPoster, DEFAULT_QUEUE_LIMIT};
 use actix::prelude::*;
 use actix_web::{web, App, HttpServer};
@@ -23,6 +25,8 @@ use crate::rtmp::{identity_stream_key, serve, RtmpConfig, StreamKeyValidator};
 const SHUTDOWN_DRAIN_TIMEOUT: Duration = Duration::from_secs(40);
 /// How long shutdown waits for the broadcast relay to post what it still holds (HTTP mode).
 const SHUTDOWN_RELAY_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long shutdown waits for the session threads to exit once their sessions are done.
+const SHUTDOWN_THREADS_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long shutdown waits for queued finals to reach the database.
 const SHUTDOWN_FLUSH_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -280,6 +284,17 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             }
             Err(error) => tracing::error!(%error, "transcript batcher unavailable at shutdown"),
         }
+    }
+    // Every session has finished; stop their threads so their actors (and trace spans) are
+    // gone before the exporter's final flush in main.
+    if tokio::time::timeout(
+        SHUTDOWN_THREADS_TIMEOUT,
+        registry_for_shutdown.send(StopSessionThreads),
+    )
+    .await
+    .is_err()
+    {
+        tracing::warn!("session threads did not stop in time");
     }
     server_handle.stop(true).await;
     match server_task.await {

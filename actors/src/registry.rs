@@ -217,6 +217,35 @@ impl Handler<ShutDownAll> for SessionRegistry {
     }
 }
 
+/// Last step of a shutdown: stop the session threads and wait until they have exited, so every
+/// session's actors are dropped (their trace spans end) before the process exports its last
+/// spans and exits. Sessions created afterwards run on the registry's own thread.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct StopSessionThreads;
+
+impl Handler<StopSessionThreads> for SessionRegistry {
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, _: StopSessionThreads, _: &mut Self::Context) -> Self::Result {
+        let threads = std::mem::take(&mut self.session_threads);
+        self.next_thread = 0;
+        for thread in &threads {
+            thread.stop();
+        }
+        Box::pin(async move {
+            let joined = tokio::task::spawn_blocking(move || {
+                for thread in threads {
+                    let _ = thread.join();
+                }
+            });
+            if joined.await.is_err() {
+                tracing::warn!("a session thread panicked while stopping");
+            }
+        })
+    }
+}
+
 impl Handler<SessionRetired> for SessionRegistry {
     type Result = ();
 
