@@ -1,17 +1,21 @@
 //! Wiring: storage, the session registry, the RTMP listener and the HTTP server.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ::actors::client::ClientSettings;
 use ::actors::gladia::GladiaConfig;
 use ::actors::registry::{SessionContext, SessionRegistry, SessionSettings, ShutDownAll};
+use ::actors::stt::SttBackend;
+use ::actors::whisper::pool::{Decoded, Transcriber};
+use ::actors::whisper::vad::VadConfig;
+use ::actors::whisper::{measure, WhisperProvider, WhisperSettings};
 use actix::prelude::*;
 use actix_web::{web, App, HttpServer};
 use anyhow::Context as _;
 
 use crate::auth::{Authenticator, RequireToken};
-use crate::config::{Config, SttProvider};
+use crate::config::{Config, SttProvider, WhisperConfig};
 use crate::db::{start_storage, Flush};
 use crate::http::{routes, AiLocks, AppState};
 use crate::rtmp::stream_key::{identity_stream_key_issuer, SignedStreamKeys};
@@ -23,28 +27,136 @@ const SHUTDOWN_DRAIN_TIMEOUT: Duration = Duration::from_secs(40);
 /// How long shutdown waits for queued finals to reach the database.
 const SHUTDOWN_FLUSH_TIMEOUT: Duration = Duration::from_secs(15);
 
-/// The provider a new session uses, and the start-up line saying why (SPEC §6).
-fn provider(config: &Config) -> (Option<Arc<GladiaConfig>>, String) {
+/// The provider a new session uses, and the start-up line saying which and why (SPEC §6).
+async fn provider(config: &Config) -> anyhow::Result<(Option<SttBackend>, String)> {
+    let reason = &config.stt_provider_reason;
     match (config.stt_provider, &config.gladia_api_key) {
-        (SttProvider::Gladia, Some(key)) => (
-            Some(Arc::new(GladiaConfig {
+        (SttProvider::Gladia, Some(key)) => Ok((
+            Some(SttBackend::Gladia(Arc::new(GladiaConfig {
                 api_url: config.gladia_api_url.clone(),
                 api_key: key.clone(),
                 region: config.gladia_region.clone(),
                 max_buffered_audio: Duration::from_secs(60),
                 stop_timeout: Duration::from_secs(30),
                 max_session: config.gladia_max_session,
-            })),
-            format!("speech-to-text provider: gladia at {} ({})", config.gladia_api_url, config.stt_provider_reason),
-        ),
-        _ => (
+            }))),
+            format!(
+                "speech-to-text provider: gladia at {} ({reason})",
+                config.gladia_api_url
+            ),
+        )),
+        (SttProvider::Whisper, _) => {
+            let whisper = config.whisper.clone();
+            let (provider, line) = tokio::task::spawn_blocking(move || start_whisper(&whisper))
+                .await
+                .context("whisper start-up")??;
+            Ok((
+                Some(SttBackend::Whisper(Arc::new(provider))),
+                format!("speech-to-text provider: whisper, on this machine: {line} ({reason})"),
+            ))
+        }
+        _ => Ok((
             None,
             format!(
-                "speech-to-text provider: none ({}; the offline whisper provider is not built yet): audio is decoded but not transcribed",
-                config.stt_provider_reason
+                "speech-to-text provider: none ({reason}): audio is decoded but not transcribed"
             ),
-        ),
+        )),
     }
+}
+
+/// Whisper through CTranslate2 (the `whisper` crate) as the actors' [`Transcriber`].
+struct Ct2Whisper(whisper::WhisperEngine);
+
+impl Transcriber for Ct2Whisper {
+    fn transcribe(&self, samples: &[f32]) -> Result<Decoded, String> {
+        self.0
+            .transcribe(samples)
+            .map(|t| Decoded {
+                text: t.text,
+                language: t.language,
+            })
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// Resident memory of this process in bytes (Linux), for the start-up line.
+fn resident_bytes() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * 4096)
+}
+
+/// Loads the model, measures how many sessions this machine transcribes in real time, and
+/// starts the decode pool. Blocking (a few seconds).
+fn start_whisper(config: &WhisperConfig) -> anyhow::Result<(WhisperProvider, String)> {
+    let before = resident_bytes();
+    let loaded = Instant::now();
+    let engine = whisper::WhisperEngine::load(&whisper::EngineOptions {
+        model_dir: config.model_dir.clone(),
+        threads: config.threads,
+        replicas: config.workers,
+        compute_type: config.compute_type.clone(),
+        language: config.language.clone(),
+        beam_size: config.beam_size,
+    })
+    .with_context(|| {
+        format!(
+            "STT_PROVIDER=whisper needs a model in WHISPER_MODEL_DIR={} (scripts/install-whisper-model.sh installs it)",
+            config.model_dir.display()
+        )
+    })?;
+    let load_ms = loaded.elapsed().as_millis();
+    let model = engine.name().to_owned();
+    let multilingual = engine.is_multilingual();
+    let transcriber: Arc<dyn Transcriber> = Arc::new(Ct2Whisper(engine));
+    let clip = whisper::calibration_clip();
+    let measurement = measure(
+        &transcriber,
+        config.workers,
+        config.partial_period,
+        &clip,
+        2,
+    )
+    .map_err(|e| anyhow::anyhow!("whisper calibration decode failed: {e}"))?;
+    let model_mb = match (before, resident_bytes()) {
+        (Some(b), Some(a)) => format!("{} MB", a.saturating_sub(b) >> 20),
+        _ => "unknown".to_owned(),
+    };
+    let clip_s = clip.len() as f64 / 16_000.0;
+    let capacity = config.max_sessions.unwrap_or(measurement.realtime_sessions);
+    let line = format!(
+        "model {model} ({}, {}, beam {}), {} thread(s) × {} worker(s), loaded in {load_ms} ms, {model_mb} resident; one decode of {clip_s:.0} s of speech takes {} ms (real-time factor {:.3}); {} concurrent session(s) at most ({})",
+        if multilingual { "multilingual" } else { "English-only" },
+        config.compute_type,
+        config.beam_size,
+        config.threads,
+        config.workers,
+        measurement.decode_ms,
+        measurement.decode_ms as f64 / 1000.0 / clip_s,
+        capacity,
+        match config.max_sessions {
+            Some(_) => format!("WHISPER_MAX_SESSIONS; measured {}", measurement.realtime_sessions),
+            None => format!(
+                "measured: one decode per {} ms partial period per session, 20 % headroom",
+                config.partial_period.as_millis()
+            ),
+        },
+    );
+    let provider = WhisperProvider::new(
+        transcriber,
+        config.workers,
+        WhisperSettings {
+            vad: VadConfig {
+                endpoint_silence: config.endpoint_silence,
+                max_utterance: config.max_utterance,
+            },
+            partial_period: config.partial_period,
+            model,
+        },
+        measurement,
+        config.max_sessions,
+    );
+    Ok((provider, line))
 }
 
 /// Runs the service until SIGINT/SIGTERM. Must be called inside an actix `System`.
@@ -68,7 +180,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         })?;
     let rtmp_local = rtmp_listener.local_addr()?;
 
-    let (provider, provider_line) = provider(&config);
+    let (provider, provider_line) = provider(&config).await?;
     // SPEC §3: with RTMP_STREAM_KEY_SECRET, `rtmpUrl` carries a signed key and only signed keys
     // may publish; without it the key is the slug (development).
     let signed_keys = config

@@ -3,7 +3,9 @@
 //! - `registry`: slug → `SessionSupervisor`; the entry point for routes and the RTMP listener.
 //! - `supervisor`: one meeting session's state and children.
 //! - `ingest`: FLV audio tags → GStreamer decode → PCM chunks (`pipelines` does the media work).
-//! - `gladia`: the provider connection (init, WebSocket, acks, resend, stop).
+//! - `stt`: the provider interface the supervisor uses (SPEC §6), with two providers:
+//!   `gladia`, the provider connection (init, WebSocket, acks, resend, stop), and `whisper`,
+//!   offline decoding on this machine (voice-activity segmentation, a bounded decode pool).
 //! - `broadcast`: numbering, attribution, one serialisation per message, fan-out.
 //! - `client` + `outbox`: one browser socket; finals first, newest partial only.
 //! - `events`, `wire`, `ingest_messages`, `persistence`: the messages between them and the
@@ -22,5 +24,7 @@ pub mod outbox;
 pub mod persistence;
 pub mod registry;
 pub mod speaker;
+pub mod stt;
 pub mod supervisor;
+pub mod whisper;
 pub mod wire;
