@@ -52,10 +52,14 @@ fn transcribes_the_calibration_clip() {
         text = result.text;
         assert_eq!(result.language.as_deref(), Some("en"));
     }
+    let front_end = whisper::LogMel::new(whisper::FeatureShape::default());
+    let t = Instant::now();
+    let _ = front_end.compute(&clip);
+    let features = t.elapsed();
     let wer = whisper::wer::word_error_rate(CALIBRATION_TEXT, &text);
     let clip_s = clip.len() as f64 / 16_000.0;
     eprintln!(
-        "model load {load:?}; decodes {times:?} for {clip_s:.1} s of speech ({threads} threads, int8, greedy); WER {wer:.3}: {text:?}"
+        "model load {load:?}; decodes {times:?} (log-mel front end {features:?}) for {clip_s:.1} s of speech ({threads} threads, int8, greedy); WER {wer:.3}: {text:?}"
     );
     assert!(wer <= 0.2, "WER {wer:.3}: {text:?}");
     // Silence is no speech, not an invented phrase.

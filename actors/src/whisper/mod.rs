@@ -544,3 +544,172 @@ impl Handler<PublisherGap> for WhisperActor {
         self.close_utterances(last.into_iter().collect(), ctx);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    /// "Decodes" by describing the clip: its length in tenths of a second.
+    struct Describe;
+
+    impl Transcriber for Describe {
+        fn transcribe(&self, samples: &[f32]) -> Result<Decoded, String> {
+            std::thread::sleep(Duration::from_millis(30));
+            Ok(Decoded {
+                text: format!("clip of {} tenths", samples.len() / 1_600),
+                language: Some("en".into()),
+            })
+        }
+    }
+
+    #[derive(Debug)]
+    enum Seen {
+        Transcript(TranscriptEvent),
+        Status(ProviderStatus),
+        Finished(ProviderFinished),
+    }
+
+    struct Collector {
+        seen: Arc<Mutex<Vec<Seen>>>,
+        done: Option<tokio::sync::oneshot::Sender<()>>,
+    }
+
+    impl Actor for Collector {
+        type Context = Context<Self>;
+    }
+
+    impl Handler<TranscriptEvent> for Collector {
+        type Result = ();
+        fn handle(&mut self, msg: TranscriptEvent, _: &mut Self::Context) {
+            self.seen.lock().unwrap().push(Seen::Transcript(msg));
+        }
+    }
+
+    impl Handler<ProviderStatus> for Collector {
+        type Result = ();
+        fn handle(&mut self, msg: ProviderStatus, _: &mut Self::Context) {
+            self.seen.lock().unwrap().push(Seen::Status(msg));
+        }
+    }
+
+    impl Handler<ProviderFinished> for Collector {
+        type Result = ();
+        fn handle(&mut self, msg: ProviderFinished, _: &mut Self::Context) {
+            self.seen.lock().unwrap().push(Seen::Finished(msg));
+            if let Some(done) = self.done.take() {
+                let _ = done.send(());
+            }
+        }
+    }
+
+    fn pcm(samples: impl Iterator<Item = i16>) -> Vec<PcmChunk> {
+        let bytes: Vec<u8> = samples.flat_map(i16::to_le_bytes).collect();
+        bytes
+            .chunks(3_200) // 100 ms, as the ingest sends it
+            .map(|c| PcmChunk {
+                pcm: bytes::Bytes::copy_from_slice(c),
+            })
+            .collect()
+    }
+
+    fn tone(ms: usize) -> impl Iterator<Item = i16> {
+        (0..ms * 16).map(|i| {
+            let t = i as f32 / 16_000.0;
+            (9_000.0 * (2.0 * std::f32::consts::PI * 200.0 * t).sin()) as i16
+        })
+    }
+
+    fn quiet(ms: usize) -> impl Iterator<Item = i16> {
+        (0..ms * 16).map(|i| ((i * 7_919) % 13) as i16 - 6)
+    }
+
+    fn provider(capacity: usize) -> Arc<WhisperProvider> {
+        Arc::new(WhisperProvider::new(
+            Arc::new(Describe),
+            1,
+            WhisperSettings {
+                vad: VadConfig {
+                    endpoint_silence: Duration::from_millis(400),
+                    max_utterance: Duration::from_secs(5),
+                },
+                partial_period: Duration::from_millis(500),
+                model: "describe".into(),
+            },
+            Measurement {
+                decode_ms: 30,
+                decodes_per_sec: 33.0,
+                realtime_sessions: 13,
+            },
+            Some(capacity),
+        ))
+    }
+
+    #[actix_rt::test]
+    async fn utterances_become_partials_then_ordered_finals_and_the_place_is_given_back() {
+        let provider = provider(1);
+        let admission = provider.admit().expect("one place");
+        assert!(provider.admit().is_err(), "capacity 1 admits one session");
+        assert_eq!(provider.status().refused_sessions, 1);
+
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let (done, finished) = tokio::sync::oneshot::channel();
+        let collector = Collector {
+            seen: seen.clone(),
+            done: Some(done),
+        }
+        .start();
+        let actor = WhisperActor::new(
+            "unit".into(),
+            7,
+            provider.clone(),
+            admission,
+            collector.clone().recipient(),
+            collector.clone().recipient(),
+            collector.recipient(),
+        )
+        .start();
+        let audio = quiet(500)
+            .chain(tone(1_500))
+            .chain(quiet(1_000))
+            .chain(tone(1_200))
+            .chain(quiet(200));
+        for chunk in pcm(audio) {
+            actor.send(chunk).await.unwrap();
+            // Real time would be 100 ms; a little time lets partial decodes come back.
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        actor.do_send(EndOfAudio);
+        tokio::time::timeout(Duration::from_secs(10), finished)
+            .await
+            .expect("the stream finishes")
+            .unwrap();
+
+        let seen = seen.lock().unwrap();
+        assert!(matches!(&seen[0], Seen::Status(s) if s.phase == ProviderPhase::Streaming && s.stream == 7));
+        assert!(matches!(seen.last(), Some(Seen::Finished(f)) if f.stream == 7));
+        let events: Vec<&TranscriptEvent> = seen
+            .iter()
+            .filter_map(|s| match s {
+                Seen::Transcript(t) => Some(t),
+                _ => None,
+            })
+            .collect();
+        let finals: Vec<&&TranscriptEvent> = events.iter().filter(|e| e.is_final).collect();
+        assert_eq!(finals.len(), 2, "{events:#?}");
+        assert!(finals[0].utterance_id.ends_with(":w1") && finals[1].utterance_id.ends_with(":w2"));
+        // 1.5 s of tone plus up to 200 ms pre-roll and tail: 15-19 tenths.
+        assert!(finals[0].text.starts_with("clip of 1"), "{}", finals[0].text);
+        for f in &finals {
+            let first_final = events.iter().position(|e| e.is_final && e.utterance_id == f.utterance_id).unwrap();
+            let partials = events.iter().enumerate().filter(|(_, e)| !e.is_final && e.utterance_id == f.utterance_id);
+            assert!(partials.clone().count() >= 1, "no partial for {}", f.utterance_id);
+            assert!(partials.into_iter().all(|(i, _)| i < first_final), "a partial after the final");
+            assert!(f.started_at_ms < f.ended_at_ms);
+            assert_eq!(f.language.as_deref(), Some("en"));
+        }
+        drop(seen);
+        assert_eq!(provider.status().active_sessions, 0);
+        assert!(provider.admit().is_ok(), "the place is free again");
+    }
+}

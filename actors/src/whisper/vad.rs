@@ -21,7 +21,11 @@ pub const MIN_SPEECH_MS: usize = 200;
 const START_MARGIN_DB: f32 = 12.0;
 const CONTINUE_MARGIN_DB: f32 = 8.0;
 const ABSOLUTE_FLOOR_DB: f32 = -48.0;
-const INITIAL_FLOOR_DB: f32 = -70.0;
+/// Per 20 ms frame, the noise floor moves this share of the way to a quieter frame, and this
+/// much smaller share towards a louder one (a time constant of about 4 s): it follows the
+/// pauses between words down at once and a steadily louder room slowly up.
+const FLOOR_FALL: f32 = 0.3;
+const FLOOR_RISE: f32 = 0.005;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct VadConfig {
@@ -71,7 +75,8 @@ pub struct Segmenter {
     pending: Vec<f32>,
     /// Samples seen so far (whole frames).
     position: u64,
-    floor_db: f32,
+    /// The background level; `None` until the first frame.
+    floor_db: Option<f32>,
 }
 
 fn frame_db(frame: &[f32]) -> f32 {
@@ -91,7 +96,7 @@ impl Segmenter {
             history: VecDeque::new(),
             pending: Vec::new(),
             position: 0,
-            floor_db: INITIAL_FLOOR_DB,
+            floor_db: None,
         }
     }
 
@@ -140,8 +145,11 @@ impl Segmenter {
 
     fn frame(&mut self, frame: &[f32]) -> Option<Utterance> {
         let db = frame_db(frame);
-        let start_threshold = (self.floor_db + START_MARGIN_DB).max(ABSOLUTE_FLOOR_DB);
-        let continue_threshold = (self.floor_db + CONTINUE_MARGIN_DB).max(ABSOLUTE_FLOOR_DB - 4.0);
+        let floor = self.floor_db.unwrap_or(db);
+        let start_threshold = (floor + START_MARGIN_DB).max(ABSOLUTE_FLOOR_DB);
+        let continue_threshold = (floor + CONTINUE_MARGIN_DB).max(ABSOLUTE_FLOOR_DB - 4.0);
+        let rate = if db < floor { FLOOR_FALL } else { FLOOR_RISE };
+        self.floor_db = Some(floor + (db - floor) * rate);
         self.position += frame.len() as u64;
         let endpoint_frames = ms_to_frames(self.config.endpoint_silence.as_millis() as usize);
         let max_samples =
@@ -166,9 +174,6 @@ impl Segmenter {
                     }
                 } else {
                     *loud_run = 0;
-                    // The floor follows quiet frames quickly down and slowly up.
-                    let rate = if db < self.floor_db { 0.3 } else { 0.02 };
-                    self.floor_db += (db - self.floor_db) * rate;
                 }
                 None
             }
@@ -249,10 +254,11 @@ mod tests {
     fn tone(ms: usize, amplitude: f32) -> Vec<i16> {
         (0..ms * 16)
             .map(|i| {
-                // A warbling tone, like a voice's pitch moving.
+                // A warbling tone in syllables (4 a second), like a voice.
                 let t = i as f32 / 16_000.0;
                 let f = 220.0 + 60.0 * (2.0 * std::f32::consts::PI * 3.0 * t).sin();
-                (amplitude * 32_767.0 * (2.0 * std::f32::consts::PI * f * t).sin()) as i16
+                let syllables = (2.0 * std::f32::consts::PI * 2.0 * t).sin().abs();
+                (amplitude * syllables * 32_767.0 * (2.0 * std::f32::consts::PI * f * t).sin()) as i16
             })
             .collect()
     }
@@ -342,7 +348,8 @@ mod tests {
 
     #[test]
     fn the_noise_floor_adapts_to_a_steady_background() {
-        // Speech 25 dB above a loud background is still found, the background alone is not.
+        // Speech 25 dB above a loud background (from the first frame on) is still found, the
+        // background alone is not.
         let mut s = Segmenter::new(CONFIG);
         let background = 0.02;
         let mut speech = tone(1_500, 0.3);
