@@ -353,6 +353,7 @@ fn whisper_config(cli: &Cli) -> Result<WhisperConfig, ConfigError> {
 
 impl Config {
     pub fn from_cli(cli: Cli) -> Result<Config, ConfigError> {
+        let whisper = whisper_config(&cli)?;
         let http_host = address("HTTP_HOST", &cli.http_host)?;
         let rtmp_bind = address("RTMP_BIND", &cli.rtmp_bind)?;
         let port = number("PORT", &cli.port, 0u16, u16::MAX)?;
@@ -400,7 +401,6 @@ impl Config {
             None => None,
         };
         let gladia_api_key = non_empty(cli.gladia_api_key);
-        let whisper = whisper_config(&cli)?;
         let model_dir = whisper.model_dir.display().to_string();
         let (stt_provider, stt_provider_reason) = match non_empty(cli.stt_provider).as_deref() {
             Some("gladia") if gladia_api_key.is_none() => {
