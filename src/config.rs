@@ -314,7 +314,13 @@ fn whisper_config(cli: &Cli) -> Result<WhisperConfig, ConfigError> {
         Some(l) if (2..=3).contains(&l.len()) && l.chars().all(|c| c.is_ascii_lowercase()) => {
             Some(l)
         }
-        Some(l) => return Err(bad("WHISPER_LANGUAGE", &l, "a language code such as en or de")),
+        Some(l) => {
+            return Err(bad(
+                "WHISPER_LANGUAGE",
+                &l,
+                "a language code such as en or de",
+            ))
+        }
         None => None,
     };
     let max_sessions = match non_empty(cli.whisper_max_sessions.clone()) {
@@ -635,18 +641,35 @@ mod tests {
         assert_eq!(c.stt_provider, SttProvider::Whisper);
         let c = parse(&["--whisper-model-dir", dir, "--gladia-api-key", "k"]).unwrap();
         assert_eq!(c.stt_provider, SttProvider::Gladia);
-        let c = parse(&["--whisper-model-dir", dir, "--gladia-api-key", "k", "--stt-provider", "whisper"]).unwrap();
+        let c = parse(&[
+            "--whisper-model-dir",
+            dir,
+            "--gladia-api-key",
+            "k",
+            "--stt-provider",
+            "whisper",
+        ])
+        .unwrap();
         assert_eq!(c.stt_provider, SttProvider::Whisper);
         assert_eq!(c.stt_provider_reason, "STT_PROVIDER=whisper");
     }
 
     #[test]
     fn whisper_settings_are_validated() {
-        let e = parse(&["--whisper-max-utterance-ms", "30000"]).unwrap_err().to_string();
+        let e = parse(&["--whisper-max-utterance-ms", "30000"])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("WHISPER_MAX_UTTERANCE_MS"), "{e}");
-        let e = parse(&["--whisper-compute-type", "int4"]).unwrap_err().to_string();
-        assert!(e.contains("WHISPER_COMPUTE_TYPE") && e.contains("int8"), "{e}");
-        let e = parse(&["--whisper-max-sessions", "0"]).unwrap_err().to_string();
+        let e = parse(&["--whisper-compute-type", "int4"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("WHISPER_COMPUTE_TYPE") && e.contains("int8"),
+            "{e}"
+        );
+        let e = parse(&["--whisper-max-sessions", "0"])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("WHISPER_MAX_SESSIONS"), "{e}");
         let c = parse(&["--whisper-threads", "2", "--whisper-workers", "3"]).unwrap();
         assert_eq!((c.whisper.threads, c.whisper.workers), (2, 3));

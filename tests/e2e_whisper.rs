@@ -102,8 +102,8 @@ async fn wait_for_stream_end(client: &WsClient) -> bool {
 
 /// Checks the finals the client got are the ones stored, numbered 1..=n.
 async fn assert_saved(database_url: &str, slug: &str, finals: &[Value]) {
-    let stored = wait_for_stored_finals(database_url, slug, finals.len(), Duration::from_secs(10))
-        .await;
+    let stored =
+        wait_for_stored_finals(database_url, slug, finals.len(), Duration::from_secs(10)).await;
     let got: Vec<(i64, String, String)> = finals
         .iter()
         .map(|f| {
@@ -118,7 +118,10 @@ async fn assert_saved(database_url: &str, slug: &str, finals: &[Value]) {
         .into_iter()
         .map(|s| (s.seq, s.utterance_id, s.text))
         .collect();
-    assert_eq!(saved, got, "the database holds other finals than the client got");
+    assert_eq!(
+        saved, got,
+        "the database holds other finals than the client got"
+    );
 }
 
 #[actix_rt::test]
@@ -176,7 +179,10 @@ async fn espeak_speech_becomes_partials_then_finals_and_is_saved() {
     );
     for f in &finals {
         assert_eq!(f["language"], "en", "{f}");
-        let (start, end) = (f["startedAt"].as_i64().unwrap(), f["endedAt"].as_i64().unwrap());
+        let (start, end) = (
+            f["startedAt"].as_i64().unwrap(),
+            f["endedAt"].as_i64().unwrap(),
+        );
         assert!(start < end && end - start < 10_000, "{f}");
     }
     assert_saved(&database_url, slug, &finals).await;
@@ -185,9 +191,15 @@ async fn espeak_speech_becomes_partials_then_finals_and_is_saved() {
     assert_eq!(status, 200);
     let provider = &body["provider"];
     assert_eq!(provider["name"], "whisper", "{body}");
-    assert!(provider["capacity"].as_u64().unwrap_or(0) >= 1, "{provider}");
+    assert!(
+        provider["capacity"].as_u64().unwrap_or(0) >= 1,
+        "{provider}"
+    );
     assert_eq!(provider["capacityMeasured"], true, "{provider}");
-    assert!(provider["decodes"].as_u64().unwrap_or(0) >= finals.len() as u64, "{provider}");
+    assert!(
+        provider["decodes"].as_u64().unwrap_or(0) >= finals.len() as u64,
+        "{provider}"
+    );
     eprintln!("GET /api/sessions provider: {provider}");
 }
 
@@ -283,8 +295,16 @@ async fn the_same_audio_through_gladia_and_whisper_behaves_the_same_downstream()
         let finals = assert_transcript_stream_with(&run.messages, "parity", false);
         assert!(finals.len() >= 3, "{name}: {} finals", finals.len());
         // seq 1..=n on the socket, in the database and from the API alike.
-        let seqs: Vec<i64> = run.finals.iter().map(|f| f["seq"].as_i64().unwrap()).collect();
-        assert_eq!(seqs, (1..=finals.len() as i64).collect::<Vec<_>>(), "{name}");
+        let seqs: Vec<i64> = run
+            .finals
+            .iter()
+            .map(|f| f["seq"].as_i64().unwrap())
+            .collect();
+        assert_eq!(
+            seqs,
+            (1..=finals.len() as i64).collect::<Vec<_>>(),
+            "{name}"
+        );
         assert_eq!(
             run.stored.iter().map(|s| s.seq).collect::<Vec<_>>(),
             seqs,
@@ -356,15 +376,16 @@ async fn sessions_beyond_the_measured_capacity_are_refused_and_admitted_ones_sta
         .iter()
         .map(|(slug, _)| {
             let args = ffmpeg_speech_args(&wav, &service.rtmp_url(slug));
-            actix_rt::spawn(async move {
-                run_publisher("ffmpeg", &args, Duration::from_secs(90)).await
-            })
+            actix_rt::spawn(
+                async move { run_publisher("ffmpeg", &args, Duration::from_secs(90)).await },
+            )
         })
         .collect();
     for (slug, client) in &clients {
         let live = client
             .wait_until(Duration::from_secs(20), |m| {
-                m.iter().any(|m| m["type"] == "status" && m["state"] == "live")
+                m.iter()
+                    .any(|m| m["type"] == "status" && m["state"] == "live")
             })
             .await;
         assert!(live, "{slug} did not go live: {:?}", client.snapshot());
@@ -391,7 +412,10 @@ async fn sessions_beyond_the_measured_capacity_are_refused_and_admitted_ones_sta
             m.iter().any(|m| {
                 m["type"] == "status"
                     && m["state"] == "error"
-                    && m["detail"].as_str().unwrap_or("").contains("capacity reached")
+                    && m["detail"]
+                        .as_str()
+                        .unwrap_or("")
+                        .contains("capacity reached")
             })
         })
         .await;
@@ -399,7 +423,11 @@ async fn sessions_beyond_the_measured_capacity_are_refused_and_admitted_ones_sta
     let (status, refusal) = service
         .post_json("/api/sessions/another-one/transcription", Value::Null)
         .await;
-    assert_eq!((status, refusal["error"].as_str()), (503, Some("stt_capacity_reached")), "{refusal}");
+    assert_eq!(
+        (status, refusal["error"].as_str()),
+        (503, Some("stt_capacity_reached")),
+        "{refusal}"
+    );
     assert!(watcher.transcripts().is_empty());
 
     // The admitted sessions keep up: every final arrives soon after its speech ended.
@@ -412,7 +440,10 @@ async fn sessions_beyond_the_measured_capacity_are_refused_and_admitted_ones_sta
         let finals = client.finals();
         let (wer, heard) = wer_of(&finals);
         eprintln!("{slug}: {} finals, WER {wer:.3}: {heard:?}", finals.len());
-        assert!(finals.len() >= 3 && wer <= 0.4, "{slug}: WER {wer:.3}, {heard:?}");
+        assert!(
+            finals.len() >= 3 && wer <= 0.4,
+            "{slug}: WER {wer:.3}, {heard:?}"
+        );
         // The last final ends only with the stream (after the reconnect grace): leave it out.
         for f in &finals[..finals.len() - 1] {
             latencies.push(f["ts"].as_i64().unwrap() - f["endedAt"].as_i64().unwrap());
@@ -426,7 +457,15 @@ async fn sessions_beyond_the_measured_capacity_are_refused_and_admitted_ones_sta
         rss_idle / 1024,
         rss_busy / 1024
     );
-    assert!(max < 4_000, "finals fell behind: {latencies:?} ms");
+    // Real time: a final waits at most for the pause that ends its utterance, a partial decode
+    // already running and its own decode (both as measured at start-up), plus 1 s of slack.
+    let decode_ms = provider["measured"]["decodeMs"].as_i64().unwrap();
+    let bound = 600 + 2 * decode_ms + 1_000;
+    eprintln!("latency bound {bound} ms (decode {decode_ms} ms)");
+    assert!(
+        max <= bound,
+        "finals fell behind: {latencies:?} ms, bound {bound} ms"
+    );
     // The places are free again.
     assert_eq!(wait_for_active(&service, 0).await, 0);
 }

@@ -12,8 +12,8 @@ use std::sync::Arc;
 use actix::prelude::*;
 
 use crate::events::{EndOfAudio, PcmChunk, TranscriptEvent};
-pub use crate::gladia::{ProviderFinished, ProviderPhase, ProviderStatus, PublisherGap};
 use crate::gladia::{GladiaActor, GladiaConfig};
+pub use crate::gladia::{ProviderFinished, ProviderPhase, ProviderStatus, PublisherGap};
 use crate::whisper::{Admission, CapacityReached, WhisperActor, WhisperProvider};
 
 #[derive(Clone)]

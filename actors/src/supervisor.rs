@@ -24,7 +24,7 @@ use crate::outbound_frames::status_frame;
 use crate::outbox::Outbound;
 use crate::persistence::SaveSessionState;
 use crate::registry::{SessionContext, SessionRegistry, SessionRetired};
-use crate::stt::{SttAdmission, SttStream, StreamSinks};
+use crate::stt::{StreamSinks, SttAdmission, SttStream};
 
 /// What the HTTP API and `transcription_started` show about a session.
 #[derive(Debug, Clone, serde::Serialize)]

@@ -169,10 +169,15 @@ mod tests {
             .collect();
         let features = mel.compute(&tone);
         let at = |bin: usize, frame: usize| features[bin * 3000 + frame];
-        let loudest = (0..80).max_by(|&a, &b| at(a, 50).total_cmp(&at(b, 50))).unwrap();
+        let loudest = (0..80)
+            .max_by(|&a, &b| at(a, 50).total_cmp(&at(b, 50)))
+            .unwrap();
         // 1 kHz sits near mel bin 25 of 80 (Slaney scale, 0-8 kHz).
         assert!((20..=30).contains(&loudest), "loudest bin {loudest}");
-        assert!(at(loudest, 50) > at(loudest, 200) + 1.0, "tone frames louder than after it");
+        assert!(
+            at(loudest, 50) > at(loudest, 200) + 1.0,
+            "tone frames louder than after it"
+        );
         // Normalised: nothing more than 2 (8 in log10 units / 4) below the maximum.
         let max = features.iter().copied().fold(f32::MIN, f32::max);
         assert!(features.iter().all(|&v| v >= max - 2.0 - 1e-5));

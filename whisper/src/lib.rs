@@ -201,7 +201,12 @@ impl WhisperEngine {
                 Some(lang) => format!("<|{lang}|>"),
                 None => self.detect_language(&view)?,
             };
-            language = Some(token.trim_start_matches("<|").trim_end_matches("|>").to_owned());
+            language = Some(
+                token
+                    .trim_start_matches("<|")
+                    .trim_end_matches("|>")
+                    .to_owned(),
+            );
             prompt.push(token);
             prompt.push("<|transcribe|>".to_owned());
         }

@@ -64,5 +64,9 @@ fn transcribes_the_calibration_clip() {
     assert!(wer <= 0.2, "WER {wer:.3}: {text:?}");
     // Silence is no speech, not an invented phrase.
     let silence = engine.transcribe(&vec![0.0; 32_000]).expect("decodes");
-    assert_eq!(silence.text, "", "no-speech probability {}", silence.no_speech_prob);
+    assert_eq!(
+        silence.text, "",
+        "no-speech probability {}",
+        silence.no_speech_prob
+    );
 }

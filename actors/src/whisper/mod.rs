@@ -306,7 +306,14 @@ impl WhisperActor {
         self.epoch_ms.unwrap_or_else(now_ms) + (sample * 1000 / SAMPLE_RATE as u64) as i64
     }
 
-    fn event(&self, index: u64, start: u64, end: u64, decoded: Decoded, is_final: bool) -> TranscriptEvent {
+    fn event(
+        &self,
+        index: u64,
+        start: u64,
+        end: u64,
+        decoded: Decoded,
+        is_final: bool,
+    ) -> TranscriptEvent {
         TranscriptEvent {
             utterance_id: self.utterance_id(index),
             text: decoded.text,
@@ -320,7 +327,14 @@ impl WhisperActor {
         }
     }
 
-    fn submit(&self, ctx: &Context<Self>, kind: JobKind, index: u64, start_sample: u64, samples: Vec<f32>) {
+    fn submit(
+        &self,
+        ctx: &Context<Self>,
+        kind: JobKind,
+        index: u64,
+        start_sample: u64,
+        samples: Vec<f32>,
+    ) {
         let reply_to = ctx.address();
         self.provider.pool.submit(Job {
             kind,
@@ -348,7 +362,13 @@ impl WhisperActor {
             if !utterance.is_speech() && last_partial.is_none() {
                 continue;
             }
-            self.submit(ctx, JobKind::Final, index, utterance.start_sample, utterance.samples.clone());
+            self.submit(
+                ctx,
+                JobKind::Final,
+                index,
+                utterance.start_sample,
+                utterance.samples.clone(),
+            );
             self.finals.insert(
                 index,
                 PendingFinal {
@@ -364,7 +384,8 @@ impl WhisperActor {
         if self.partial_in_flight || self.end_of_audio {
             return;
         }
-        let period = self.provider.settings.partial_period.as_millis() as usize * SAMPLE_RATE / 1000;
+        let period =
+            self.provider.settings.partial_period.as_millis() as usize * SAMPLE_RATE / 1000;
         let Some((start, samples)) = self.segmenter.current() else {
             return;
         };
@@ -440,7 +461,10 @@ impl Actor for WhisperActor {
         self.status.do_send(ProviderStatus {
             stream: self.stream,
             phase: ProviderPhase::Streaming,
-            detail: format!("transcribing on this machine ({})", self.provider.settings.model),
+            detail: format!(
+                "transcribing on this machine ({})",
+                self.provider.settings.model
+            ),
             provider_session_id: Some(format!("whisper:{}", self.prefix)),
         });
     }
@@ -473,11 +497,17 @@ impl Handler<DecodeReply> for WhisperActor {
 
     fn handle(&mut self, reply: DecodeReply, ctx: &mut Self::Context) {
         let decoded = match reply.outcome {
-            JobOutcome::Done { result: Ok(decoded), latency, decode } => {
+            JobOutcome::Done {
+                result: Ok(decoded),
+                latency,
+                decode,
+            } => {
                 tracing::debug!(session = %self.session_slug, kind = ?reply.kind, decode_ms = decode.as_millis() as u64, latency_ms = latency.as_millis() as u64, chars = decoded.text.len(), "whisper decode");
                 Some(decoded)
             }
-            JobOutcome::Done { result: Err(error), .. } => {
+            JobOutcome::Done {
+                result: Err(error), ..
+            } => {
                 tracing::warn!(session = %self.session_slug, kind = ?reply.kind, %error, "whisper decode failed");
                 None
             }
@@ -686,7 +716,9 @@ mod tests {
             .unwrap();
 
         let seen = seen.lock().unwrap();
-        assert!(matches!(&seen[0], Seen::Status(s) if s.phase == ProviderPhase::Streaming && s.stream == 7));
+        assert!(
+            matches!(&seen[0], Seen::Status(s) if s.phase == ProviderPhase::Streaming && s.stream == 7)
+        );
         assert!(matches!(seen.last(), Some(Seen::Finished(f)) if f.stream == 7));
         let events: Vec<&TranscriptEvent> = seen
             .iter()
@@ -699,12 +731,29 @@ mod tests {
         assert_eq!(finals.len(), 2, "{events:#?}");
         assert!(finals[0].utterance_id.ends_with(":w1") && finals[1].utterance_id.ends_with(":w2"));
         // 1.5 s of tone plus up to 200 ms pre-roll and tail: 15-19 tenths.
-        assert!(finals[0].text.starts_with("clip of 1"), "{}", finals[0].text);
+        assert!(
+            finals[0].text.starts_with("clip of 1"),
+            "{}",
+            finals[0].text
+        );
         for f in &finals {
-            let first_final = events.iter().position(|e| e.is_final && e.utterance_id == f.utterance_id).unwrap();
-            let partials = events.iter().enumerate().filter(|(_, e)| !e.is_final && e.utterance_id == f.utterance_id);
-            assert!(partials.clone().count() >= 1, "no partial for {}", f.utterance_id);
-            assert!(partials.into_iter().all(|(i, _)| i < first_final), "a partial after the final");
+            let first_final = events
+                .iter()
+                .position(|e| e.is_final && e.utterance_id == f.utterance_id)
+                .unwrap();
+            let partials = events
+                .iter()
+                .enumerate()
+                .filter(|(_, e)| !e.is_final && e.utterance_id == f.utterance_id);
+            assert!(
+                partials.clone().count() >= 1,
+                "no partial for {}",
+                f.utterance_id
+            );
+            assert!(
+                partials.into_iter().all(|(i, _)| i < first_final),
+                "a partial after the final"
+            );
             assert!(f.started_at_ms < f.ended_at_ms);
             assert_eq!(f.language.as_deref(), Some("en"));
         }

@@ -172,7 +172,9 @@ impl Drop for DecodePool {
 
 fn lock(queue: &Mutex<Queue>) -> std::sync::MutexGuard<'_, Queue> {
     // A panicking reply callback must not take the pool down with it.
-    queue.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    queue
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 fn work(shared: &Shared, transcriber: &dyn Transcriber) {

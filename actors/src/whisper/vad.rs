@@ -261,7 +261,8 @@ mod tests {
                 let t = i as f32 / 16_000.0;
                 let f = 220.0 + 60.0 * (2.0 * std::f32::consts::PI * 3.0 * t).sin();
                 let syllables = (2.0 * std::f32::consts::PI * 2.0 * t).sin().abs();
-                (amplitude * syllables * 32_767.0 * (2.0 * std::f32::consts::PI * f * t).sin()) as i16
+                (amplitude * syllables * 32_767.0 * (2.0 * std::f32::consts::PI * f * t).sin())
+                    as i16
             })
             .collect()
     }
@@ -308,15 +309,33 @@ mod tests {
             ],
         );
         assert!(got.iter().all(Utterance::is_speech));
-        assert_eq!(got.len(), 2, "{:?}", got.iter().map(|u| (u.start_sample, u.end_sample)).collect::<Vec<_>>());
+        assert_eq!(
+            got.len(),
+            2,
+            "{:?}",
+            got.iter()
+                .map(|u| (u.start_sample, u.end_sample))
+                .collect::<Vec<_>>()
+        );
         // First: speech 1.0-2.5 s, with up to 200 ms of pre-roll and tail.
-        assert!((0.75..=1.0).contains(&secs(got[0].start_sample)), "{}", secs(got[0].start_sample));
-        assert!((2.5..=2.75).contains(&secs(got[0].end_sample)), "{}", secs(got[0].end_sample));
+        assert!(
+            (0.75..=1.0).contains(&secs(got[0].start_sample)),
+            "{}",
+            secs(got[0].start_sample)
+        );
+        assert!(
+            (2.5..=2.75).contains(&secs(got[0].end_sample)),
+            "{}",
+            secs(got[0].end_sample)
+        );
         // Second: 3.4-6.2 s in one piece despite the 300 ms pause.
         assert!((3.15..=3.4).contains(&secs(got[1].start_sample)));
         assert!((6.2..=6.45).contains(&secs(got[1].end_sample)));
         assert!(got.iter().all(|u| !u.forced));
-        assert_eq!(got[1].samples.len() as u64, got[1].end_sample - got[1].start_sample);
+        assert_eq!(
+            got[1].samples.len() as u64,
+            got[1].end_sample - got[1].start_sample
+        );
         assert!(s.current().is_none());
     }
 
@@ -334,15 +353,24 @@ mod tests {
         let mut s = Segmenter::new(CONFIG);
         let got = feed(&mut s, &[noise(500, 0.001), tone(12_000, 0.3)]);
         assert_eq!(got.len(), 2);
-        assert!(got.iter().all(|u| u.forced && u.samples.len() <= 5 * 16_000));
-        assert_eq!(got[1].start_sample, got[0].end_sample, "no audio lost at a cut");
+        assert!(got
+            .iter()
+            .all(|u| u.forced && u.samples.len() <= 5 * 16_000));
+        assert_eq!(
+            got[1].start_sample, got[0].end_sample,
+            "no audio lost at a cut"
+        );
         // The rest is still open and ends with the stream.
         let (start, open) = s.current().expect("speech goes on");
         assert_eq!(start, got[1].end_sample);
         assert!(!open.is_empty());
         let last = s.finish().expect("the open utterance at the end");
         assert!(!last.forced);
-        assert!((12.4..=12.6).contains(&secs(last.end_sample)), "{}", secs(last.end_sample));
+        assert!(
+            (12.4..=12.6).contains(&secs(last.end_sample)),
+            "{}",
+            secs(last.end_sample)
+        );
     }
 
     #[test]
@@ -354,7 +382,10 @@ mod tests {
         click.extend(vec![0; 16_000]);
         let got = feed(&mut s, &[click]);
         assert!(got.len() <= 1, "{got:?}");
-        assert!(got.iter().all(|u| !u.is_speech()), "a click taken for speech");
+        assert!(
+            got.iter().all(|u| !u.is_speech()),
+            "a click taken for speech"
+        );
         assert!(s.finish().is_none());
     }
 
