@@ -271,6 +271,28 @@ fn language_token(debug: &str) -> Option<String> {
     Some(debug[start..end].to_owned())
 }
 
+/// What [`calibration_clip`] says.
+pub const CALIBRATION_TEXT: &str =
+    "Please review the budget before the meeting on Thursday, and send your questions to the team.";
+
+/// 6 s of synthetic speech (espeak-ng, G.711 µ-law, 16 kHz): a realistic utterance for timing
+/// decodes at start-up, since a decode's cost depends on the words it produces.
+pub fn calibration_clip() -> Vec<f32> {
+    include_bytes!("../assets/calibration.ulaw")
+        .iter()
+        .map(|&u| f32::from(ulaw_to_linear(u)) / 32_768.0)
+        .collect()
+}
+
+/// G.711 µ-law to 16-bit linear.
+fn ulaw_to_linear(code: u8) -> i16 {
+    let u = !code;
+    let exponent = (u >> 4) & 0x07;
+    let mantissa = i32::from(u & 0x0F);
+    let magnitude = (((mantissa << 3) + 0x84) << exponent) - 0x84;
+    (if u & 0x80 != 0 { -magnitude } else { magnitude }) as i16
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -293,26 +315,4 @@ mod tests {
         );
         assert_eq!(super::language_token("DetectionResult { }"), None);
     }
-}
-
-/// What [`calibration_clip`] says.
-pub const CALIBRATION_TEXT: &str =
-    "Please review the budget before the meeting on Thursday, and send your questions to the team.";
-
-/// 6 s of synthetic speech (espeak-ng, G.711 µ-law, 16 kHz): a realistic utterance for timing
-/// decodes at start-up, since a decode's cost depends on the words it produces.
-pub fn calibration_clip() -> Vec<f32> {
-    include_bytes!("../assets/calibration.ulaw")
-        .iter()
-        .map(|&u| f32::from(ulaw_to_linear(u)) / 32_768.0)
-        .collect()
-}
-
-/// G.711 µ-law to 16-bit linear.
-fn ulaw_to_linear(code: u8) -> i16 {
-    let u = !code;
-    let exponent = (u >> 4) & 0x07;
-    let mantissa = i32::from(u & 0x0F);
-    let magnitude = (((mantissa << 3) + 0x84) << exponent) - 0x84;
-    (if u & 0x80 != 0 { -magnitude } else { magnitude }) as i16
 }

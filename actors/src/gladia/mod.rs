@@ -645,7 +645,7 @@ impl GladiaActor {
         let Some((since, sent)) = &mut self.gap else {
             return;
         };
-        let due = since.elapsed().as_millis() as u64 * PCM_BYTES_PER_SEC / 1000 & !1;
+        let due = (since.elapsed().as_millis() as u64 * PCM_BYTES_PER_SEC / 1000) & !1;
         while *sent < due {
             let piece = (due - *sent).min(GAP_SILENCE_MAX_PIECE);
             self.audio
