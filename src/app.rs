@@ -9,6 +9,7 @@ use ::actors::registry::{
     SessionContext, SessionRegistry, SessionSettings, ShutDownAll, StopSessionThreads,
 };
 use ::actors::relay::{FlushRelay, RelayConfig, RelayPoster, DEFAULT_QUEUE_LIMIT};
+use ::actors::stt::SttBackend;
 use actix::prelude::*;
 use actix_web::{web, App, HttpServer};
 use anyhow::Context as _;
@@ -30,27 +31,41 @@ const SHUTDOWN_THREADS_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long shutdown waits for queued finals to reach the database.
 const SHUTDOWN_FLUSH_TIMEOUT: Duration = Duration::from_secs(15);
 
-/// The provider a new session uses, and the start-up line saying why (SPEC §6).
-fn provider(config: &Config) -> (Option<Arc<GladiaConfig>>, String) {
+/// The provider a new session uses, and the start-up line saying which and why (SPEC §6).
+async fn provider(config: &Config) -> anyhow::Result<(Option<SttBackend>, String)> {
+    let reason = &config.stt_provider_reason;
     match (config.stt_provider, &config.gladia_api_key) {
-        (SttProvider::Gladia, Some(key)) => (
-            Some(Arc::new(GladiaConfig {
+        (SttProvider::Gladia, Some(key)) => Ok((
+            Some(SttBackend::Gladia(Arc::new(GladiaConfig {
                 api_url: config.gladia_api_url.clone(),
                 api_key: key.clone(),
                 region: config.gladia_region.clone(),
                 max_buffered_audio: Duration::from_secs(60),
                 stop_timeout: Duration::from_secs(30),
                 max_session: config.gladia_max_session,
-            })),
-            format!("speech-to-text provider: gladia at {} ({})", config.gladia_api_url, config.stt_provider_reason),
-        ),
-        _ => (
+            }))),
+            format!(
+                "speech-to-text provider: gladia at {} ({reason})",
+                config.gladia_api_url
+            ),
+        )),
+        (SttProvider::Whisper, _) => {
+            let whisper = config.whisper.clone();
+            let (provider, line) =
+                tokio::task::spawn_blocking(move || crate::whisper_engine::start(&whisper))
+                    .await
+                    .context("whisper start-up")??;
+            Ok((
+                Some(SttBackend::Whisper(Arc::new(provider))),
+                format!("speech-to-text provider: whisper, on this machine: {line} ({reason})"),
+            ))
+        }
+        _ => Ok((
             None,
             format!(
-                "speech-to-text provider: none ({}; the offline whisper provider is not built yet): audio is decoded but not transcribed",
-                config.stt_provider_reason
+                "speech-to-text provider: none ({reason}): audio is decoded but not transcribed"
             ),
-        ),
+        )),
     }
 }
 
@@ -82,7 +97,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         })?;
     let rtmp_local = rtmp_listener.local_addr()?;
 
-    let (provider, provider_line) = provider(&config);
+    let (provider, provider_line) = provider(&config).await?;
     // SPEC §3: with RTMP_STREAM_KEY_SECRET, `rtmpUrl` carries a signed key and only signed keys
     // may publish; without it the key is the slug (development).
     let signed_keys = config

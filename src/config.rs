@@ -4,7 +4,7 @@
 //! start-up with one line naming the variable, the value and what is allowed.
 
 use std::net::{IpAddr, Ipv4Addr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::Parser;
@@ -47,9 +47,41 @@ pub struct Cli {
     /// provider session before it, at a pause when there is one.
     #[arg(long, env = "GLADIA_MAX_SESSION_SECS", default_value = "10800")]
     pub gladia_max_session_secs: String,
-    /// gladia or whisper [default: gladia with a key, else whisper]
+    /// gladia or whisper [default: gladia with a key, else whisper when its model is installed]
     #[arg(long, env = "STT_PROVIDER")]
     pub stt_provider: Option<String>,
+    /// A Whisper model in CTranslate2 format (tiny to large, multilingual or `.en`);
+    /// scripts/install-whisper-model.sh installs the default one.
+    #[arg(long, env = "WHISPER_MODEL_DIR", default_value = DEFAULT_WHISPER_MODEL_DIR)]
+    pub whisper_model_dir: String,
+    /// CPU threads one Whisper decode uses [default: the cores, at most 4].
+    #[arg(long, env = "WHISPER_THREADS")]
+    pub whisper_threads: Option<String>,
+    /// Whisper decodes that run at once [default: cores / WHISPER_THREADS, at least 1].
+    #[arg(long, env = "WHISPER_WORKERS")]
+    pub whisper_workers: Option<String>,
+    /// CTranslate2 compute type: int8, int8_float32, int16, float32, auto, ...
+    #[arg(long, env = "WHISPER_COMPUTE_TYPE", default_value = "int8")]
+    pub whisper_compute_type: String,
+    /// Language code for multilingual models [default: detected per utterance].
+    #[arg(long, env = "WHISPER_LANGUAGE")]
+    pub whisper_language: Option<String>,
+    /// Beam size of Whisper decoding (1: greedy, fastest).
+    #[arg(long, env = "WHISPER_BEAM_SIZE", default_value = "1")]
+    pub whisper_beam_size: String,
+    /// A partial every this many ms of a growing utterance (each re-decodes the utterance).
+    #[arg(long, env = "WHISPER_PARTIAL_PERIOD_MS", default_value = "1000")]
+    pub whisper_partial_period_ms: String,
+    /// A pause this long (ms) ends an utterance: its final is decoded.
+    #[arg(long, env = "WHISPER_ENDPOINT_SILENCE_MS", default_value = "600")]
+    pub whisper_endpoint_silence_ms: String,
+    /// An utterance is cut at this length in ms (below Whisper's 30 s window).
+    #[arg(long, env = "WHISPER_MAX_UTTERANCE_MS", default_value = "20000")]
+    pub whisper_max_utterance_ms: String,
+    /// Concurrent whisper sessions admitted [default: the number this machine serves in real
+    /// time, measured at start-up].
+    #[arg(long, env = "WHISPER_MAX_SESSIONS")]
+    pub whisper_max_sessions: Option<String>,
     /// Audio per chunk sent to the provider, in ms (10-1000).
     #[arg(long, env = "PCM_CHUNK_SIZE_MS", default_value = "100")]
     pub pcm_chunk_size_ms: String,
@@ -127,6 +159,46 @@ pub struct Cli {
 pub enum SttProvider {
     Gladia,
     Whisper,
+    /// No key and no Whisper model: audio is decoded but not transcribed.
+    None,
+}
+
+/// The offline provider's settings (SPEC §6).
+#[derive(Debug, Clone)]
+pub struct WhisperConfig {
+    pub model_dir: PathBuf,
+    pub threads: usize,
+    pub workers: usize,
+    pub compute_type: String,
+    pub language: Option<String>,
+    pub beam_size: usize,
+    pub partial_period: Duration,
+    pub endpoint_silence: Duration,
+    pub max_utterance: Duration,
+    /// `None`: admit the measured number of sessions.
+    pub max_sessions: Option<usize>,
+}
+
+pub const DEFAULT_WHISPER_MODEL_DIR: &str = "data/models/whisper-tiny.en";
+
+const COMPUTE_TYPES: [&str; 10] = [
+    "default",
+    "auto",
+    "float32",
+    "int8",
+    "int8_float32",
+    "int8_float16",
+    "int8_bfloat16",
+    "int16",
+    "float16",
+    "bfloat16",
+];
+
+/// True when `dir` holds the files of a CTranslate2 Whisper model.
+pub fn whisper_model_present(dir: &Path) -> bool {
+    ["model.bin", "config.json", "tokenizer.json"]
+        .iter()
+        .all(|f| dir.join(f).is_file())
 }
 
 /// The validated configuration.
@@ -145,7 +217,8 @@ pub struct Config {
     pub gladia_max_session: Duration,
     pub stt_provider: SttProvider,
     /// Why this provider was chosen, for the start-up line.
-    pub stt_provider_reason: &'static str,
+    pub stt_provider_reason: String,
+    pub whisper: WhisperConfig,
     pub pcm_chunk_ms: u32,
     pub pcm_flush_ms: u32,
     pub ws_ping_interval: Duration,
@@ -234,8 +307,74 @@ fn non_empty(value: Option<String>) -> Option<String> {
     value.filter(|v| !v.trim().is_empty())
 }
 
+fn whisper_config(cli: &Cli) -> Result<WhisperConfig, ConfigError> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = match non_empty(cli.whisper_threads.clone()) {
+        Some(v) => number("WHISPER_THREADS", &v, 1usize, 256)?,
+        None => cores.min(4),
+    };
+    let workers = match non_empty(cli.whisper_workers.clone()) {
+        Some(v) => number("WHISPER_WORKERS", &v, 1usize, 256)?,
+        None => (cores / threads).max(1),
+    };
+    let compute_type = cli.whisper_compute_type.trim().to_owned();
+    if !COMPUTE_TYPES.contains(&compute_type.as_str()) {
+        return Err(bad(
+            "WHISPER_COMPUTE_TYPE",
+            &cli.whisper_compute_type,
+            COMPUTE_TYPES.join(", "),
+        ));
+    }
+    let language = match non_empty(cli.whisper_language.clone()) {
+        Some(l) if (2..=3).contains(&l.len()) && l.chars().all(|c| c.is_ascii_lowercase()) => {
+            Some(l)
+        }
+        Some(l) => {
+            return Err(bad(
+                "WHISPER_LANGUAGE",
+                &l,
+                "a language code such as en or de",
+            ))
+        }
+        None => None,
+    };
+    let max_sessions = match non_empty(cli.whisper_max_sessions.clone()) {
+        Some(v) => Some(number("WHISPER_MAX_SESSIONS", &v, 1usize, 10_000)?),
+        None => None,
+    };
+    Ok(WhisperConfig {
+        model_dir: PathBuf::from(cli.whisper_model_dir.trim()),
+        threads,
+        workers,
+        compute_type,
+        language,
+        beam_size: number("WHISPER_BEAM_SIZE", &cli.whisper_beam_size, 1usize, 16)?,
+        partial_period: Duration::from_millis(number(
+            "WHISPER_PARTIAL_PERIOD_MS",
+            &cli.whisper_partial_period_ms,
+            100u64,
+            30_000,
+        )?),
+        endpoint_silence: Duration::from_millis(number(
+            "WHISPER_ENDPOINT_SILENCE_MS",
+            &cli.whisper_endpoint_silence_ms,
+            100u64,
+            10_000,
+        )?),
+        // Whisper hears 30 s at most; the cut leaves room for the pre-roll and tail.
+        max_utterance: Duration::from_millis(number(
+            "WHISPER_MAX_UTTERANCE_MS",
+            &cli.whisper_max_utterance_ms,
+            1_000u64,
+            29_000,
+        )?),
+        max_sessions,
+    })
+}
+
 impl Config {
     pub fn from_cli(cli: Cli) -> Result<Config, ConfigError> {
+        let whisper = whisper_config(&cli)?;
         let http_host = address("HTTP_HOST", &cli.http_host)?;
         let rtmp_bind = address("RTMP_BIND", &cli.rtmp_bind)?;
         let port = number("PORT", &cli.port, 0u16, u16::MAX)?;
@@ -283,6 +422,7 @@ impl Config {
             None => None,
         };
         let gladia_api_key = non_empty(cli.gladia_api_key);
+        let model_dir = whisper.model_dir.display().to_string();
         let (stt_provider, stt_provider_reason) = match non_empty(cli.stt_provider).as_deref() {
             Some("gladia") if gladia_api_key.is_none() => {
                 return Err(bad(
@@ -291,11 +431,20 @@ impl Config {
                     "whisper, unless GLADIA_API_KEY is set",
                 ))
             }
-            Some("gladia") => (SttProvider::Gladia, "STT_PROVIDER=gladia"),
-            Some("whisper") => (SttProvider::Whisper, "STT_PROVIDER=whisper"),
+            Some("gladia") => (SttProvider::Gladia, "STT_PROVIDER=gladia".to_owned()),
+            Some("whisper") => (SttProvider::Whisper, "STT_PROVIDER=whisper".to_owned()),
             Some(other) => return Err(bad("STT_PROVIDER", other, "gladia or whisper")),
-            None if gladia_api_key.is_some() => (SttProvider::Gladia, "GLADIA_API_KEY is set"),
-            None => (SttProvider::Whisper, "no GLADIA_API_KEY"),
+            None if gladia_api_key.is_some() => {
+                (SttProvider::Gladia, "GLADIA_API_KEY is set".to_owned())
+            }
+            None if whisper_model_present(&whisper.model_dir) => (
+                SttProvider::Whisper,
+                format!("no GLADIA_API_KEY; Whisper model found in {model_dir}"),
+            ),
+            None => (
+                SttProvider::None,
+                format!("no GLADIA_API_KEY and no Whisper model in {model_dir}; scripts/install-whisper-model.sh installs it"),
+            ),
         };
         let gladia_max_session = Duration::from_secs(number(
             "GLADIA_MAX_SESSION_SECS",
@@ -432,6 +581,7 @@ impl Config {
             gladia_region,
             stt_provider,
             stt_provider_reason,
+            whisper,
             pcm_chunk_ms,
             pcm_flush_ms,
             ws_ping_interval,
@@ -580,6 +730,55 @@ mod tests {
             c.realtime_broadcast_url.as_deref(),
             Some("http://10.0.0.2:8080/api/realtime/transcribe/broadcast")
         );
+    }
+
+    #[test]
+    fn provider_defaults_to_whisper_only_when_its_model_is_there() {
+        let empty = tempfile::tempdir().unwrap();
+        let dir = empty.path().to_str().unwrap();
+        let c = parse(&["--whisper-model-dir", dir]).unwrap();
+        assert_eq!(c.stt_provider, SttProvider::None);
+        assert!(c.stt_provider_reason.contains("install-whisper-model.sh"));
+        for f in ["model.bin", "config.json", "tokenizer.json"] {
+            std::fs::write(empty.path().join(f), b"x").unwrap();
+        }
+        let c = parse(&["--whisper-model-dir", dir]).unwrap();
+        assert_eq!(c.stt_provider, SttProvider::Whisper);
+        let c = parse(&["--whisper-model-dir", dir, "--gladia-api-key", "k"]).unwrap();
+        assert_eq!(c.stt_provider, SttProvider::Gladia);
+        let c = parse(&[
+            "--whisper-model-dir",
+            dir,
+            "--gladia-api-key",
+            "k",
+            "--stt-provider",
+            "whisper",
+        ])
+        .unwrap();
+        assert_eq!(c.stt_provider, SttProvider::Whisper);
+        assert_eq!(c.stt_provider_reason, "STT_PROVIDER=whisper");
+    }
+
+    #[test]
+    fn whisper_settings_are_validated() {
+        let e = parse(&["--whisper-max-utterance-ms", "30000"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("WHISPER_MAX_UTTERANCE_MS"), "{e}");
+        let e = parse(&["--whisper-compute-type", "int4"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("WHISPER_COMPUTE_TYPE") && e.contains("int8"),
+            "{e}"
+        );
+        let e = parse(&["--whisper-max-sessions", "0"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("WHISPER_MAX_SESSIONS"), "{e}");
+        let c = parse(&["--whisper-threads", "2", "--whisper-workers", "3"]).unwrap();
+        assert_eq!((c.whisper.threads, c.whisper.workers), (2, 3));
+        assert_eq!(c.whisper.max_sessions, None);
     }
 
     #[test]

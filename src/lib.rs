@@ -9,6 +9,7 @@
 //! - `auth`: client tokens (HS256 JWT) and the middleware guarding `/api/*`.
 //! - `db`: diesel storage (SQLite or PostgreSQL), batched writes off the async arbiters.
 //! - `telemetry`: stderr logs and, with `OTEL_EXPORTER_OTLP_ENDPOINT`, OTLP trace export.
+//! - `whisper_engine`: the offline provider's Whisper engine (CTranslate2), loaded and measured.
 //! - `app`: wiring it all together; `main.rs` only parses, logs and runs.
 //!
 //! docs/ARCHITECTURE.md walks one audio chunk and one final transcript through the code.
@@ -20,3 +21,4 @@ pub mod db;
 pub mod http;
 pub mod rtmp;
 pub mod telemetry;
+pub mod whisper_engine;

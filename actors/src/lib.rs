@@ -3,7 +3,9 @@
 //! - `registry`: slug → `SessionSupervisor`; the entry point for routes and the RTMP listener.
 //! - `supervisor`: one meeting session's state and children.
 //! - `ingest`: FLV audio tags → GStreamer decode → PCM chunks (`pipelines` does the media work).
-//! - `gladia`: the provider connection (init, WebSocket, acks, resend, stop).
+//! - `stt`: the provider interface the supervisor uses (SPEC §6), with two providers:
+//!   `gladia`, the provider connection (init, WebSocket, acks, resend, stop), and `whisper`,
+//!   offline decoding on this machine (voice-activity segmentation, a bounded decode pool).
 //! - `broadcast`: numbering, attribution, one serialisation per message, fan-out.
 //! - `relay`: HTTP broadcast mode, posting every message to another instance.
 //! - `client` + `outbox`: one browser socket; finals first, newest partial only.
@@ -25,5 +27,7 @@ pub mod persistence;
 pub mod registry;
 pub mod relay;
 pub mod speaker;
+pub mod stt;
 pub mod supervisor;
+pub mod whisper;
 pub mod wire;

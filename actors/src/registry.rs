@@ -7,9 +7,9 @@ use std::sync::Arc;
 use actix::prelude::*;
 
 use crate::access::StreamKeyIssuer;
-use crate::gladia::GladiaConfig;
 use crate::ingest_messages::{AttachPublisher, PublishHandle, PublishRefused};
 use crate::persistence::Storage;
+use crate::stt::SttBackend;
 use crate::supervisor::{SessionSupervisor, ShutDown};
 
 /// Settings every session shares.
@@ -17,7 +17,7 @@ pub struct SessionSettings {
     /// `rtmp://{RTMP_HOST}:{RTMP_EXTERNAL_PORT}/live/`; the slug is appended.
     pub rtmp_url_base: String,
     /// `None`: no STT provider configured (SPEC §6), audio is decoded but not transcribed.
-    pub provider: Option<Arc<GladiaConfig>>,
+    pub provider: Option<SttBackend>,
     pub pcm_chunk_ms: u32,
     pub pcm_flush_ms: u32,
     pub active_speaker_ttl: std::time::Duration,
@@ -79,6 +79,11 @@ pub struct FindSession {
 #[derive(Message)]
 #[rtype(result = "Vec<Addr<SessionSupervisor>>")]
 pub struct ListSessions;
+
+/// The provider every session uses (`None`: none configured), for the API.
+#[derive(Message)]
+#[rtype(result = "Option<SttBackend>")]
+pub struct GetProvider;
 
 /// Sent by a supervisor that has nothing left to do.
 #[derive(Message)]
@@ -163,6 +168,14 @@ impl Handler<GetOrCreateSession> for SessionRegistry {
 
     fn handle(&mut self, msg: GetOrCreateSession, ctx: &mut Self::Context) -> Self::Result {
         self.get_or_create(&msg.session_slug, ctx)
+    }
+}
+
+impl Handler<GetProvider> for SessionRegistry {
+    type Result = Option<SttBackend>;
+
+    fn handle(&mut self, _: GetProvider, _: &mut Self::Context) -> Self::Result {
+        self.context.settings.provider.clone()
     }
 }
 

@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! SessionSupervisor ─┬─ IngestActor    (lives as long as the session)
-//!                    ├─ GladiaActor    (one per provider stream; replaced after a stop)
+//!                    ├─ GladiaActor or WhisperActor (one per provider stream, see `stt`;
+//!                    │                  replaced after a stop)
 //!                    └─ BroadcastActor (lives as long as the session)
 //! ```
 //! It is the only place that decides the session's state (SPEC §4.2); children report to it.
@@ -15,8 +16,8 @@ use crate::broadcast::{
     AddClient, BroadcastActor, BroadcastStatus, RemoveClient, ReportSpeaker, SayGoodbye,
 };
 use crate::client::{ClientId, Deliver};
-use crate::events::{EndOfAudio, SessionState};
-use crate::gladia::{GladiaActor, ProviderFinished, ProviderPhase, ProviderStatus, PublisherGap};
+use crate::events::SessionState;
+use crate::gladia::{ProviderFinished, ProviderPhase, ProviderStatus};
 use crate::ingest::{DrainIngest, IngestActor, IngestReport, UseProvider, UsePublisher};
 use crate::ingest_messages::{AttachPublisher, PublishHandle, PublishRefused, PublisherId};
 use crate::metrics::SessionMetrics;
@@ -24,6 +25,7 @@ use crate::outbound_frames::status_frame;
 use crate::outbox::Outbound;
 use crate::persistence::SaveSessionState;
 use crate::registry::{SessionContext, SessionRegistry, SessionRetired};
+use crate::stt::{StreamSinks, SttAdmission, SttStream};
 
 /// What the HTTP API and `transcription_started` show about a session.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -97,7 +99,7 @@ struct Publisher {
 
 struct ProviderStream {
     id: u64,
-    addr: Addr<GladiaActor>,
+    addr: SttStream,
     /// `EndOfAudio` sent: the stream is finishing and takes no more audio.
     ending: bool,
 }
@@ -173,7 +175,7 @@ impl SessionSupervisor {
             ),
             clients: self.clients.len(),
             publisher: self.publisher.as_ref().map(|p| p.peer.clone()),
-            provider: self.context.settings.provider.as_ref().map(|_| "gladia"),
+            provider: self.context.settings.provider.as_ref().map(|p| p.name()),
             provider_session_id: self.provider_session_id.clone(),
             publishes: self.publishes,
             provider_streams: self.stream_counter,
@@ -219,12 +221,9 @@ impl SessionSupervisor {
         }
     }
 
-    fn start_provider_stream(&mut self, ctx: &mut Context<Self>) {
-        let (Some(config), Some(broadcast), Some(ingest)) = (
-            self.context.settings.provider.clone(),
-            self.broadcast.clone(),
-            self.ingest.clone(),
-        ) else {
+    /// Starts a provider stream in the place `admission` holds (see [`Self::admit`]).
+    fn start_provider_stream(&mut self, admission: SttAdmission, ctx: &mut Context<Self>) {
+        let (Some(broadcast), Some(ingest)) = (self.broadcast.clone(), self.ingest.clone()) else {
             return;
         };
         self.stream_counter += 1;
@@ -232,21 +231,21 @@ impl SessionSupervisor {
         self.stt_spans.insert(
             stream,
             tracing::info_span!(parent: &self.span, "stt", session.slug = %self.slug,
-                stt.provider = "gladia", stt.stream = stream,
+                stt.provider = admission.provider_name(), stt.stream = stream,
                 stt.provider_session_id = tracing::field::Empty,
                 stt.lost_audio_bytes = tracing::field::Empty),
         );
         let me = ctx.address();
-        let addr = GladiaActor::new(
+        let addr = admission.start(
             self.slug.clone(),
             stream,
-            config,
-            broadcast.recipient(),
-            me.clone().recipient(),
-            me.recipient(),
-        )
-        .start();
-        ingest.do_send(UseProvider(Some(addr.clone().recipient())));
+            StreamSinks {
+                transcripts: broadcast.recipient(),
+                status: me.clone().recipient(),
+                finished: me.recipient(),
+            },
+        );
+        ingest.do_send(UseProvider(Some(addr.audio.clone())));
         self.provider = Some(ProviderStream {
             id: stream,
             addr,
@@ -254,12 +253,29 @@ impl SessionSupervisor {
         });
     }
 
+    /// A place for a new provider stream. `Ok(None)`: no provider is configured. A whisper
+    /// provider at its capacity refuses: the session says so in its state (SPEC §6).
+    fn admit(&mut self) -> Result<Option<SttAdmission>, String> {
+        let Some(backend) = &self.context.settings.provider else {
+            return Ok(None);
+        };
+        match backend.admit() {
+            Ok(admission) => Ok(Some(admission)),
+            Err(refused) => {
+                let why = refused.to_string();
+                tracing::warn!(session = %self.slug, %why, "provider stream refused");
+                self.set_state(SessionState::Error, format!("{why}; publish refused"));
+                Err(why)
+            }
+        }
+    }
+
     /// No more audio for the current provider stream.
     fn end_provider_stream(&mut self) {
         if let Some(stream) = &mut self.provider {
             if !stream.ending {
                 stream.ending = true;
-                stream.addr.do_send(EndOfAudio);
+                stream.addr.end_of_audio();
                 self.finishing_streams.insert(stream.id);
             }
         }
@@ -277,7 +293,7 @@ impl SessionSupervisor {
         ctx: &mut Context<Self>,
     ) {
         if let Some(stream) = self.provider.as_ref().filter(|s| !s.ending) {
-            stream.addr.do_send(PublisherGap);
+            stream.addr.publisher_gap();
         }
         self.set_state(
             SessionState::WaitingForEgress,
@@ -406,6 +422,19 @@ impl Handler<AttachPublisher> for SessionSupervisor {
         let Some(ingest) = self.ingest.clone().filter(|_| !self.shutting_down) else {
             return Err(PublishRefused::Other("session is shutting down".into()));
         };
+        let need_stream = self.provider.as_ref().is_none_or(|p| p.ending);
+        // Taken before anything changes, so a refused publish leaves the session as it was.
+        let admission = if need_stream {
+            match self.admit() {
+                Ok(admission) => admission,
+                Err(why) => {
+                    self.maybe_retire(ctx);
+                    return Err(PublishRefused::Other(why));
+                }
+            }
+        } else {
+            None
+        };
         self.reopen_if_ended();
         // The ingest actor learns of the new publisher before the old connection can learn it
         // was replaced: its detach then finds another publisher current and is ignored.
@@ -428,11 +457,10 @@ impl Handler<AttachPublisher> for SessionSupervisor {
             replaced: Some(replaced),
             _span: span,
         });
-        let need_stream = self.provider.as_ref().is_none_or(|p| p.ending);
-        if need_stream {
-            self.start_provider_stream(ctx);
+        if let Some(admission) = admission {
+            self.start_provider_stream(admission, ctx);
         } else if let Some(stream) = &self.provider {
-            ingest.do_send(UseProvider(Some(stream.addr.clone().recipient())));
+            ingest.do_send(UseProvider(Some(stream.addr.audio.clone())));
         }
         if self.context.settings.provider.is_none() {
             self.set_state(SessionState::Reconnecting, "no STT provider configured");
@@ -536,9 +564,18 @@ impl Handler<ProviderFinished> for SessionSupervisor {
             self.provider = None;
             if self.publisher.is_some() {
                 // The provider gave up while audio still flows: open a new stream.
-                self.start_provider_stream(ctx);
+                if let Ok(Some(admission)) = self.admit() {
+                    self.start_provider_stream(admission, ctx);
+                }
             } else if self.stop_requested {
                 self.set_state(SessionState::Ended, "transcription stopped");
+            } else if self.state == SessionState::WaitingForEgress {
+                // Sent after the stream's last final (the broadcaster's mailbox keeps order),
+                // so a client knows every transcript of the publish has arrived.
+                self.set_state(
+                    SessionState::WaitingForEgress,
+                    "publisher left; transcription finished, waiting for the meeting's audio",
+                );
             }
         }
         if self.stop_requested && self.provider.is_none() && self.finishing_streams.is_empty() {

@@ -2,8 +2,9 @@
 
 use ::actors::persistence::LoadFinalsAfter;
 use ::actors::registry::{
-    validate_slug, FindSession, GetOrCreateSession, ListSessions, SessionRefused,
+    validate_slug, FindSession, GetOrCreateSession, GetProvider, ListSessions, SessionRefused,
 };
+use ::actors::stt::SttBackend;
 use ::actors::supervisor::{GetSnapshot, StartTranscription, StopTranscription};
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
@@ -47,7 +48,41 @@ fn not_found(slug: &str) -> HttpResponse {
     )
 }
 
+/// What the list shows about the provider: its name, and for whisper the capacity this
+/// machine has (SPEC §6), its use and the measurement behind it.
+fn provider_json(provider: Option<SttBackend>) -> serde_json::Value {
+    match provider {
+        None => serde_json::Value::Null,
+        Some(SttBackend::Gladia(_)) => serde_json::json!({ "name": "gladia" }),
+        Some(SttBackend::Whisper(whisper)) => {
+            let mut status = serde_json::to_value(whisper.status()).unwrap_or_default();
+            status["name"] = "whisper".into();
+            status
+        }
+    }
+}
+
+/// A whisper provider at its capacity refuses new sessions here already, before egress
+/// starts; a session already transcribing may be started again.
+fn capacity_refusal(provider: Option<&SttBackend>, state: &str) -> Option<HttpResponse> {
+    let Some(SttBackend::Whisper(whisper)) = provider else {
+        return None;
+    };
+    if whisper.has_room() || state == "live" {
+        return None;
+    }
+    let refused = ::actors::whisper::CapacityReached {
+        capacity: whisper.capacity(),
+    };
+    Some(json_error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "stt_capacity_reached",
+        refused.to_string(),
+    ))
+}
+
 pub async fn start(state: web::Data<AppState>, slug: web::Path<String>) -> HttpResponse {
+    let provider = state.registry.send(GetProvider).await.ok().flatten();
     let supervisor = match state
         .registry
         .send(GetOrCreateSession {
@@ -59,6 +94,11 @@ pub async fn start(state: web::Data<AppState>, slug: web::Path<String>) -> HttpR
         Ok(Err(e)) => return refused(e),
         Err(_) => return unavailable(),
     };
+    if let Ok(snapshot) = supervisor.send(GetSnapshot).await {
+        if let Some(refusal) = capacity_refusal(provider.as_ref(), snapshot.state) {
+            return refusal;
+        }
+    }
     match supervisor.send(StartTranscription).await {
         Ok(s) => HttpResponse::Ok().json(serde_json::json!({
             "sessionSlug": s.session_slug, "rtmpUrl": s.rtmp_url, "state": s.state,
@@ -124,7 +164,11 @@ pub async fn list(state: web::Data<AppState>, principal: crate::auth::Principal)
         }
     }
     sessions.sort_by(|a, b| a.session_slug.cmp(&b.session_slug));
-    HttpResponse::Ok().json(serde_json::json!({ "sessions": sessions }))
+    let provider = state.registry.send(GetProvider).await.ok().flatten();
+    HttpResponse::Ok().json(serde_json::json!({
+        "sessions": sessions,
+        "provider": provider_json(provider),
+    }))
 }
 
 #[derive(Deserialize)]
