@@ -201,6 +201,20 @@ async fn espeak_speech_becomes_partials_then_finals_and_is_saved() {
         "{provider}"
     );
     eprintln!("GET /api/sessions provider: {provider}");
+
+    // SPEC §7: the offline path has its own latency and counters next to Gladia's. Every
+    // final the clients got was decoded as a final (a provisional one would be counted too).
+    let (_, metrics) = service.get_json("/metrics").await;
+    let decoded = metrics["counters"]["whisper.finals_total"].as_u64();
+    assert!(
+        decoded.is_some_and(|n| n >= finals.len() as u64),
+        "whisper.finals_total {decoded:?} < {} finals: {metrics}",
+        finals.len()
+    );
+    let latency = &metrics["latencies"]["whisper.stt_latency_ms"];
+    assert_eq!(latency["count"].as_u64(), decoded, "{latency}");
+    assert_eq!(metrics["counters"]["gladia.finals_total"], 0, "{metrics}");
+    eprintln!("whisper.stt_latency_ms: {latency}");
 }
 
 /// The messages' shapes: which fields each kind of transcript message has.
@@ -420,6 +434,13 @@ async fn sessions_beyond_the_measured_capacity_are_refused_and_admitted_ones_sta
         })
         .await;
     assert!(told, "no capacity status: {:?}", watcher.snapshot());
+    let (_, metrics) = service.get_json("/metrics").await;
+    assert!(
+        metrics["counters"]["whisper.refused_sessions_total"]
+            .as_u64()
+            .is_some_and(|n| n >= 1),
+        "the refused publish is not counted: {metrics}"
+    );
     let (status, refusal) = service
         .post_json("/api/sessions/another-one/transcription", Value::Null)
         .await;

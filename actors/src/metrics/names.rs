@@ -11,6 +11,9 @@ pub const GLADIA_STT_LATENCY_MS: &str = "gladia.stt_latency_ms";
 pub const INGEST_BROADCAST_LATENCY_MS: &str = "ingest.broadcast_latency_ms";
 /// One broadcast's loop over the session's clients.
 pub const WS_BROADCAST_LOOP_MS: &str = "ws.broadcast_loop_ms";
+/// `whisper` provider: an utterance's end detected (its final decode submitted) → its final
+/// decoded, queueing behind other decodes included.
+pub const WHISPER_STT_LATENCY_MS: &str = "whisper.stt_latency_ms";
 /// An HTTP `POST` request, first byte in → response out.
 pub const HTTP_POST_LATENCY_MS: &str = "http.post_latency_ms";
 
@@ -43,6 +46,12 @@ pub const INGEST_DECODER_RESTARTS_TOTAL: &str = "ingest.decoder_restarts_total";
 pub const GLADIA_RECONNECTS_TOTAL: &str = "gladia.reconnects_total";
 /// Finals received from the provider.
 pub const GLADIA_FINALS_TOTAL: &str = "gladia.finals_total";
+/// `whisper` provider: finals decoded.
+pub const WHISPER_FINALS_TOTAL: &str = "whisper.finals_total";
+/// `whisper` provider: partial decodes skipped because the decode pool was saturated.
+pub const WHISPER_SKIPPED_PARTIALS_TOTAL: &str = "whisper.skipped_partials_total";
+/// `whisper` provider: publishes refused at the measured capacity.
+pub const WHISPER_REFUSED_SESSIONS_TOTAL: &str = "whisper.refused_sessions_total";
 /// Batches of finals committed.
 pub const DB_BATCHES_WRITTEN_TOTAL: &str = "db.batches_written_total";
 /// Finals committed.
@@ -75,6 +84,7 @@ pub const DB_SPILL_PENDING: &str = "db.spill_pending";
 /// Shown from start-up, at zero, so a reader never misses a series that has not moved yet.
 pub const LATENCIES: &[&str] = &[
     GLADIA_STT_LATENCY_MS,
+    WHISPER_STT_LATENCY_MS,
     INGEST_BROADCAST_LATENCY_MS,
     WS_BROADCAST_LOOP_MS,
     HTTP_POST_LATENCY_MS,
@@ -90,6 +100,9 @@ pub const COUNTERS: &[&str] = &[
     INGEST_DECODER_RESTARTS_TOTAL,
     GLADIA_RECONNECTS_TOTAL,
     GLADIA_FINALS_TOTAL,
+    WHISPER_FINALS_TOTAL,
+    WHISPER_SKIPPED_PARTIALS_TOTAL,
+    WHISPER_REFUSED_SESSIONS_TOTAL,
     DB_BATCHES_WRITTEN_TOTAL,
     DB_FINALS_WRITTEN_TOTAL,
     DB_WRITE_ERRORS_TOTAL,

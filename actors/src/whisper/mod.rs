@@ -23,6 +23,9 @@ use actix::prelude::*;
 
 use crate::events::{now_ms, EndOfAudio, PcmChunk, TranscriptEvent};
 use crate::gladia::{ProviderFinished, ProviderPhase, ProviderStatus, PublisherGap};
+use crate::metrics::names::{
+    WHISPER_FINALS_TOTAL, WHISPER_REFUSED_SESSIONS_TOTAL, WHISPER_STT_LATENCY_MS,
+};
 use pool::{DecodePool, Decoded, Job, JobKind, JobOutcome, Transcriber};
 use vad::{Segmenter, Utterance, VadConfig, SAMPLE_RATE};
 
@@ -189,6 +192,7 @@ impl WhisperProvider {
             }),
             Err(_) => {
                 self.refused.fetch_add(1, Ordering::Relaxed);
+                ::metrics::counter!(WHISPER_REFUSED_SESSIONS_TOTAL).increment(1);
                 Err(CapacityReached {
                     capacity: self.capacity,
                 })
@@ -502,6 +506,11 @@ impl Handler<DecodeReply> for WhisperActor {
                 latency,
                 decode,
             } => {
+                if reply.kind == JobKind::Final {
+                    ::metrics::counter!(WHISPER_FINALS_TOTAL).increment(1);
+                    ::metrics::histogram!(WHISPER_STT_LATENCY_MS)
+                        .record(latency.as_secs_f64() * 1000.0);
+                }
                 tracing::debug!(session = %self.session_slug, kind = ?reply.kind, decode_ms = decode.as_millis() as u64, latency_ms = latency.as_millis() as u64, chars = decoded.text.len(), "whisper decode");
                 Some(decoded)
             }

@@ -139,6 +139,8 @@ impl DecodePool {
             .stats
             .skipped_partials
             .fetch_add(skipped.len() as u64, Ordering::Relaxed);
+        ::metrics::counter!(crate::metrics::names::WHISPER_SKIPPED_PARTIALS_TOTAL)
+            .increment(skipped.len() as u64);
         for q in skipped {
             (q.job.reply)(JobOutcome::Skipped);
         }
