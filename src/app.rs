@@ -221,6 +221,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .as_deref()
         .filter(|_| config.broadcast_http)
     {
+        let url = ::actors::relay::loggable_url(url);
         tracing::info!(%url, "HTTP broadcast mode: every transcript is also posted to another instance");
     }
     if config.realtime_broadcast_secret.is_some() {

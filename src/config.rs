@@ -530,7 +530,7 @@ impl Config {
             Some(url) => {
                 return Err(bad(
                     "REALTIME_BROADCAST_URL",
-                    &url,
+                    &::actors::relay::loggable_url(&url),
                     "an http:// or https:// URL of the receiving instance",
                 ))
             }

@@ -49,7 +49,7 @@ pub struct RelayConfig {
 impl std::fmt::Debug for RelayConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RelayConfig")
-            .field("url", &self.url)
+            .field("url", &loggable_url(&self.url))
             .field("secret", &"<hidden>")
             .field("queue_limit", &self.queue_limit)
             .finish()
@@ -64,6 +64,27 @@ pub fn endpoint_url(configured: &str) -> String {
     } else {
         format!("{base}{BROADCAST_PATH}")
     }
+}
+
+/// `url` as logs may show it: credentials in the authority (`user:pass@`) and the query (which
+/// may carry a token) replaced by `***`, so a secret put in the URL never reaches a log.
+pub fn loggable_url(url: &str) -> String {
+    let (scheme, rest) = match url.find("://") {
+        Some(i) => url.split_at(i + 3),
+        None => ("", url),
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(authority_end);
+    let host = match authority.rfind('@') {
+        Some(at) => format!("***@{}", &authority[at + 1..]),
+        None => authority.to_owned(),
+    };
+    let path = match path.find(['?', '#']) {
+        Some(q) if path[q..].starts_with('?') => format!("{}?***", &path[..q]),
+        Some(q) => path[..q].to_owned(),
+        None => path.to_owned(),
+    };
+    format!("{scheme}{host}{path}")
 }
 
 /// One SPEC §4.3 message to post, already serialised exactly as a local client gets it.
@@ -229,7 +250,7 @@ impl RelayPoster {
         }
         .into_actor(self)
         .map(move |outcome, act, ctx| {
-            let url = act.config.url.clone();
+            let url = loggable_url(&act.config.url);
             let Some(lane) = act.lanes.get_mut(&session) else {
                 return;
             };
@@ -375,6 +396,31 @@ mod tests {
         assert_eq!(q.push(msg(true, "f3")), Dropped::Final);
         assert_eq!(texts(&q), ["f2", "f3"]);
         assert_eq!(q.len(), 2);
+    }
+
+    #[test]
+    fn logged_urls_carry_no_credentials() {
+        assert_eq!(
+            loggable_url(
+                "https://relay:s3cret@10.0.0.2:8443/api/realtime/transcribe/broadcast?token=t0k#x"
+            ),
+            "https://***@10.0.0.2:8443/api/realtime/transcribe/broadcast?***"
+        );
+        assert_eq!(
+            loggable_url("http://10.0.0.2:8080/api/realtime/transcribe/broadcast"),
+            "http://10.0.0.2:8080/api/realtime/transcribe/broadcast"
+        );
+        assert_eq!(loggable_url("http://u:p@h"), "http://***@h");
+        let config = RelayConfig {
+            url: "http://u:pw@h/x?k=v".into(),
+            secret: "shh".into(),
+            queue_limit: 1,
+        };
+        let shown = format!("{config:?}");
+        assert!(
+            !shown.contains("pw") && !shown.contains("k=v") && !shown.contains("shh"),
+            "{shown}"
+        );
     }
 
     #[test]
