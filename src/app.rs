@@ -28,6 +28,8 @@ const SHUTDOWN_DRAIN_TIMEOUT: Duration = Duration::from_secs(40);
 const SHUTDOWN_RELAY_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long shutdown waits for the session threads to exit once their sessions are done.
 const SHUTDOWN_THREADS_TIMEOUT: Duration = Duration::from_secs(5);
+/// A session only posts from another instance keep alive is retired after this long without one.
+const RELAYED_SESSION_IDLE: Duration = Duration::from_secs(60);
 /// How long shutdown waits for queued finals to reach the database.
 const SHUTDOWN_FLUSH_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -135,6 +137,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             .as_ref()
             .map_or_else(identity_stream_key_issuer, SignedStreamKeys::issuer),
         relay: relay.clone().map(Addr::recipient),
+        relayed_session_idle: RELAYED_SESSION_IDLE,
     };
     let registry = SessionRegistry::new(SessionContext {
         settings: Arc::new(settings),

@@ -129,6 +129,7 @@ fn start_server() -> Server {
         max_clients_per_session: 100,
         stream_key_issuer: Arc::new(|s: &str| s.to_owned()),
         relay: None,
+        relayed_session_idle: Duration::from_secs(60),
     };
     let registry = SessionRegistry::new(SessionContext {
         settings: Arc::new(settings),

@@ -32,6 +32,10 @@ pub struct SessionSettings {
     /// HTTP broadcast mode (`REALTIME_BROADCAST_MODE=http`): every session's messages are also
     /// posted to another instance through this [`crate::relay::RelayPoster`].
     pub relay: Option<Recipient<crate::relay::RelayMessage>>,
+    /// A session that only transcripts posted by another instance keep alive (HTTP broadcast
+    /// mode, receiving side: no publisher, no client) is retired this long after the last
+    /// post, so posts for many meetings do not fill `max_sessions` over time.
+    pub relayed_session_idle: std::time::Duration,
 }
 
 #[derive(Clone)]

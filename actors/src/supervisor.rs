@@ -132,6 +132,10 @@ pub struct SessionSupervisor {
     drained_waiters: Vec<tokio::sync::oneshot::Sender<()>>,
     /// `ws.session_clients{sessionSlug}`, kept equal to `clients.len()`.
     clients_gauge: ::metrics::Gauge,
+    /// The last time another instance's transcript was routed here ([`GetBroadcast`]).
+    last_relayed: Option<std::time::Instant>,
+    /// An idle check for a relayed-only session is scheduled.
+    relayed_idle_check: bool,
 }
 
 impl SessionSupervisor {
@@ -158,6 +162,8 @@ impl SessionSupervisor {
             publishes: 0,
             shutting_down: false,
             decoder_restarts: 0,
+            last_relayed: None,
+            relayed_idle_check: false,
             drained_waiters: Vec::new(),
             clients_gauge: ::metrics::Gauge::noop(),
         }
@@ -314,6 +320,20 @@ impl SessionSupervisor {
     }
 
     /// A session nobody uses any more leaves the registry.
+    /// Retires a session kept only by relayed posts once none came for
+    /// `relayed_session_idle`; a publisher or client arriving meanwhile keeps it (busy).
+    fn check_relayed_idle(&mut self, after: Duration, ctx: &mut Context<Self>) {
+        self.relayed_idle_check = true;
+        ctx.run_later(after, |act, ctx| {
+            act.relayed_idle_check = false;
+            let idle = act.context.settings.relayed_session_idle;
+            match act.last_relayed.map(|t| t.elapsed()) {
+                Some(since) if since < idle => act.check_relayed_idle(idle - since, ctx),
+                _ => act.maybe_retire(ctx),
+            }
+        });
+    }
+
     fn maybe_retire(&mut self, ctx: &mut Context<Self>) {
         let busy = !self.clients.is_empty()
             || self.publisher.is_some()
@@ -697,7 +717,139 @@ pub struct GetBroadcast;
 impl Handler<GetBroadcast> for SessionSupervisor {
     type Result = Option<Addr<BroadcastActor>>;
 
-    fn handle(&mut self, _: GetBroadcast, _: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, _: GetBroadcast, ctx: &mut Self::Context) -> Self::Result {
+        self.last_relayed = Some(std::time::Instant::now());
+        if !self.relayed_idle_check {
+            self.check_relayed_idle(self.context.settings.relayed_session_idle, ctx);
+        }
         self.broadcast.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use super::*;
+    use crate::broadcast::{RelayOutcome, RelayedTranscript};
+    use crate::persistence::*;
+    use crate::registry::{GetOrCreateSession, ListSessions, SessionSettings};
+    use crate::wire::IncomingTranscript;
+
+    /// Storage that keeps nothing: these tests are about the session's lifetime.
+    struct NoStorage;
+    impl Actor for NoStorage {
+        type Context = Context<Self>;
+    }
+    impl Handler<SaveFinal> for NoStorage {
+        type Result = ();
+        fn handle(&mut self, _: SaveFinal, _: &mut Self::Context) {}
+    }
+    impl Handler<SaveSessionState> for NoStorage {
+        type Result = ();
+        fn handle(&mut self, _: SaveSessionState, _: &mut Self::Context) {}
+    }
+    impl Handler<LoadLastSeq> for NoStorage {
+        type Result = Result<i64, StorageError>;
+        fn handle(&mut self, _: LoadLastSeq, _: &mut Self::Context) -> Self::Result {
+            Ok(0)
+        }
+    }
+    impl Handler<LoadFinalsAfter> for NoStorage {
+        type Result = Result<Vec<FinalRecord>, StorageError>;
+        fn handle(&mut self, _: LoadFinalsAfter, _: &mut Self::Context) -> Self::Result {
+            Ok(Vec::new())
+        }
+    }
+
+    fn registry(relayed_session_idle: Duration) -> Addr<SessionRegistry> {
+        let store = NoStorage.start();
+        let settings = SessionSettings {
+            rtmp_url_base: "rtmp://localhost:1937/live/".into(),
+            provider: None,
+            pcm_chunk_ms: 100,
+            pcm_flush_ms: 50,
+            active_speaker_ttl: Duration::from_secs(3),
+            decoder_max_restarts: 5,
+            publisher_reconnect_grace: Duration::ZERO,
+            max_sessions: 10,
+            max_clients_per_session: 10,
+            stream_key_issuer: std::sync::Arc::new(|s: &str| s.to_owned()),
+            relay: None,
+            relayed_session_idle,
+        };
+        SessionRegistry::new(SessionContext {
+            settings: std::sync::Arc::new(settings),
+            storage: Storage {
+                save_final: store.clone().recipient(),
+                load_last_seq: store.clone().recipient(),
+                load_finals_after: store.clone().recipient(),
+                save_session_state: store.recipient(),
+            },
+        })
+        .start()
+    }
+
+    /// What `POST /api/realtime/transcribe/broadcast` does with one relayed final.
+    async fn post_final(registry: &Addr<SessionRegistry>, slug: &str, seq: i64) -> RelayOutcome {
+        let supervisor = registry
+            .send(GetOrCreateSession {
+                session_slug: slug.into(),
+            })
+            .await
+            .unwrap()
+            .unwrap();
+        let broadcast = supervisor.send(GetBroadcast).await.unwrap().unwrap();
+        let message = IncomingTranscript {
+            kind: "transcript".into(),
+            session_slug: slug.into(),
+            utterance_id: format!("u{seq}"),
+            text: "hello".into(),
+            is_final: true,
+            speaker: "A".into(),
+            speaker_id: "a".into(),
+            ts: 1,
+            transcript_type: Some("final".into()),
+            seq: Some(seq),
+            started_at: Some(0),
+            ended_at: Some(1),
+            language: Some("en".into()),
+            provisional: false,
+        };
+        broadcast
+            .send(RelayedTranscript(message))
+            .await
+            .unwrap()
+            .unwrap()
+    }
+
+    #[actix_rt::test]
+    async fn a_session_only_relayed_posts_keep_is_retired_once_they_stop() {
+        let idle = Duration::from_millis(400);
+        let registry = registry(idle);
+        // Posts closer together than the idle time, for three idle times: the session stays.
+        let mut last_post = Instant::now();
+        for seq in 1..=12 {
+            assert_eq!(
+                post_final(&registry, "relayed", seq).await,
+                RelayOutcome::Delivered
+            );
+            last_post = Instant::now();
+            assert_eq!(registry.send(ListSessions).await.unwrap().len(), 1);
+            actix_rt::time::sleep(Duration::from_millis(100)).await;
+        }
+        // Then none: it is retired, not before the idle time and not much after.
+        let retired_after = loop {
+            if registry.send(ListSessions).await.unwrap().is_empty() {
+                break last_post.elapsed();
+            }
+            assert!(
+                last_post.elapsed() < idle * 5,
+                "still registered {:?} after the last post",
+                last_post.elapsed()
+            );
+            actix_rt::time::sleep(Duration::from_millis(20)).await;
+        };
+        assert!(retired_after >= idle, "retired after {retired_after:?}");
     }
 }
