@@ -15,6 +15,11 @@
 //! `read_offset` moves past them. The file is removed only once every record has been read
 //! *and* written to the database (the batcher decides), so a crash in between replays some
 //! finals a second time: harmless, the database upsert is keyed on (session, utterance).
+//!
+//! One instance per directory: [`SpillFile::open`] takes an exclusive lock on
+//! `transcripts.spill.lock` next to the file for as long as the `SpillFile` lives, so a second
+//! instance pointed at the same `TRANSCRIPT_SPILL_DIR` fails at start-up instead of replaying,
+//! truncating or removing the other's finals.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
@@ -150,10 +155,15 @@ pub struct OpenReport {
     pub damaged: usize,
 }
 
+/// The lock file's name inside the spill directory.
+pub const LOCK_FILE_NAME: &str = "transcripts.spill.lock";
+
 /// The spill file of one service instance. See the module documentation.
 #[derive(Debug)]
 pub struct SpillFile {
     path: PathBuf,
+    /// Held (exclusive `flock`) while this instance owns the directory; released on drop.
+    _lock: File,
     max_bytes: u64,
     /// Opened in append mode on the first append after the file was (re)created.
     appender: Option<File>,
@@ -170,10 +180,28 @@ pub struct SpillFile {
 impl SpillFile {
     /// Opens `dir/transcripts.spill.jsonl` if a previous run left it (counting its intact
     /// finals, cutting off a torn last line); creates nothing until the first append.
+    /// Fails with `WouldBlock` when another instance holds the directory.
     pub fn open(dir: &Path, max_bytes: u64) -> io::Result<(SpillFile, OpenReport)> {
         let path = dir.join(SPILL_FILE_NAME);
+        fs::create_dir_all(dir)?;
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join(LOCK_FILE_NAME))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::WouldBlock,
+                    "another realtime-core instance is using this directory (each instance needs its own TRANSCRIPT_SPILL_DIR)",
+                ))
+            }
+            Err(fs::TryLockError::Error(e)) => return Err(e),
+        }
         let mut spill = SpillFile {
             path,
+            _lock: lock,
             max_bytes,
             appender: None,
             size: 0,
@@ -385,6 +413,21 @@ impl SpillFile {
     }
 }
 
+/// The intact finals in `dir`'s spill file, read without owning the directory (tests look
+/// into the file of a batcher that is running or stopping).
+#[cfg(test)]
+pub(crate) fn peek(dir: &Path) -> io::Result<Vec<FinalRecord>> {
+    let bytes = match fs::read(dir.join(SPILL_FILE_NAME)) {
+        Ok(b) => b,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    Ok(bytes
+        .split_inclusive(|&b| b == b'\n')
+        .filter_map(|line| line.strip_suffix(b"\n").and_then(decode))
+        .collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -460,6 +503,24 @@ mod tests {
     }
 
     #[test]
+    fn one_instance_per_directory() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut first, _) = SpillFile::open(dir.path(), u64::MAX).expect("open");
+        first.append(&rec(1)).expect("append");
+        let refused = SpillFile::open(dir.path(), u64::MAX).expect_err("a second owner");
+        assert_eq!(refused.kind(), io::ErrorKind::WouldBlock);
+        assert!(
+            refused.to_string().contains("TRANSCRIPT_SPILL_DIR"),
+            "{refused}"
+        );
+        // The refused open left the first instance's file alone.
+        assert_eq!(first.read(10).expect("read"), vec![rec(1)]);
+        drop(first);
+        let (_, report) = SpillFile::open(dir.path(), u64::MAX).expect("free again");
+        assert_eq!(report.pending, 1);
+    }
+
+    #[test]
     fn append_read_bound_rewrite_remove() {
         let dir = tempfile::tempdir().expect("tempdir");
         let one = encode(&rec(1)).len() as u64;
@@ -482,6 +543,7 @@ mod tests {
         spill
             .rewrite_with_front(&[rec(1), rec(2)])
             .expect("rewrite");
+        drop(spill);
         let (mut again, report) = SpillFile::open(dir.path(), one * 3).expect("reopen");
         assert_eq!(report.pending, 3);
         assert_eq!(again.read(10).expect("read"), vec![rec(1), rec(2), rec(3)]);

@@ -113,6 +113,28 @@ impl Drop for TempDir {
     }
 }
 
+/// [`start_storage`] with a spill directory of its own: the default for PostgreSQL
+/// (`./data/spill`) would be shared by tests running at once, and an instance owns its
+/// directory (a second one is refused).
+fn start_test_storage(
+    url: &str,
+    batch_size: usize,
+    batch_delay: Duration,
+) -> (StorageHandles, TempDir) {
+    let spill_dir = TempDir::new();
+    let handles = start_storage_with(
+        url,
+        BatcherConfig {
+            batch_size,
+            batch_delay,
+            spill_dir: Some(spill_dir.0.clone()),
+            ..BatcherConfig::default()
+        },
+    )
+    .expect("start_storage");
+    (handles, spill_dir)
+}
+
 /// A SQLite URL in a not-yet-existing subdirectory (establish must create it).
 fn sqlite_url(dir: &TempDir) -> (String, PathBuf) {
     let path = dir.0.join("data").join("rt.db");
@@ -223,7 +245,7 @@ async fn migrations_are_idempotent(url: &str) {
     assert_eq!(run_migrations(&mut conn).expect("second run"), 0);
     drop(conn);
     // start_storage migrates again on every start.
-    let handles = start_storage(url, 50, Duration::from_secs(2)).expect("start_storage");
+    let (handles, _spill_dir) = start_test_storage(url, 50, Duration::from_secs(2));
     within("Ping", handles.executor.send(Ping))
         .await
         .expect("executor mailbox")
@@ -237,7 +259,7 @@ on_both_backends!(
 
 async fn batches_of_fifty(url: &str) {
     // A long delay: only the size (and the final Flush) may trigger writes.
-    let handles = start_storage(url, 50, Duration::from_secs(60)).expect("start_storage");
+    let (handles, _spill_dir) = start_test_storage(url, 50, Duration::from_secs(60));
     // Queue seqs out of order (7 is coprime with 120) so that seq order on reading comes
     // from the query, not from insertion order.
     let sent: Vec<FinalRecord> = (0..120)
@@ -302,7 +324,7 @@ on_both_backends!(
 );
 
 async fn upserts_and_refusals(url: &str) {
-    let handles = start_storage(url, 50, Duration::from_secs(60)).expect("start_storage");
+    let (handles, _spill_dir) = start_test_storage(url, 50, Duration::from_secs(60));
     let save = |r: FinalRecord| handles.storage.save_final.do_send(SaveFinal(r));
 
     save(record("s", 1, "u1", "hello"));
@@ -372,7 +394,7 @@ on_both_backends!(
 
 async fn delay_triggers_write(url: &str) {
     let delay = Duration::from_millis(100);
-    let handles = start_storage(url, 1000, delay).expect("start_storage");
+    let (handles, _spill_dir) = start_test_storage(url, 1000, delay);
     let queued_at = Instant::now();
     for seq in 1..=3 {
         handles
@@ -416,7 +438,7 @@ on_both_backends!(
 async fn sqlite_locked_database_delays_but_keeps_batch() {
     let dir = TempDir::new();
     let (url, path) = sqlite_url(&dir);
-    let handles = start_storage(&url, 5, Duration::from_secs(60)).expect("start_storage");
+    let (handles, _spill_dir) = start_test_storage(&url, 5, Duration::from_secs(60));
 
     let mut blocker =
         SqliteConnection::establish(&path.to_string_lossy()).expect("second connection");
@@ -479,7 +501,7 @@ async fn sqlite_read_only_file_delays_but_keeps_batch() {
         );
     }
     // Started on the read-only file: migrations find nothing to do, writes must fail.
-    let handles = start_storage(&url, 5, Duration::from_secs(60)).expect("start_storage");
+    let (handles, _spill_dir) = start_test_storage(&url, 5, Duration::from_secs(60));
     let sent: Vec<FinalRecord> = (1..=5).map(|seq| numbered("readonly", seq)).collect();
     for r in &sent {
         handles.storage.save_final.do_send(SaveFinal(r.clone()));
@@ -518,7 +540,7 @@ async fn sqlite_read_only_file_delays_but_keeps_batch() {
 #[actix_rt::test]
 async fn pg_reconnects_after_connections_are_killed() {
     let Some(db) = PgTestDb::create() else { return };
-    let handles = start_storage(&db.url, 2, Duration::from_secs(60)).expect("start_storage");
+    let (handles, _spill_dir) = start_test_storage(&db.url, 2, Duration::from_secs(60));
     handles
         .storage
         .save_final
@@ -629,9 +651,7 @@ fn committed_seqs(committed: &Received) -> Vec<i64> {
 
 /// The finals in a spill file, read the way a restart reads them.
 fn spilled_seqs(dir: &Path) -> Vec<i64> {
-    let (mut spill, _) = SpillFile::open(dir, u64::MAX).expect("open spill file");
-    spill
-        .read(usize::MAX)
+    spill::peek(dir)
         .expect("read spill file")
         .iter()
         .map(|r| r.seq)
@@ -842,7 +862,14 @@ async fn spill_all_at_shutdown_then_restart_replays_everything_once() {
 
     // The next run, with the database back.
     let (writer, _, committed, _) = scripted_committing(0);
-    let (spill, report) = SpillFile::open(&dir.0, u64::MAX).expect("reopen");
+    // The first run's batcher stops once its last address is gone, and frees the directory.
+    let mut reopened = None;
+    eventually("the first batcher to release the spill directory", || {
+        reopened = SpillFile::open(&dir.0, u64::MAX).ok();
+        reopened.is_some()
+    })
+    .await;
+    let (spill, report) = reopened.expect("reopened");
     assert_eq!((report.pending, report.damaged), (16, 0));
     let metrics = Arc::new(StorageMetrics::default());
     let _batcher = TranscriptBatcher::new(config, writer, Arc::clone(&metrics))
@@ -871,7 +898,7 @@ async fn flush_with_nothing_queued_returns_at_once() {
 }
 
 async fn ai_lock_is_exclusive_and_expires(url: &str) {
-    let handles = start_storage(url, 50, Duration::from_secs(2)).expect("start_storage");
+    let (handles, _spill_dir) = start_test_storage(url, 50, Duration::from_secs(2));
     let acquire = |holder: &str, ttl_ms: i64| {
         handles.writer.send(AcquireAiLock {
             session_slug: "s".to_owned(),

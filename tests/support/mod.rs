@@ -49,6 +49,9 @@ pub struct Service {
     pub http: SocketAddr,
     pub rtmp: SocketAddr,
     log: Arc<Mutex<Vec<String>>>,
+    /// This instance's `TRANSCRIPT_SPILL_DIR` unless the test names one: an instance owns its
+    /// spill directory, and the PostgreSQL default (`./data/spill`) would be shared.
+    _spill_dir: tempfile::TempDir,
 }
 
 impl Service {
@@ -85,7 +88,9 @@ impl Service {
         ] {
             command.env_remove(var);
         }
+        let spill_dir = tempfile::tempdir().expect("spill dir");
         command
+            .env("TRANSCRIPT_SPILL_DIR", spill_dir.path())
             .env("PORT", "0")
             .env("RTMP_INTERNAL_PORT", "0")
             .env("RUST_LOG", "info")
@@ -146,6 +151,7 @@ impl Service {
             rtmp: field("rtmp"),
             child,
             log,
+            _spill_dir: spill_dir,
         }
     }
 
