@@ -17,6 +17,9 @@ use crate::records::{InitRecord, SessionRecord};
 pub struct ActiveConnection {
     pub id: u64,
     pub ws: actix_ws::Session,
+    /// Fault injection: asks the connection's own loop to close with this code, between two
+    /// frames, so every ack of audio it recorded is on the wire before the close frame.
+    pub inject_close: tokio::sync::mpsc::UnboundedSender<u16>,
 }
 
 pub struct SessionEntry {

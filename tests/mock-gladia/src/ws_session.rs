@@ -93,6 +93,7 @@ pub async fn connect(
         Err(e) => return e.error_response(),
     };
 
+    let (inject_close, injected_close) = tokio::sync::mpsc::unbounded_channel();
     let registered = shared.update(|inner| {
         let id = inner.next_connection_id();
         let entry = &mut inner.sessions[index];
@@ -101,9 +102,11 @@ pub async fn connect(
             return None;
         }
         entry.live.record.ws_connections += 1;
-        let previous = entry
-            .active
-            .replace(ActiveConnection { id, ws: ws.clone() });
+        let previous = entry.active.replace(ActiveConnection {
+            id,
+            ws: ws.clone(),
+            inject_close,
+        });
         if previous.is_some() {
             entry
                 .live
@@ -137,6 +140,7 @@ pub async fn connect(
         connection_id,
         ws,
         stream,
+        injected_close,
     ));
     response
 }
@@ -148,6 +152,8 @@ enum LoopEnd {
     ClientClosed(Option<CloseReason>),
     /// The mock closes with this code.
     ServerClose(u16, &'static str),
+    /// [`drop_connection`] asked for this close (already recorded there).
+    Injected(u16),
     /// The stream ended without a close frame, or a send failed.
     Dropped,
 }
@@ -158,6 +164,7 @@ async fn run_connection(
     connection_id: u64,
     mut ws: actix_ws::Session,
     mut stream: actix_ws::AggregatedMessageStream,
+    mut injected_close: tokio::sync::mpsc::UnboundedReceiver<u16>,
 ) {
     let is_active = |inner: &crate::state::Inner| {
         inner.sessions[index]
@@ -167,7 +174,13 @@ async fn run_connection(
     };
 
     let end = loop {
-        let message = match stream.recv().await {
+        // Both are cancel-safe; a fault-injected close is taken only between two frames.
+        let received = tokio::select! {
+            biased;
+            Some(code) = injected_close.recv() => break LoopEnd::Injected(code),
+            received = stream.recv() => received,
+        };
+        let message = match received {
             None => break LoopEnd::Dropped,
             Some(Ok(message)) => message,
             Some(Err(e)) if is_too_big(&e) => {
@@ -264,6 +277,13 @@ async fn run_connection(
             // Echo the client's close frame, as RFC 6455 asks.
             (ConnectionEnd::ClientClosed(code), reason)
         }
+        LoopEnd::Injected(code) => (
+            ConnectionEnd::ServerClosed(code),
+            Some(CloseReason {
+                code: CloseCode::from(code),
+                description: Some("closed by mock fault injection".to_owned()),
+            }),
+        ),
         LoopEnd::Dropped => (ConnectionEnd::Dropped, None),
     };
     tracing::info!(connection_id, end = ?end_record, "WebSocket connection finished");
@@ -295,7 +315,9 @@ fn is_too_big(e: &ProtocolError) -> bool {
 }
 
 /// Closes the session's live socket with `code` (fault injection). Returns whether one was
-/// attached.
+/// attached. The socket is detached at once (frames arriving after are neither recorded nor
+/// acknowledged, so the client resends them); its loop sends the close frame after the acks of
+/// what it already recorded, as a server that acknowledged those bytes would have.
 pub async fn drop_connection(shared: &Shared, index: usize, code: u16) -> bool {
     let detached = shared.update(|inner| {
         let entry = inner.sessions.get_mut(index)?;
@@ -309,11 +331,8 @@ pub async fn drop_connection(shared: &Shared, index: usize, code: u16) -> bool {
     });
     match detached {
         Some(active) => {
-            let reason = CloseReason {
-                code: CloseCode::from(code),
-                description: Some("closed by mock fault injection".to_owned()),
-            };
-            let _ = active.ws.close(Some(reason)).await;
+            // The loop is gone only if the socket already ended; then there is nothing to close.
+            let _ = active.inject_close.send(code);
             true
         }
         None => false,
