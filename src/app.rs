@@ -5,10 +5,9 @@ use std::time::Duration;
 
 use ::actors::client::ClientSettings;
 use ::actors::gladia::GladiaConfig;
-use ::actors::registry::{
-    SessionContext, SessionRegistry, SessionSettings, ShutDownAll, StopSessionThreads,
-};
+use ::actors::registry::{SessionRegistry, ShutDownAll, StopSessionThreads};
 use ::actors::relay::{FlushRelay, RelayConfig, RelayPoster, DEFAULT_QUEUE_LIMIT};
+use ::actors::settings::{SessionContext, SessionSettings};
 use ::actors::stt::SttBackend;
 use actix::prelude::*;
 use actix_web::{web, App, HttpServer};

@@ -257,7 +257,7 @@ async fn transcripts_are_attributed_to_the_reported_active_speaker() {
         400
     );
     // Reported before the speech starts; within the TTL for the whole clip.
-    let reported_at = actors::events::now_ms();
+    let reported_at = actors::messages::now_ms();
     assert_eq!(
         post(json!({"sessionSlug": slug, "identity": "user-17:sess-9", "name": "Alice", "timestamp": reported_at})).await,
         204
@@ -352,7 +352,7 @@ async fn ai_lock_contention_renewal_expiry_and_release(database_url: String) {
     assert_eq!(status, 200);
     let expires_at = short["lockedUntil"].as_i64().unwrap();
     assert_eq!(acquire(holder, 60_000).await.0, 409, "taken before expiry");
-    let wait = (expires_at - actors::events::now_ms() + 50).max(0) as u64;
+    let wait = (expires_at - actors::messages::now_ms() + 50).max(0) as u64;
     tokio::time::sleep(Duration::from_millis(wait)).await;
     let (status, body) = acquire(holder, 60_000).await;
     assert_eq!(status, 200, "the expired lock was not freed: {body}");

@@ -11,11 +11,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ::actors::client::ClientSettings;
-use ::actors::events::{now_ms, TranscriptEvent};
+use ::actors::messages::{now_ms, TranscriptEvent};
 use ::actors::metrics::counter_value;
 use ::actors::metrics::names::WS_SLOW_CONSUMER_CLOSES_TOTAL;
 use ::actors::persistence::*;
-use ::actors::registry::{GetOrCreateSession, SessionContext, SessionRegistry, SessionSettings};
+use ::actors::registry::{GetOrCreateSession, SessionRegistry};
+use ::actors::settings::{SessionContext, SessionSettings};
 use ::actors::supervisor::GetBroadcast;
 use actix::prelude::*;
 use actix_web::{web, App, HttpServer};
@@ -327,7 +328,7 @@ async fn push_load(broadcast: &Addr<::actors::broadcast::BroadcastActor>, sent: 
             // A round trip through the mailbox: at most ~1000 events wait at any time.
             broadcast
                 .send(::actors::broadcast::RemoveClient {
-                    id: ::actors::client::ClientId(u64::MAX),
+                    id: ::actors::messages::ClientId(u64::MAX),
                 })
                 .await
                 .unwrap();
@@ -335,7 +336,7 @@ async fn push_load(broadcast: &Addr<::actors::broadcast::BroadcastActor>, sent: 
     }
     broadcast
         .send(::actors::broadcast::BroadcastStatus {
-            state: "live",
+            state: ::actors::messages::SessionState::Live,
             detail: "load-test-done".into(),
         })
         .await
@@ -414,7 +415,7 @@ async fn run(
     }
     let _ = broadcast
         .send(::actors::broadcast::RemoveClient {
-            id: ::actors::client::ClientId(u64::MAX),
+            id: ::actors::messages::ClientId(u64::MAX),
         })
         .await;
     push_load(&broadcast, &sent).await;

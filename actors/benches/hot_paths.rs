@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ::actors::broadcast::{AddClient, BroadcastActor};
-use ::actors::client::{ClientId, Deliver};
-use ::actors::events::TranscriptEvent;
+use ::actors::messages::TranscriptEvent;
+use ::actors::messages::{ClientId, Deliver};
 use ::actors::outbox::{Outbound, Outbox};
 use ::actors::persistence::*;
 use ::actors::wire::{to_json, TranscriptMessage};

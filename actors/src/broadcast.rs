@@ -16,8 +16,7 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use bytestring::ByteString;
 
-use crate::client::{ClientId, Deliver};
-use crate::events::{now_ms, TranscriptEvent};
+use crate::messages::{now_ms, ClientId, Deliver, SessionState, TranscriptEvent};
 use crate::metrics::names::{
     INGEST_BROADCAST_LATENCY_MS, WS_BROADCAST_ERRORS_TOTAL, WS_BROADCAST_LOOP_MS,
     WS_QUEUE_DROPS_TOTAL,
@@ -82,7 +81,7 @@ pub struct RemoveClient {
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct BroadcastStatus {
-    pub state: &'static str,
+    pub state: SessionState,
     pub detail: String,
 }
 

@@ -6,7 +6,6 @@
 //! `Deliver` is moved into the outbox at once.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -14,6 +13,7 @@ use actix_ws::{CloseCode, CloseReason, Message as WsMessage, ProtocolError};
 use bytestring::ByteString;
 
 use crate::access::SessionAccess;
+use crate::messages::{ClientId, Deliver};
 use crate::metrics::names::{
     WS_BROADCAST_ERRORS_TOTAL, WS_HEARTBEAT_TIMEOUTS_TOTAL, WS_QUEUE_DROPS_TOTAL,
     WS_SLOW_CONSUMER_CLOSES_TOTAL,
@@ -29,15 +29,14 @@ use crate::wire::{to_json, ClientCommand, TranscriptionStartedMessage};
 /// A socket that has not accepted a frame for this long is a slow consumer (SPEC §4.4).
 const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Process-unique client id.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct ClientId(pub u64);
-
-impl ClientId {
-    pub fn next() -> ClientId {
-        static NEXT: AtomicU64 = AtomicU64::new(1);
-        ClientId(NEXT.fetch_add(1, Ordering::Relaxed))
-    }
+/// What a subscription does once the client is subscribed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Then {
+    Nothing,
+    /// `start_transcription`: start, and answer `transcription_started`.
+    Start,
+    /// `stop_transcription`.
+    Stop,
 }
 
 /// Per-client limits (SPEC §2, §4.4).
@@ -56,11 +55,6 @@ pub struct InitialSubscription {
     pub session_slug: String,
     pub last_seq: Option<i64>,
 }
-
-/// A frame for this client from its session's broadcaster.
-#[derive(Message, Debug, Clone)]
-#[rtype(result = "()")]
-pub struct Deliver(pub Outbound);
 
 pub struct ClientActor {
     id: ClientId,
@@ -191,14 +185,13 @@ impl ClientActor {
         .spawn(ctx);
     }
 
-    /// Subscribes to `slug` (once), optionally starting or stopping its transcription.
+    /// Subscribes to `slug` (once), then does what `then` says.
     fn subscribe(
         &mut self,
         slug: String,
         last_seq: Option<i64>,
+        then: Then,
         ctx: &mut Context<Self>,
-        then_start: bool,
-        then_stop: bool,
     ) {
         if !self.access.allows(&slug) {
             let message = format!("this token is not valid for session {slug:?}");
@@ -232,30 +225,20 @@ impl ClientActor {
                     .map_err(unavailable)?
                     .map_err(|e| ("too_many_clients", e.to_string()))?;
             }
-            let snapshot = if then_start {
-                Some(
-                    supervisor
-                        .send(StartTranscription)
-                        .await
-                        .map_err(unavailable)?,
-                )
-            } else if then_stop {
-                Some(
-                    supervisor
-                        .send(StopTranscription)
-                        .await
-                        .map_err(unavailable)?,
-                )
-            } else {
-                None
-            };
+            let snapshot = match then {
+                Then::Nothing => None,
+                Then::Start => Some(supervisor.send(StartTranscription).await),
+                Then::Stop => Some(supervisor.send(StopTranscription).await),
+            }
+            .transpose()
+            .map_err(unavailable)?;
             Ok::<_, (&'static str, String)>((slug, supervisor, snapshot))
         }
         .into_actor(self)
         .map(move |result, act, ctx| match result {
             Ok((slug, supervisor, snapshot)) => {
                 act.subscriptions.entry(slug.clone()).or_insert(supervisor);
-                if let (Some(snapshot), true) = (snapshot, then_start) {
+                if let (Some(snapshot), Then::Start) = (snapshot, then) {
                     let frame = to_json(&TranscriptionStartedMessage {
                         kind: "transcription_started",
                         session_slug: &slug,
@@ -307,12 +290,12 @@ impl ClientActor {
             ClientCommand::Subscribe {
                 session_slug,
                 last_seq,
-            } => self.subscribe(session_slug, last_seq, ctx, false, false),
+            } => self.subscribe(session_slug, last_seq, Then::Nothing, ctx),
             ClientCommand::StartTranscription { session_slug } => {
-                self.subscribe(session_slug, None, ctx, true, false)
+                self.subscribe(session_slug, None, Then::Start, ctx)
             }
             ClientCommand::StopTranscription { session_slug } => {
-                self.subscribe(session_slug, None, ctx, false, true)
+                self.subscribe(session_slug, None, Then::Stop, ctx)
             }
         }
     }
@@ -328,7 +311,7 @@ impl Actor for ClientActor {
             ctx.add_stream(incoming.max_frame_size(64 * 1024));
         }
         if let Some(initial) = self.initial_subscription.take() {
-            self.subscribe(initial.session_slug, initial.last_seq, ctx, false, false);
+            self.subscribe(initial.session_slug, initial.last_seq, Then::Nothing, ctx);
         }
         ctx.run_interval(self.settings.ping_interval, |act, ctx| act.heartbeat(ctx));
     }

@@ -13,8 +13,8 @@ use pipelines::{
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
-use crate::events::PcmChunk;
-use crate::ingest_messages::{AudioTagReceived, DetachPublisher, PublisherId};
+use crate::messages::PcmChunk;
+use crate::messages::{AudioTagReceived, DetachPublisher, PublisherId};
 use crate::metrics::names::{
     INGEST_AUDIO_BYTES_TOTAL, INGEST_DECODER_RESTARTS_TOTAL, INGEST_PCM_BYTES_TOTAL,
 };

@@ -2,10 +2,10 @@
 
 use bytestring::ByteString;
 
-use crate::events::now_ms;
+use crate::messages::{now_ms, SessionState};
 use crate::wire::{to_json, ErrorMessage, StatusMessage};
 
-pub fn status_frame(session_slug: &str, state: &str, detail: &str) -> ByteString {
+pub fn status_frame(session_slug: &str, state: SessionState, detail: &str) -> ByteString {
     to_json(&StatusMessage {
         kind: "status",
         session_slug,

@@ -6,6 +6,8 @@
 
 use actix::prelude::*;
 
+use crate::messages::SessionState;
+
 /// One final transcript as it is stored and replayed (SPEC §4.6 field set).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FinalRecord {
@@ -62,6 +64,5 @@ pub struct Storage {
 #[rtype(result = "()")]
 pub struct SaveSessionState {
     pub session_slug: String,
-    /// One of `waiting_for_egress`, `live`, `reconnecting`, `ended`.
-    pub state: String,
+    pub state: SessionState,
 }

@@ -1,48 +1,15 @@
 //! `SessionRegistry`: session slug → `SessionSupervisor`, the one entry point for routes and
 //! the RTMP listener. Sessions start on demand and leave when nobody uses them.
 
-use std::collections::HashMap;
-use std::sync::Arc;
-
 use actix::prelude::*;
+use std::collections::HashMap;
 
-use crate::access::StreamKeyIssuer;
-use crate::ingest_messages::{AttachPublisher, PublishHandle, PublishRefused};
-use crate::persistence::Storage;
+use crate::messages::{
+    AttachPublisher, PublishHandle, PublishRefused, SessionInstance, SessionRetired,
+};
+use crate::settings::SessionContext;
 use crate::stt::SttBackend;
 use crate::supervisor::{SessionSupervisor, ShutDown};
-
-/// Settings every session shares.
-pub struct SessionSettings {
-    /// `rtmp://{RTMP_HOST}:{RTMP_EXTERNAL_PORT}/live/`; the slug is appended.
-    pub rtmp_url_base: String,
-    /// `None`: no STT provider configured (SPEC §6), audio is decoded but not transcribed.
-    pub provider: Option<SttBackend>,
-    pub pcm_chunk_ms: u32,
-    pub pcm_flush_ms: u32,
-    pub active_speaker_ttl: std::time::Duration,
-    /// Decoder rebuilds after consecutive failures before the session reports `error`.
-    pub decoder_max_restarts: u32,
-    /// How long the provider stream outlives a publisher that left (egress reconnects).
-    pub publisher_reconnect_grace: std::time::Duration,
-    pub max_sessions: usize,
-    pub max_clients_per_session: usize,
-    /// The stream key handed to egress for a slug (signed when keys are signed).
-    pub stream_key_issuer: StreamKeyIssuer,
-    /// HTTP broadcast mode (`REALTIME_BROADCAST_MODE=http`): every session's messages are also
-    /// posted to another instance through this [`crate::relay::RelayPoster`].
-    pub relay: Option<Recipient<crate::relay::RelayMessage>>,
-    /// A session that only transcripts posted by another instance keep alive (HTTP broadcast
-    /// mode, receiving side: no publisher, no client) is retired this long after the last
-    /// post, so posts for many meetings do not fill `max_sessions` over time.
-    pub relayed_session_idle: std::time::Duration,
-}
-
-#[derive(Clone)]
-pub struct SessionContext {
-    pub settings: Arc<SessionSettings>,
-    pub storage: Storage,
-}
 
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum SessionRefused {
@@ -89,17 +56,11 @@ pub struct ListSessions;
 #[rtype(result = "Option<SttBackend>")]
 pub struct GetProvider;
 
-/// Sent by a supervisor that has nothing left to do.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct SessionRetired {
-    pub session_slug: String,
-    pub supervisor: Addr<SessionSupervisor>,
-}
-
 pub struct SessionRegistry {
     context: SessionContext,
-    sessions: HashMap<String, Addr<SessionSupervisor>>,
+    sessions: HashMap<String, (SessionInstance, Addr<SessionSupervisor>)>,
+    /// Numbers the supervisors this registry starts (see [`SessionInstance`]).
+    instances: u64,
     shutting_down: bool,
     /// One arbiter (thread) per core; sessions are spread over them round-robin, so two cores
     /// carry the actors and one busy session cannot hold up every other (docs/PERFORMANCE.md).
@@ -113,6 +74,7 @@ impl SessionRegistry {
         SessionRegistry {
             context,
             sessions: HashMap::new(),
+            instances: 0,
             shutting_down: false,
             session_threads: Vec::new(),
             next_thread: 0,
@@ -125,7 +87,7 @@ impl SessionRegistry {
         ctx: &mut Context<Self>,
     ) -> Result<Addr<SessionSupervisor>, SessionRefused> {
         validate_slug(slug)?;
-        if let Some(addr) = self.sessions.get(slug).filter(|a| a.connected()) {
+        if let Some((_, addr)) = self.sessions.get(slug).filter(|(_, a)| a.connected()) {
             return Ok(addr.clone());
         }
         if self.shutting_down {
@@ -135,19 +97,24 @@ impl SessionRegistry {
         if self.sessions.len() >= max {
             return Err(SessionRefused::TooManySessions(max));
         }
-        let (slug_owned, context, registry) =
-            (slug.to_owned(), self.context.clone(), ctx.address());
+        self.instances += 1;
+        let instance = SessionInstance(self.instances);
+        let (slug_owned, context, retired) = (
+            slug.to_owned(),
+            self.context.clone(),
+            ctx.address().recipient(),
+        );
+        let supervisor = move || SessionSupervisor::new(slug_owned, instance, context, retired);
         let addr = match self.session_threads.get(self.next_thread) {
             Some(thread) => {
                 self.next_thread = (self.next_thread + 1) % self.session_threads.len();
-                SessionSupervisor::start_in_arbiter(&thread.handle(), move |_| {
-                    SessionSupervisor::new(slug_owned, context, registry)
-                })
+                SessionSupervisor::start_in_arbiter(&thread.handle(), move |_| supervisor())
             }
-            None => SessionSupervisor::new(slug_owned, context, registry).start(),
+            None => supervisor().start(),
         };
         tracing::info!(session = %slug, "session created");
-        self.sessions.insert(slug.to_owned(), addr.clone());
+        self.sessions
+            .insert(slug.to_owned(), (instance, addr.clone()));
         Ok(addr)
     }
 }
@@ -189,8 +156,8 @@ impl Handler<FindSession> for SessionRegistry {
     fn handle(&mut self, msg: FindSession, _: &mut Self::Context) -> Self::Result {
         self.sessions
             .get(&msg.session_slug)
-            .filter(|a| a.connected())
-            .cloned()
+            .filter(|(_, a)| a.connected())
+            .map(|(_, a)| a.clone())
     }
 }
 
@@ -201,8 +168,8 @@ impl Handler<ListSessions> for SessionRegistry {
         MessageResult(
             self.sessions
                 .values()
-                .filter(|a| a.connected())
-                .cloned()
+                .filter(|(_, a)| a.connected())
+                .map(|(_, a)| a.clone())
                 .collect(),
         )
     }
@@ -223,8 +190,8 @@ impl Handler<ShutDownAll> for SessionRegistry {
         let waits: Vec<_> = self
             .sessions
             .values()
-            .filter(|a| a.connected())
-            .map(|session| session.send(ShutDown))
+            .filter(|(_, a)| a.connected())
+            .map(|(_, session)| session.send(ShutDown))
             .collect();
         Box::pin(async move {
             let count = waits.len();
@@ -267,7 +234,7 @@ impl Handler<SessionRetired> for SessionRegistry {
     type Result = ();
 
     fn handle(&mut self, msg: SessionRetired, _: &mut Self::Context) {
-        if self.sessions.get(&msg.session_slug) == Some(&msg.supervisor) {
+        if self.sessions.get(&msg.session_slug).map(|(i, _)| *i) == Some(msg.instance) {
             self.sessions.remove(&msg.session_slug);
         }
     }
@@ -292,5 +259,136 @@ impl Handler<AttachPublisher> for SessionRegistry {
                 .await
                 .map_err(|e| PublishRefused::Other(e.to_string()))?
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The registry retires the sessions their supervisors give up.
+
+    use std::time::{Duration, Instant};
+
+    use super::*;
+    use crate::broadcast::{RelayOutcome, RelayedTranscript};
+    use crate::persistence::*;
+    use crate::settings::SessionSettings;
+    use crate::supervisor::GetBroadcast;
+    use crate::wire::IncomingTranscript;
+
+    /// Storage that keeps nothing: these tests are about the session's lifetime.
+    struct NoStorage;
+    impl Actor for NoStorage {
+        type Context = Context<Self>;
+    }
+    impl Handler<SaveFinal> for NoStorage {
+        type Result = ();
+        fn handle(&mut self, _: SaveFinal, _: &mut Self::Context) {}
+    }
+    impl Handler<SaveSessionState> for NoStorage {
+        type Result = ();
+        fn handle(&mut self, _: SaveSessionState, _: &mut Self::Context) {}
+    }
+    impl Handler<LoadLastSeq> for NoStorage {
+        type Result = Result<i64, StorageError>;
+        fn handle(&mut self, _: LoadLastSeq, _: &mut Self::Context) -> Self::Result {
+            Ok(0)
+        }
+    }
+    impl Handler<LoadFinalsAfter> for NoStorage {
+        type Result = Result<Vec<FinalRecord>, StorageError>;
+        fn handle(&mut self, _: LoadFinalsAfter, _: &mut Self::Context) -> Self::Result {
+            Ok(Vec::new())
+        }
+    }
+
+    fn registry(relayed_session_idle: Duration) -> Addr<SessionRegistry> {
+        let store = NoStorage.start();
+        let settings = SessionSettings {
+            rtmp_url_base: "rtmp://localhost:1937/live/".into(),
+            provider: None,
+            pcm_chunk_ms: 100,
+            pcm_flush_ms: 50,
+            active_speaker_ttl: Duration::from_secs(3),
+            decoder_max_restarts: 5,
+            publisher_reconnect_grace: Duration::ZERO,
+            max_sessions: 10,
+            max_clients_per_session: 10,
+            stream_key_issuer: std::sync::Arc::new(|s: &str| s.to_owned()),
+            relay: None,
+            relayed_session_idle,
+        };
+        SessionRegistry::new(SessionContext {
+            settings: std::sync::Arc::new(settings),
+            storage: Storage {
+                save_final: store.clone().recipient(),
+                load_last_seq: store.clone().recipient(),
+                load_finals_after: store.clone().recipient(),
+                save_session_state: store.recipient(),
+            },
+        })
+        .start()
+    }
+
+    /// What `POST /api/realtime/transcribe/broadcast` does with one relayed final.
+    async fn post_final(registry: &Addr<SessionRegistry>, slug: &str, seq: i64) -> RelayOutcome {
+        let supervisor = registry
+            .send(GetOrCreateSession {
+                session_slug: slug.into(),
+            })
+            .await
+            .unwrap()
+            .unwrap();
+        let broadcast = supervisor.send(GetBroadcast).await.unwrap().unwrap();
+        let message = IncomingTranscript {
+            kind: "transcript".into(),
+            session_slug: slug.into(),
+            utterance_id: format!("u{seq}"),
+            text: "hello".into(),
+            is_final: true,
+            speaker: "A".into(),
+            speaker_id: "a".into(),
+            ts: 1,
+            transcript_type: Some("final".into()),
+            seq: Some(seq),
+            started_at: Some(0),
+            ended_at: Some(1),
+            language: Some("en".into()),
+            provisional: false,
+        };
+        broadcast
+            .send(RelayedTranscript(message))
+            .await
+            .unwrap()
+            .unwrap()
+    }
+
+    #[actix_rt::test]
+    async fn a_session_only_relayed_posts_keep_is_retired_once_they_stop() {
+        let idle = Duration::from_millis(400);
+        let registry = registry(idle);
+        // Posts closer together than the idle time, for three idle times: the session stays.
+        let mut last_post = Instant::now();
+        for seq in 1..=12 {
+            assert_eq!(
+                post_final(&registry, "relayed", seq).await,
+                RelayOutcome::Delivered
+            );
+            last_post = Instant::now();
+            assert_eq!(registry.send(ListSessions).await.unwrap().len(), 1);
+            actix_rt::time::sleep(Duration::from_millis(100)).await;
+        }
+        // Then none: it is retired, not before the idle time and not much after.
+        let retired_after = loop {
+            if registry.send(ListSessions).await.unwrap().is_empty() {
+                break last_post.elapsed();
+            }
+            assert!(
+                last_post.elapsed() < idle * 5,
+                "still registered {:?} after the last post",
+                last_post.elapsed()
+            );
+            actix_rt::time::sleep(Duration::from_millis(20)).await;
+        };
+        assert!(retired_after >= idle, "retired after {retired_after:?}");
     }
 }

@@ -11,9 +11,10 @@ use std::sync::Arc;
 
 use actix::prelude::*;
 
-use crate::events::{EndOfAudio, PcmChunk, TranscriptEvent};
 use crate::gladia::{GladiaActor, GladiaConfig};
-pub use crate::gladia::{ProviderFinished, ProviderPhase, ProviderStatus, PublisherGap};
+use crate::messages::{
+    EndOfAudio, PcmChunk, ProviderFinished, ProviderStatus, PublisherGap, TranscriptEvent,
+};
 use crate::whisper::{Admission, CapacityReached, WhisperActor, WhisperProvider};
 
 #[derive(Clone)]

@@ -15,16 +15,16 @@ use std::time::Duration;
 use crate::broadcast::{
     AddClient, BroadcastActor, BroadcastStatus, RemoveClient, ReportSpeaker, SayGoodbye,
 };
-use crate::client::{ClientId, Deliver};
-use crate::events::SessionState;
-use crate::gladia::{ProviderFinished, ProviderPhase, ProviderStatus};
 use crate::ingest::{DrainIngest, IngestActor, IngestReport, UseProvider, UsePublisher};
-use crate::ingest_messages::{AttachPublisher, PublishHandle, PublishRefused, PublisherId};
+use crate::messages::{
+    AttachPublisher, ClientId, Deliver, ProviderFinished, ProviderPhase, ProviderStatus,
+    PublishHandle, PublishRefused, PublisherId, SessionInstance, SessionRetired, SessionState,
+};
 use crate::metrics::SessionMetrics;
 use crate::outbound_frames::status_frame;
 use crate::outbox::Outbound;
 use crate::persistence::SaveSessionState;
-use crate::registry::{SessionContext, SessionRegistry, SessionRetired};
+use crate::settings::SessionContext;
 use crate::stt::{StreamSinks, SttAdmission, SttStream};
 
 /// What the HTTP API and `transcription_started` show about a session.
@@ -32,7 +32,7 @@ use crate::stt::{StreamSinks, SttAdmission, SttStream};
 #[serde(rename_all = "camelCase")]
 pub struct SessionSnapshot {
     pub session_slug: String,
-    pub state: &'static str,
+    pub state: SessionState,
     pub detail: String,
     pub rtmp_url: String,
     pub clients: usize,
@@ -97,6 +97,28 @@ struct Publisher {
     _span: tracing::Span,
 }
 
+/// Why the session exists and how it may end; together with [`SessionState`] (what clients
+/// see) it decides when the supervisor retires.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Lifecycle {
+    /// Opened by a publish, a client or a relayed post: retires as soon as nothing uses it.
+    OnDemand,
+    /// Opened (or reopened) by an explicit start: kept until it is stopped and ended.
+    Started,
+    /// A stop was asked for: trailing finals are being delivered, then the session is
+    /// `ended`. A new start or publish opens it again (`Started`).
+    Stopping,
+    /// The service is shutting down: stops like `Stopping`, refuses publishers and is
+    /// never opened again.
+    ShuttingDown,
+}
+
+impl Lifecycle {
+    fn stopping(self) -> bool {
+        matches!(self, Lifecycle::Stopping | Lifecycle::ShuttingDown)
+    }
+}
+
 struct ProviderStream {
     id: u64,
     addr: SttStream,
@@ -110,9 +132,12 @@ pub struct SessionSupervisor {
     span: tracing::Span,
     /// One `stt` span per provider stream, open until it reports `ProviderFinished`.
     stt_spans: HashMap<u64, tracing::Span>,
+    instance: SessionInstance,
     context: SessionContext,
-    registry: Addr<SessionRegistry>,
+    /// The registry, told when this session retires; the supervisor sends it nothing else.
+    retired: Recipient<SessionRetired>,
     state: SessionState,
+    lifecycle: Lifecycle,
     detail: String,
     ingest: Option<Addr<IngestActor>>,
     broadcast: Option<Addr<BroadcastActor>>,
@@ -122,11 +147,8 @@ pub struct SessionSupervisor {
     provider_session_id: Option<String>,
     publisher: Option<Publisher>,
     clients: HashSet<ClientId>,
-    started_explicitly: bool,
-    stop_requested: bool,
     stream_counter: u64,
     publishes: u64,
-    shutting_down: bool,
     decoder_restarts: u64,
     /// Fired once no publisher or provider stream is left (see [`ShutDown`]).
     drained_waiters: Vec<tokio::sync::oneshot::Sender<()>>,
@@ -139,15 +161,22 @@ pub struct SessionSupervisor {
 }
 
 impl SessionSupervisor {
-    pub fn new(slug: String, context: SessionContext, registry: Addr<SessionRegistry>) -> Self {
+    pub fn new(
+        slug: String,
+        instance: SessionInstance,
+        context: SessionContext,
+        retired: Recipient<SessionRetired>,
+    ) -> Self {
         let span = tracing::info_span!(parent: None, "session", session.slug = %slug);
         SessionSupervisor {
             slug,
             span,
             stt_spans: HashMap::new(),
+            instance,
             context,
-            registry,
+            retired,
             state: SessionState::WaitingForEgress,
+            lifecycle: Lifecycle::OnDemand,
             detail: "waiting for the meeting's audio".to_owned(),
             ingest: None,
             broadcast: None,
@@ -156,11 +185,8 @@ impl SessionSupervisor {
             provider_session_id: None,
             publisher: None,
             clients: HashSet::new(),
-            started_explicitly: false,
-            stop_requested: false,
             stream_counter: 0,
             publishes: 0,
-            shutting_down: false,
             decoder_restarts: 0,
             last_relayed: None,
             relayed_idle_check: false,
@@ -172,7 +198,7 @@ impl SessionSupervisor {
     fn snapshot(&self) -> SessionSnapshot {
         SessionSnapshot {
             session_slug: self.slug.clone(),
-            state: self.state.as_str(),
+            state: self.state,
             detail: self.detail.clone(),
             rtmp_url: format!(
                 "{}{}",
@@ -200,7 +226,7 @@ impl SessionSupervisor {
         self.detail = detail;
         if let Some(broadcast) = &self.broadcast {
             broadcast.do_send(BroadcastStatus {
-                state: state.as_str(),
+                state,
                 detail: self.detail.clone(),
             });
         }
@@ -210,7 +236,7 @@ impl SessionSupervisor {
                 .save_session_state
                 .do_send(SaveSessionState {
                     session_slug: self.slug.clone(),
-                    state: state.as_str().to_owned(),
+                    state,
                 });
         }
     }
@@ -339,15 +365,15 @@ impl SessionSupervisor {
             || self.publisher.is_some()
             || self.provider.is_some()
             || !self.finishing_streams.is_empty();
-        let finished = self.state == SessionState::Ended || !self.started_explicitly;
+        let finished = self.state == SessionState::Ended || self.lifecycle == Lifecycle::OnDemand;
         if !busy && finished {
             tracing::debug!(session = %self.slug, "session retired");
             // Before the registry hears of it: a session reopened under this slug then
             // registers fresh series rather than losing them to this removal.
             SessionMetrics::forget(&self.slug);
-            self.registry.do_send(SessionRetired {
+            self.retired.do_send(SessionRetired {
                 session_slug: self.slug.clone(),
-                supervisor: ctx.address(),
+                instance: self.instance,
             });
             ctx.stop();
         }
@@ -356,9 +382,8 @@ impl SessionSupervisor {
     /// Ends the transcription: the ingest drains the decoder, the provider gets its stop and
     /// delivers its trailing finals, then the session is `ended`.
     fn request_stop(&mut self) {
-        if self.state != SessionState::Ended && !self.stop_requested {
-            self.stop_requested = true;
-            self.started_explicitly = true;
+        if self.state != SessionState::Ended && !self.lifecycle.stopping() {
+            self.lifecycle = Lifecycle::Stopping;
             if self.publisher.is_some() {
                 // The ingest drains the decoder, then reports `Drained`, which ends the stream.
                 if let Some(ingest) = &self.ingest {
@@ -385,9 +410,10 @@ impl SessionSupervisor {
         }
     }
 
+    /// A start or a publish on an ended session opens it again (not during a shutdown).
     fn reopen_if_ended(&mut self) {
-        if self.state == SessionState::Ended {
-            self.stop_requested = false;
+        if self.state == SessionState::Ended && self.lifecycle != Lifecycle::ShuttingDown {
+            self.lifecycle = Lifecycle::Started;
             self.set_state(
                 SessionState::WaitingForEgress,
                 "waiting for the meeting's audio",
@@ -430,7 +456,7 @@ impl Actor for SessionSupervisor {
             .save_session_state
             .do_send(SaveSessionState {
                 session_slug: self.slug.clone(),
-                state: self.state.as_str().to_owned(),
+                state: self.state,
             });
     }
 }
@@ -439,7 +465,8 @@ impl Handler<AttachPublisher> for SessionSupervisor {
     type Result = Result<PublishHandle, PublishRefused>;
 
     fn handle(&mut self, msg: AttachPublisher, ctx: &mut Self::Context) -> Self::Result {
-        let Some(ingest) = self.ingest.clone().filter(|_| !self.shutting_down) else {
+        let shutting_down = self.lifecycle == Lifecycle::ShuttingDown;
+        let Some(ingest) = self.ingest.clone().filter(|_| !shutting_down) else {
             return Err(PublishRefused::Other("session is shutting down".into()));
         };
         let need_stream = self.provider.as_ref().is_none_or(|p| p.ending);
@@ -512,9 +539,10 @@ impl Handler<IngestReport> for SessionSupervisor {
                 }
                 self.publisher = None;
                 let grace = self.context.settings.publisher_reconnect_grace;
-                if self.stop_requested || self.shutting_down || grace.is_zero() {
+                let stopping = self.lifecycle.stopping();
+                if stopping || grace.is_zero() {
                     self.end_provider_stream();
-                    if self.stop_requested {
+                    if stopping {
                         self.set_state(SessionState::Ended, "finishing transcription");
                     } else {
                         self.set_state(
@@ -587,7 +615,7 @@ impl Handler<ProviderFinished> for SessionSupervisor {
                 if let Ok(Some(admission)) = self.admit() {
                     self.start_provider_stream(admission, ctx);
                 }
-            } else if self.stop_requested {
+            } else if self.lifecycle.stopping() {
                 self.set_state(SessionState::Ended, "transcription stopped");
             } else if self.state == SessionState::WaitingForEgress {
                 // Sent after the stream's last final (the broadcaster's mailbox keeps order),
@@ -598,7 +626,8 @@ impl Handler<ProviderFinished> for SessionSupervisor {
                 );
             }
         }
-        if self.stop_requested && self.provider.is_none() && self.finishing_streams.is_empty() {
+        if self.lifecycle.stopping() && self.provider.is_none() && self.finishing_streams.is_empty()
+        {
             self.set_state(SessionState::Ended, "transcription stopped");
         }
         self.notify_if_drained();
@@ -618,7 +647,9 @@ impl Handler<StartTranscription> for SessionSupervisor {
     type Result = MessageResult<StartTranscription>;
 
     fn handle(&mut self, _: StartTranscription, _: &mut Self::Context) -> Self::Result {
-        self.started_explicitly = true;
+        if self.lifecycle == Lifecycle::OnDemand {
+            self.lifecycle = Lifecycle::Started;
+        }
         self.reopen_if_ended();
         MessageResult(self.snapshot())
     }
@@ -638,8 +669,8 @@ impl Handler<ShutDown> for SessionSupervisor {
     type Result = ResponseFuture<()>;
 
     fn handle(&mut self, _: ShutDown, ctx: &mut Self::Context) -> Self::Result {
-        self.shutting_down = true;
         self.request_stop();
+        self.lifecycle = Lifecycle::ShuttingDown;
         let (drained, wait) = tokio::sync::oneshot::channel();
         self.drained_waiters.push(drained);
         self.notify_if_drained();
@@ -671,7 +702,7 @@ impl Handler<Subscribe> for SessionSupervisor {
         self.clients_gauge.set(self.clients.len() as f64);
         let _ = msg.deliver.try_send(Deliver(Outbound::Control(status_frame(
             &self.slug,
-            self.state.as_str(),
+            self.state,
             &self.detail,
         ))));
         if let Some(broadcast) = &self.broadcast {
@@ -723,133 +754,5 @@ impl Handler<GetBroadcast> for SessionSupervisor {
             self.check_relayed_idle(self.context.settings.relayed_session_idle, ctx);
         }
         self.broadcast.clone()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::time::Instant;
-
-    use super::*;
-    use crate::broadcast::{RelayOutcome, RelayedTranscript};
-    use crate::persistence::*;
-    use crate::registry::{GetOrCreateSession, ListSessions, SessionSettings};
-    use crate::wire::IncomingTranscript;
-
-    /// Storage that keeps nothing: these tests are about the session's lifetime.
-    struct NoStorage;
-    impl Actor for NoStorage {
-        type Context = Context<Self>;
-    }
-    impl Handler<SaveFinal> for NoStorage {
-        type Result = ();
-        fn handle(&mut self, _: SaveFinal, _: &mut Self::Context) {}
-    }
-    impl Handler<SaveSessionState> for NoStorage {
-        type Result = ();
-        fn handle(&mut self, _: SaveSessionState, _: &mut Self::Context) {}
-    }
-    impl Handler<LoadLastSeq> for NoStorage {
-        type Result = Result<i64, StorageError>;
-        fn handle(&mut self, _: LoadLastSeq, _: &mut Self::Context) -> Self::Result {
-            Ok(0)
-        }
-    }
-    impl Handler<LoadFinalsAfter> for NoStorage {
-        type Result = Result<Vec<FinalRecord>, StorageError>;
-        fn handle(&mut self, _: LoadFinalsAfter, _: &mut Self::Context) -> Self::Result {
-            Ok(Vec::new())
-        }
-    }
-
-    fn registry(relayed_session_idle: Duration) -> Addr<SessionRegistry> {
-        let store = NoStorage.start();
-        let settings = SessionSettings {
-            rtmp_url_base: "rtmp://localhost:1937/live/".into(),
-            provider: None,
-            pcm_chunk_ms: 100,
-            pcm_flush_ms: 50,
-            active_speaker_ttl: Duration::from_secs(3),
-            decoder_max_restarts: 5,
-            publisher_reconnect_grace: Duration::ZERO,
-            max_sessions: 10,
-            max_clients_per_session: 10,
-            stream_key_issuer: std::sync::Arc::new(|s: &str| s.to_owned()),
-            relay: None,
-            relayed_session_idle,
-        };
-        SessionRegistry::new(SessionContext {
-            settings: std::sync::Arc::new(settings),
-            storage: Storage {
-                save_final: store.clone().recipient(),
-                load_last_seq: store.clone().recipient(),
-                load_finals_after: store.clone().recipient(),
-                save_session_state: store.recipient(),
-            },
-        })
-        .start()
-    }
-
-    /// What `POST /api/realtime/transcribe/broadcast` does with one relayed final.
-    async fn post_final(registry: &Addr<SessionRegistry>, slug: &str, seq: i64) -> RelayOutcome {
-        let supervisor = registry
-            .send(GetOrCreateSession {
-                session_slug: slug.into(),
-            })
-            .await
-            .unwrap()
-            .unwrap();
-        let broadcast = supervisor.send(GetBroadcast).await.unwrap().unwrap();
-        let message = IncomingTranscript {
-            kind: "transcript".into(),
-            session_slug: slug.into(),
-            utterance_id: format!("u{seq}"),
-            text: "hello".into(),
-            is_final: true,
-            speaker: "A".into(),
-            speaker_id: "a".into(),
-            ts: 1,
-            transcript_type: Some("final".into()),
-            seq: Some(seq),
-            started_at: Some(0),
-            ended_at: Some(1),
-            language: Some("en".into()),
-            provisional: false,
-        };
-        broadcast
-            .send(RelayedTranscript(message))
-            .await
-            .unwrap()
-            .unwrap()
-    }
-
-    #[actix_rt::test]
-    async fn a_session_only_relayed_posts_keep_is_retired_once_they_stop() {
-        let idle = Duration::from_millis(400);
-        let registry = registry(idle);
-        // Posts closer together than the idle time, for three idle times: the session stays.
-        let mut last_post = Instant::now();
-        for seq in 1..=12 {
-            assert_eq!(
-                post_final(&registry, "relayed", seq).await,
-                RelayOutcome::Delivered
-            );
-            last_post = Instant::now();
-            assert_eq!(registry.send(ListSessions).await.unwrap().len(), 1);
-            actix_rt::time::sleep(Duration::from_millis(100)).await;
-        }
-        // Then none: it is retired, not before the idle time and not much after.
-        let retired_after = loop {
-            if registry.send(ListSessions).await.unwrap().is_empty() {
-                break last_post.elapsed();
-            }
-            assert!(
-                last_post.elapsed() < idle * 5,
-                "still registered {:?} after the last post",
-                last_post.elapsed()
-            );
-            actix_rt::time::sleep(Duration::from_millis(20)).await;
-        };
-        assert!(retired_after >= idle, "retired after {retired_after:?}");
     }
 }

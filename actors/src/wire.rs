@@ -3,6 +3,8 @@
 
 use serde::Serialize;
 
+use crate::messages::SessionState;
+
 /// `{"type":"transcript",...}` for partials and finals alike (SPEC §4.3).
 #[derive(Serialize, Debug)]
 #[serde(rename_all = "camelCase")]
@@ -36,7 +38,7 @@ pub struct StatusMessage<'a> {
     #[serde(rename = "type")]
     pub kind: &'static str,
     pub session_slug: &'a str,
-    pub state: &'a str,
+    pub state: SessionState,
     pub detail: &'a str,
 }
 
@@ -48,7 +50,7 @@ pub struct TranscriptionStartedMessage<'a> {
     pub kind: &'static str,
     pub session_slug: &'a str,
     pub rtmp_url: &'a str,
-    pub state: &'a str,
+    pub state: SessionState,
 }
 
 /// `{"type":"error","code":…,"message":…}`: bad client input; the socket stays open.

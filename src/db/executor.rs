@@ -328,7 +328,7 @@ impl Handler<SaveSessionState> for DbExecutor {
                  ON CONFLICT (slug) DO UPDATE SET state = excluded.state, updated_at = now()",
             )
             .bind::<Text, _>(&msg.session_slug)
-            .bind::<Text, _>(&msg.state)
+            .bind::<Text, _>(msg.state.as_str())
             .execute(c),
             DbConnection::Sqlite(c) => diesel::sql_query(
                 "INSERT INTO sessions (slug, state) VALUES (?, ?) \
@@ -336,7 +336,7 @@ impl Handler<SaveSessionState> for DbExecutor {
                  updated_at = CURRENT_TIMESTAMP",
             )
             .bind::<Text, _>(&msg.session_slug)
-            .bind::<Text, _>(&msg.state)
+            .bind::<Text, _>(msg.state.as_str())
             .execute(c),
         });
         if let Err(e) = result {

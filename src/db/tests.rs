@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use ::actors::messages::SessionState;
 use ::actors::persistence::{
     FinalRecord, LoadFinalsAfter, LoadLastSeq, SaveFinal, SaveSessionState, StorageError,
 };
@@ -367,13 +368,13 @@ async fn upserts_and_refusals(url: &str) {
         .save_session_state
         .do_send(SaveSessionState {
             session_slug: "s".to_owned(),
-            state: "live".to_owned(),
+            state: SessionState::Live,
         });
     within(
         "SaveSessionState",
         handles.writer.send(SaveSessionState {
             session_slug: "s".to_owned(),
-            state: "ended".to_owned(),
+            state: SessionState::Ended,
         }),
     )
     .await

@@ -6,7 +6,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use ::actors::broadcast::ReportSpeaker;
-use ::actors::events::now_ms;
+use ::actors::messages::now_ms;
 use ::actors::registry::{validate_slug, FindSession};
 use ::actors::speaker::SpeakerReport;
 use actix_web::http::StatusCode;

@@ -1,5 +1,6 @@
 //! Session lifecycle and saved transcripts over HTTP (SPEC §4.2, §4.6).
 
+use ::actors::messages::SessionState;
 use ::actors::persistence::LoadFinalsAfter;
 use ::actors::registry::{
     validate_slug, FindSession, GetOrCreateSession, GetProvider, ListSessions, SessionRefused,
@@ -64,11 +65,11 @@ fn provider_json(provider: Option<SttBackend>) -> serde_json::Value {
 
 /// A whisper provider at its capacity refuses new sessions here already, before egress
 /// starts; a session already transcribing may be started again.
-fn capacity_refusal(provider: Option<&SttBackend>, state: &str) -> Option<HttpResponse> {
+fn capacity_refusal(provider: Option<&SttBackend>, state: SessionState) -> Option<HttpResponse> {
     let Some(SttBackend::Whisper(whisper)) = provider else {
         return None;
     };
-    if whisper.has_room() || state == "live" {
+    if whisper.has_room() || state == SessionState::Live {
         return None;
     }
     let refused = ::actors::whisper::CapacityReached {

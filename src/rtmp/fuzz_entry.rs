@@ -15,7 +15,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::Poll;
 
-use ::actors::ingest_messages::{
+use ::actors::messages::{
     AttachPublisher, AudioTagReceived, DetachPublisher, PublishHandle, PublishRefused,
 };
 use actix::prelude::*;

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use actix::Recipient;
-use actors::ingest_messages::AttachPublisher;
+use actors::messages::AttachPublisher;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc::UnboundedSender;
 

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use ::actors::ingest_messages::{AudioTagReceived, DetachPublisher, PublishHandle, PublisherId};
+use ::actors::messages::{AudioTagReceived, DetachPublisher, PublishHandle, PublisherId};
 use actix::prelude::SendError;
 use actix::Recipient;
 use bytes::Bytes;

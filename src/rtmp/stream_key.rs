@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ::actors::access::StreamKeyIssuer;
-use ::actors::ingest_messages::PublishRefused;
+use ::actors::messages::PublishRefused;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use hmac::{Hmac, Mac};

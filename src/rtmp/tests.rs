@@ -9,7 +9,7 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use ::actors::ingest_messages::{
+use ::actors::messages::{
     AttachPublisher, AudioTagReceived, DetachPublisher, PublishHandle, PublishRefused, PublisherId,
 };
 use actix::prelude::*;

@@ -27,7 +27,10 @@ use awc::BoxedSocket;
 
 use futures_util::stream::{SplitSink, StreamExt};
 
-use crate::events::{now_ms, EndOfAudio, PcmChunk, TranscriptEvent};
+use crate::messages::{
+    now_ms, EndOfAudio, PcmChunk, ProviderFinished, ProviderPhase, ProviderStatus, PublisherGap,
+    TranscriptEvent,
+};
 use crate::metrics::names::{GLADIA_FINALS_TOTAL, GLADIA_RECONNECTS_TOTAL, GLADIA_STT_LATENCY_MS};
 pub use audio_buffer::AudioBuffer;
 use init::{init_session, InitError};
@@ -58,35 +61,6 @@ impl std::fmt::Debug for GladiaConfig {
             .field("max_session", &self.max_session)
             .finish()
     }
-}
-
-/// What the provider connection is doing, reported to the `SessionSupervisor`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ProviderPhase {
-    /// Creating the provider session or opening its socket.
-    Connecting,
-    /// Audio is flowing.
-    Streaming,
-    /// A failure; retrying after a back-off. The detail says what failed.
-    Retrying,
-}
-
-#[derive(Message, Debug, Clone)]
-#[rtype(result = "()")]
-pub struct ProviderStatus {
-    /// Which of the session's provider streams this is (the supervisor numbers them).
-    pub stream: u64,
-    pub phase: ProviderPhase,
-    pub detail: String,
-    pub provider_session_id: Option<String>,
-}
-
-/// The provider stream is over: trailing finals delivered (or the wait timed out).
-#[derive(Message, Debug, Clone)]
-#[rtype(result = "()")]
-pub struct ProviderFinished {
-    pub stream: u64,
-    pub lost_audio_bytes: u64,
 }
 
 type WsSink = SinkWrite<WsMessage, SplitSink<Framed<BoxedSocket, Codec>, WsMessage>>;
@@ -149,14 +123,6 @@ pub struct GladiaActor {
     gap: Option<(std::time::Instant, u64)>,
     gap_silence: Option<SpawnHandle>,
 }
-
-/// The publisher left and may come back (egress reconnects). The gap becomes silence for the
-/// provider, so its session neither times out (~30 s without audio) nor loses its clock, and
-/// it can end the last utterance: from [`GAP_SILENCE_AFTER`] on in real time, and for a
-/// shorter gap when audio resumes. A stream that ends during a short gap gets none.
-#[derive(Message, Debug, Clone, Copy)]
-#[rtype(result = "()")]
-pub struct PublisherGap;
 
 /// A gap this long is filled with silence as it goes (egress usually reconnects sooner).
 const GAP_SILENCE_AFTER: Duration = Duration::from_secs(2);
@@ -655,6 +621,8 @@ impl Handler<EndOfAudio> for GladiaActor {
     }
 }
 
+/// The gap becomes silence for the provider: from [`GAP_SILENCE_AFTER`] on in real time, and
+/// for a shorter gap when audio resumes.
 impl Handler<PublisherGap> for GladiaActor {
     type Result = ();
 

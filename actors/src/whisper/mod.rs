@@ -21,8 +21,8 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 
-use crate::events::{now_ms, EndOfAudio, PcmChunk, TranscriptEvent};
-use crate::gladia::{ProviderFinished, ProviderPhase, ProviderStatus, PublisherGap};
+use crate::messages::{now_ms, EndOfAudio, PcmChunk, TranscriptEvent};
+use crate::messages::{ProviderFinished, ProviderPhase, ProviderStatus, PublisherGap};
 use crate::metrics::names::{
     WHISPER_FINALS_TOTAL, WHISPER_REFUSED_SESSIONS_TOTAL, WHISPER_STT_LATENCY_MS,
 };

@@ -1,0 +1,31 @@
+//! The messages the actors exchange, and the few plain types they carry: the crate's leaf.
+//!
+//! Every actor module imports what it sends and handles from here, never from another actor's
+//! module, so dependencies run one way (docs/ARCHITECTURE.md "Module dependencies"):
+//! `registry → supervisor → {ingest, stt → {gladia, whisper}, broadcast} → messages`, and
+//! `client → {registry, supervisor} → messages`. An actor that only sends to another holds a
+//! `Recipient<M>` of one of these messages, not the other's `Addr`.
+//!
+//! - [`publish`]: the RTMP listener ↔ the actor tree (attach a publisher, audio tags, detach).
+//! - [`provider`]: a provider stream's contract (PCM in, transcripts, status and end out),
+//!   whatever the provider (docs/PROTOCOL.md "Speech-to-text providers").
+//! - [`client`]: frames for one WebSocket client.
+//! - [`session`]: a session's state as everyone outside sees it, and its retirement.
+//! - [`clock`]: wall-clock milliseconds, the one place the messages read the time.
+
+pub mod client;
+pub mod clock;
+pub mod provider;
+pub mod publish;
+pub mod session;
+
+pub use client::{ClientId, Deliver};
+pub use clock::now_ms;
+pub use provider::{
+    EndOfAudio, PcmChunk, ProviderFinished, ProviderPhase, ProviderStatus, PublisherGap,
+    TranscriptEvent,
+};
+pub use publish::{
+    AttachPublisher, AudioTagReceived, DetachPublisher, PublishHandle, PublishRefused, PublisherId,
+};
+pub use session::{SessionInstance, SessionRetired, SessionState};

@@ -1,0 +1,82 @@
+//! The contract between a session and its provider stream, whichever provider runs it
+//! (`stt::SttBackend` picks one; `gladia` and `whisper` implement it). The supervisor starts a
+//! stream, the ingest feeds it [`PcmChunk`]s, the supervisor signals [`PublisherGap`] and
+//! [`EndOfAudio`]; the stream answers with [`TranscriptEvent`]s (to the broadcaster),
+//! [`ProviderStatus`] and, once, [`ProviderFinished`] (to the supervisor).
+
+use std::time::Instant;
+
+use actix::prelude::*;
+use bytes::Bytes;
+
+/// PCM S16LE 16 kHz mono, `PCM_CHUNK_SIZE_MS` long (shorter when flushed), for the provider.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "()")]
+pub struct PcmChunk {
+    pub pcm: Bytes,
+}
+
+/// No more audio will come for this provider stream (publish ended or session stopped):
+/// the provider sends its stop, delivers trailing finals, then reports [`ProviderFinished`].
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "()")]
+pub struct EndOfAudio;
+
+/// The publisher left and may come back (egress reconnects). A streaming provider turns the
+/// gap into silence, so its session neither times out (~30 s without audio for Gladia) nor
+/// loses its clock, and it can end the last utterance; a segmenting one closes the open
+/// utterance. A stream that ends during a short gap gets no silence.
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "()")]
+pub struct PublisherGap;
+
+/// A partial or final transcript from the provider, already normalised.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "()")]
+pub struct TranscriptEvent {
+    /// Unique within the meeting session, across provider sessions (see `GladiaActor`).
+    pub utterance_id: String,
+    /// Provider text with the leading space removed.
+    pub text: String,
+    pub is_final: bool,
+    /// When the speech happened, ms since the Unix epoch.
+    pub started_at_ms: i64,
+    pub ended_at_ms: i64,
+    pub language: Option<String>,
+    /// The provider's own speaker label, if it gives one.
+    pub provider_speaker: Option<String>,
+    /// When the provider message arrived, for latency measurement.
+    pub received_at: Instant,
+    /// A final made from the last partial of an utterance the provider never finalized
+    /// (its stream ended first).
+    pub provisional: bool,
+}
+
+/// What the provider connection is doing, reported to the `SessionSupervisor`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProviderPhase {
+    /// Creating the provider session or opening its socket.
+    Connecting,
+    /// Audio is flowing.
+    Streaming,
+    /// A failure; retrying after a back-off. The detail says what failed.
+    Retrying,
+}
+
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "()")]
+pub struct ProviderStatus {
+    /// Which of the session's provider streams this is (the supervisor numbers them).
+    pub stream: u64,
+    pub phase: ProviderPhase,
+    pub detail: String,
+    pub provider_session_id: Option<String>,
+}
+
+/// The provider stream is over: trailing finals delivered (or the wait timed out).
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "()")]
+pub struct ProviderFinished {
+    pub stream: u64,
+    pub lost_audio_bytes: u64,
+}
