@@ -13,10 +13,10 @@ use actix::prelude::*;
 use actix_web::{web, App, HttpServer};
 use anyhow::Context as _;
 
-use crate::auth::{Authenticator, RequireToken};
+use crate::auth::Authenticator;
 use crate::config::{Config, SttProvider};
 use crate::db::{start_storage_with, BatcherConfig, Flush, SpillAll};
-use crate::http::{record_post_latency, routes, AiLocks, AppState};
+use crate::http::{record_post_latency, routes, AiLocks, AppState, RequireToken};
 use crate::rtmp::stream_key::{identity_stream_key_issuer, SignedStreamKeys};
 use crate::rtmp::{identity_stream_key, serve, RtmpConfig, StreamKeyValidator};
 

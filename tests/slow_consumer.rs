@@ -156,7 +156,7 @@ fn start_server() -> Server {
     let auth = realtime_core::auth::Authenticator::new(None);
     let server = HttpServer::new(move || {
         App::new()
-            .wrap(realtime_core::auth::RequireToken::new(auth.clone()))
+            .wrap(realtime_core::http::RequireToken::new(auth.clone()))
             .app_data(web::Data::new(state.clone()))
             .configure(routes)
     })

@@ -1,7 +1,5 @@
-//! Why a call was refused, and how that is told to the caller (SPEC §4.1: `{"error", "message"}`).
-
-use actix_web::http::{header, StatusCode};
-use actix_web::{HttpResponse, ResponseError};
+//! Why a call was refused. The HTTP answer for each (status, `WWW-Authenticate`) is
+//! `http::ApiError`'s `From<AuthError>`; the WebSocket and the middleware use the same codes.
 
 /// A refused call. Messages say what is wrong with the token, never what the token was.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -34,31 +32,5 @@ impl AuthError {
             AuthError::Expired => "token_expired",
             AuthError::NotValidForSession(_) => "session_forbidden",
         }
-    }
-}
-
-impl ResponseError for AuthError {
-    fn status_code(&self) -> StatusCode {
-        match self {
-            AuthError::NotValidForSession(_) => StatusCode::FORBIDDEN,
-            _ => StatusCode::UNAUTHORIZED,
-        }
-    }
-
-    fn error_response(&self) -> HttpResponse {
-        let mut response =
-            crate::http::json_error(self.status_code(), self.code(), self.to_string());
-        if self.status_code() == StatusCode::UNAUTHORIZED {
-            // RFC 6750 §3: a 401 names the scheme the caller should use.
-            let challenge = match self {
-                AuthError::MissingToken => r#"Bearer realm="realtime-core""#,
-                _ => r#"Bearer realm="realtime-core", error="invalid_token""#,
-            };
-            response.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                header::HeaderValue::from_static(challenge),
-            );
-        }
-        response
     }
 }

@@ -2,9 +2,11 @@
 //! route.
 //!
 //! - [`token`]: verifying one token into a [`Principal`] (who, and which sessions).
-//! - [`middleware`]: [`RequireToken`], the actix-web middleware that guards everything under
-//!   `/api/` unless it is on [`PUBLIC_API_PATHS`], and refuses with 401/403 JSON errors.
-//! - [`AuthError`]: why a call was refused, and the HTTP answer for it.
+//! - [`AuthError`]: why a call was refused.
+//!
+//! The HTTP side (the `RequireToken` middleware that guards every `/api/*` route, and the
+//! 401/403 answers) is `http::require_token` and `http::error`: this module knows nothing of
+//! routes, so `http` depends on it and not the other way round.
 //!
 //! Without `REALTIME_AUTH_SECRET` the [`Authenticator`] is anonymous: every call gets
 //! `SessionAccess::Any`. `config.rs` only allows that on a loopback bind (or with
@@ -13,18 +15,16 @@
 //! Tokens are secrets: nothing here logs, echoes or stores one beyond the verification call.
 
 mod error;
-mod middleware;
 mod token;
 
 use std::sync::Arc;
 
 pub use ::actors::access::SessionAccess;
 pub use error::AuthError;
-pub use middleware::{RequireToken, PUBLIC_API_PATHS, WEBSOCKET_PATH};
 pub use token::{Claims, SessionsClaim, TokenVerifier, CLOCK_SKEW_LEEWAY_SECS};
 
 /// Who made a call and which sessions it may touch, decided once per request by
-/// [`RequireToken`] and available to handlers as an extractor.
+/// the `RequireToken` middleware and available to handlers as an extractor.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {
     /// The token's `sub`; `None` for anonymous calls (no secret configured).

@@ -13,9 +13,8 @@ use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
 use serde::Deserialize;
 
-use super::{json_error, AppState};
+use super::{ApiError, AppState};
 use crate::auth::Principal;
-use actix_web::ResponseError as _;
 
 /// Reports accepted per (session, identity) per second: clients send ~2; 10 leaves room for
 /// bursts after a reconnect while stopping a runaway loop from flooding the session.
@@ -67,33 +66,28 @@ pub async fn report(
     state: web::Data<AppState>,
     principal: Principal,
     body: web::Json<ActiveSpeakerBody>,
-) -> HttpResponse {
+) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
     // The slug is in the body, where the auth middleware cannot see it: check it here.
-    if let Err(refused) = principal.require_session(&body.session_slug) {
-        return refused.error_response();
-    }
-    if let Err(e) = validate_slug(&body.session_slug) {
-        return json_error(StatusCode::BAD_REQUEST, "bad_session_slug", e.to_string());
-    }
+    principal.require_session(&body.session_slug)?;
+    validate_slug(&body.session_slug)?;
     let name = body.name.unwrap_or_else(|| body.identity.clone());
     if body.identity.is_empty() || body.identity.len() > MAX_FIELD_LEN || name.len() > MAX_FIELD_LEN
     {
-        return json_error(
-            StatusCode::BAD_REQUEST,
+        return Err(ApiError::bad_request(
             "bad_request",
             "identity and name must be 1-256 characters",
-        );
+        ));
     }
     if !state
         .speaker_limits
         .allow(&body.session_slug, &body.identity)
     {
-        return json_error(
+        return Err(ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
             "rate_limited",
             "too many active-speaker reports",
-        );
+        ));
     }
     let session = state
         .registry
@@ -102,16 +96,12 @@ pub async fn report(
         })
         .await;
     let Ok(Some(supervisor)) = session else {
-        return json_error(
-            StatusCode::NOT_FOUND,
-            "session_not_found",
-            "no live session with this slug",
-        );
+        return Err(ApiError::session_not_found(&body.session_slug));
     };
     supervisor.do_send(ReportSpeaker(SpeakerReport {
         identity: body.identity.into(),
         name: name.into(),
         timestamp_ms: body.timestamp.unwrap_or_else(now_ms),
     }));
-    HttpResponse::NoContent().finish()
+    Ok(HttpResponse::NoContent().finish())
 }

@@ -5,7 +5,7 @@ use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
 use serde::Deserialize;
 
-use super::{json_error, AppState};
+use super::{ApiError, AppState};
 use crate::db::{AcquireAiLock, ReleaseAiLock};
 use ::actors::registry::validate_slug;
 
@@ -25,31 +25,16 @@ pub struct ReleaseBody {
     holder: String,
 }
 
-/// `None` when the slug and holder are acceptable, else the 400 to answer.
-fn refuse_bad_input(slug: &str, holder: &str) -> Option<HttpResponse> {
-    if let Err(e) = validate_slug(slug) {
-        return Some(json_error(
-            StatusCode::BAD_REQUEST,
-            "bad_session_slug",
-            e.to_string(),
-        ));
-    }
+/// The slug and holder must be acceptable before the database is asked.
+fn check_input(slug: &str, holder: &str) -> Result<(), ApiError> {
+    validate_slug(slug)?;
     if holder.is_empty() || holder.len() > MAX_HOLDER_LEN {
-        return Some(json_error(
-            StatusCode::BAD_REQUEST,
+        return Err(ApiError::bad_request(
             "bad_request",
             "holder must be 1-256 characters",
         ));
     }
-    None
-}
-
-fn storage_down(error: impl std::fmt::Display) -> HttpResponse {
-    json_error(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "database_unavailable",
-        error.to_string(),
-    )
+    Ok(())
 }
 
 /// Takes the lock, or renews it when the caller already holds it.
@@ -57,40 +42,36 @@ pub async fn acquire(
     state: web::Data<AppState>,
     slug: web::Path<String>,
     body: web::Json<AcquireBody>,
-) -> HttpResponse {
+) -> Result<HttpResponse, ApiError> {
     let (slug, body) = (slug.into_inner(), body.into_inner());
-    if let Some(response) = refuse_bad_input(&slug, &body.holder) {
-        return response;
-    }
+    check_input(&slug, &body.holder)?;
     if !(1..=MAX_TTL_MS).contains(&body.ttl_ms) {
-        return json_error(
-            StatusCode::BAD_REQUEST,
+        return Err(ApiError::bad_request(
             "bad_request",
             format!("ttlMs must be 1-{MAX_TTL_MS}"),
-        );
+        ));
     }
     let request = AcquireAiLock {
         session_slug: slug.clone(),
         holder: body.holder,
         ttl_ms: body.ttl_ms,
     };
-    match state.ai_locks.acquire.send(request).await {
-        Ok(Ok(lock)) => {
-            let status = if lock.acquired {
-                StatusCode::OK
-            } else {
-                StatusCode::CONFLICT
-            };
-            HttpResponse::build(status).json(serde_json::json!({
-                "sessionSlug": slug,
-                "acquired": lock.acquired,
-                "holder": lock.holder,
-                "lockedUntil": lock.locked_until_ms,
-            }))
-        }
-        Ok(Err(error)) => storage_down(error),
-        Err(error) => storage_down(error),
-    }
+    let lock = match state.ai_locks.acquire.send(request).await {
+        Ok(Ok(lock)) => lock,
+        Ok(Err(error)) => return Err(ApiError::database_unavailable(error)),
+        Err(error) => return Err(ApiError::database_unavailable(error)),
+    };
+    let status = if lock.acquired {
+        StatusCode::OK
+    } else {
+        StatusCode::CONFLICT
+    };
+    Ok(HttpResponse::build(status).json(serde_json::json!({
+        "sessionSlug": slug,
+        "acquired": lock.acquired,
+        "holder": lock.holder,
+        "lockedUntil": lock.locked_until_ms,
+    })))
 }
 
 /// Releases the lock; only its holder may.
@@ -98,11 +79,9 @@ pub async fn release(
     state: web::Data<AppState>,
     slug: web::Path<String>,
     body: web::Json<ReleaseBody>,
-) -> HttpResponse {
+) -> Result<HttpResponse, ApiError> {
     let (slug, body) = (slug.into_inner(), body.into_inner());
-    if let Some(response) = refuse_bad_input(&slug, &body.holder) {
-        return response;
-    }
+    check_input(&slug, &body.holder)?;
     match state
         .ai_locks
         .release
@@ -112,13 +91,13 @@ pub async fn release(
         })
         .await
     {
-        Ok(Ok(true)) => HttpResponse::NoContent().finish(),
-        Ok(Ok(false)) => json_error(
+        Ok(Ok(true)) => Ok(HttpResponse::NoContent().finish()),
+        Ok(Ok(false)) => Err(ApiError::new(
             StatusCode::CONFLICT,
             "not_holder",
             "the lock is not held by this holder",
-        ),
-        Ok(Err(error)) => storage_down(error),
-        Err(error) => storage_down(error),
+        )),
+        Ok(Err(error)) => Err(ApiError::database_unavailable(error)),
+        Err(error) => Err(ApiError::database_unavailable(error)),
     }
 }

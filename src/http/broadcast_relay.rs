@@ -5,14 +5,14 @@
 //! the finals to its own database.
 //!
 //! It takes the shared secret (`x-broadcast-secret`, `REALTIME_BROADCAST_SECRET`) instead of a
-//! client token: the auth middleware lets it through (`auth::PUBLIC_API_PATHS`).
+//! client token: the auth middleware lets it through (`http::PUBLIC_API_PATHS`).
 //! - no secret configured here → 404 `broadcast_disabled`
 //! - missing or wrong header → 401 `bad_broadcast_secret` (compared in constant time)
 //! - body over [`MAX_RELAYED_BODY`] → 413 `body_too_large`; not a valid message → 400
 //! - otherwise 200 `{"outcome": "delivered" | "duplicate" | "stale"}`
 
 use ::actors::broadcast::RelayedTranscript;
-use ::actors::registry::{validate_slug, GetOrCreateSession, SessionRefused};
+use ::actors::registry::{validate_slug, GetOrCreateSession};
 use ::actors::relay::SECRET_HEADER;
 use ::actors::supervisor::GetBroadcast;
 use ::actors::wire::IncomingTranscript;
@@ -21,7 +21,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use futures_util::StreamExt as _;
 use sha2::{Digest, Sha256};
 
-use super::{json_error, AppState};
+use super::{ApiError, AppState};
 
 /// A transcript message is a few hundred bytes; a long utterance a few KiB. Same bound as a
 /// WebSocket frame (SPEC §4.1).
@@ -41,13 +41,13 @@ pub async fn receive(
     req: HttpRequest,
     mut body: web::Payload,
     state: web::Data<AppState>,
-) -> HttpResponse {
+) -> Result<HttpResponse, ApiError> {
     let Some(secret) = state.broadcast_secret.as_deref() else {
-        return json_error(
+        return Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "broadcast_disabled",
             "this instance does not accept relayed transcripts (REALTIME_BROADCAST_SECRET is not set)",
-        );
+        ));
     };
     let given = req
         .headers()
@@ -56,14 +56,14 @@ pub async fn receive(
         .unwrap_or_default();
     if !secrets_match(given, secret.as_bytes()) {
         tracing::info!(peer = ?req.peer_addr(), "broadcast post refused: bad or missing x-broadcast-secret");
-        return json_error(
+        return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             "bad_broadcast_secret",
             "the x-broadcast-secret header is missing or wrong",
-        );
+        ));
     }
     let too_large = || {
-        json_error(
+        ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "body_too_large",
             format!("a relayed message is limited to {MAX_RELAYED_BODY} bytes"),
@@ -75,75 +75,37 @@ pub async fn receive(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok());
     if declared.is_some_and(|n| n > MAX_RELAYED_BODY) {
-        return too_large();
+        return Err(too_large());
     }
     let mut bytes = web::BytesMut::new();
     while let Some(chunk) = body.next().await {
-        let Ok(chunk) = chunk else {
-            return json_error(
-                StatusCode::BAD_REQUEST,
-                "bad_request",
-                "the body could not be read",
-            );
-        };
+        let chunk = chunk
+            .map_err(|_| ApiError::bad_request("bad_request", "the body could not be read"))?;
         if bytes.len() + chunk.len() > MAX_RELAYED_BODY {
-            return too_large();
+            return Err(too_large());
         }
         bytes.extend_from_slice(&chunk);
     }
-    let message: IncomingTranscript = match serde_json::from_slice(&bytes) {
-        Ok(m) => m,
-        Err(error) => {
-            return json_error(
-                StatusCode::BAD_REQUEST,
-                "bad_message",
-                format!("not a SPEC §4.3 transcript message: {error}"),
-            )
-        }
-    };
-    if let Err(why) = message.validate() {
-        return json_error(StatusCode::BAD_REQUEST, "bad_message", why);
-    }
-    if let Err(e) = validate_slug(&message.session_slug) {
-        return json_error(StatusCode::BAD_REQUEST, "bad_session_slug", e.to_string());
-    }
-    let unavailable = || {
-        json_error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "unavailable",
-            "the session is shutting down; retry",
-        )
-    };
-    let supervisor = match state
+    let message: IncomingTranscript = serde_json::from_slice(&bytes).map_err(|error| {
+        ApiError::bad_request("bad_message", format!("not a transcript message: {error}"))
+    })?;
+    message
+        .validate()
+        .map_err(|why| ApiError::bad_request("bad_message", why))?;
+    validate_slug(&message.session_slug)?;
+    let supervisor = state
         .registry
         .send(GetOrCreateSession {
             session_slug: message.session_slug.clone(),
         })
-        .await
-    {
-        Ok(Ok(supervisor)) => supervisor,
-        Ok(Err(SessionRefused::BadSlug)) => {
-            return json_error(
-                StatusCode::BAD_REQUEST,
-                "bad_session_slug",
-                SessionRefused::BadSlug.to_string(),
-            )
-        }
-        Ok(Err(refused @ SessionRefused::TooManySessions(_))) => {
-            return json_error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "too_many_sessions",
-                refused.to_string(),
-            )
-        }
-        Ok(Err(SessionRefused::ShuttingDown)) | Err(_) => return unavailable(),
-    };
-    let Ok(Some(broadcast)) = supervisor.send(GetBroadcast).await else {
-        return unavailable();
-    };
-    match broadcast.send(RelayedTranscript(message)).await {
-        Ok(Some(outcome)) => HttpResponse::Ok().json(serde_json::json!({ "outcome": outcome })),
-        _ => unavailable(),
+        .await??;
+    let broadcast = supervisor
+        .send(GetBroadcast)
+        .await?
+        .ok_or_else(|| ApiError::unavailable("the session is shutting down; retry"))?;
+    match broadcast.send(RelayedTranscript(message)).await? {
+        Some(outcome) => Ok(HttpResponse::Ok().json(serde_json::json!({ "outcome": outcome }))),
+        None => Err(ApiError::unavailable("the session is shutting down; retry")),
     }
 }
 

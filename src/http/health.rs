@@ -1,9 +1,8 @@
 //! Liveness and readiness.
 
-use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
 
-use super::{json_error, AppState};
+use super::{ApiError, AppState};
 use crate::db::Ping;
 
 /// The process is up.
@@ -12,19 +11,11 @@ pub async fn healthz() -> HttpResponse {
 }
 
 /// The database answers (the listeners are bound before the server starts serving).
-pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     match state.db_ping.send(Ping).await {
-        Ok(Ok(())) => HttpResponse::Ok().json(serde_json::json!({ "status": "ready" })),
-        Ok(Err(error)) => json_error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "database_unavailable",
-            error.to_string(),
-        ),
-        Err(_) => json_error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "database_unavailable",
-            "database worker stopped",
-        ),
+        Ok(Ok(())) => Ok(HttpResponse::Ok().json(serde_json::json!({ "status": "ready" }))),
+        Ok(Err(error)) => Err(ApiError::database_unavailable(error)),
+        Err(_) => Err(ApiError::database_unavailable("database worker stopped")),
     }
 }
 

@@ -3,18 +3,22 @@
 mod active_speaker;
 mod ai_lock;
 mod broadcast_relay;
+mod error;
 mod health;
 mod post_latency;
+mod require_token;
 mod sessions;
 mod transcribe;
 
 use ::actors::persistence::Storage;
 use ::actors::registry::SessionRegistry;
 use actix::prelude::*;
-use actix_web::{web, HttpResponse};
+use actix_web::web;
 
 use crate::db::Ping;
+pub use error::ApiError;
 pub use post_latency::record_post_latency;
+pub use require_token::{RequireToken, PUBLIC_API_PATHS, WEBSOCKET_PATH};
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -44,26 +48,24 @@ const MAX_JSON_BODY: usize = 16 * 1024;
 
 /// Bad bodies and query strings get the same `{"error","message"}` shape as everything else.
 fn json_extractor_errors() -> (web::JsonConfig, web::QueryConfig) {
-    use actix_web::error::{InternalError, JsonPayloadError};
+    use actix_web::error::JsonPayloadError;
     use actix_web::http::StatusCode;
     let json = web::JsonConfig::default()
         .limit(MAX_JSON_BODY)
         .error_handler(|error, _| {
-            let response = match &error {
+            match &error {
                 JsonPayloadError::Overflow { .. }
-                | JsonPayloadError::OverflowKnownLength { .. } => json_error(
+                | JsonPayloadError::OverflowKnownLength { .. } => ApiError::new(
                     StatusCode::PAYLOAD_TOO_LARGE,
                     "body_too_large",
                     format!("bodies are limited to {MAX_JSON_BODY} bytes"),
                 ),
-                other => json_error(StatusCode::BAD_REQUEST, "bad_request", other.to_string()),
-            };
-            InternalError::from_response(error, response).into()
+                other => ApiError::bad_request("bad_request", other.to_string()),
+            }
+            .into()
         });
-    let query = web::QueryConfig::default().error_handler(|error, _| {
-        let response = json_error(StatusCode::BAD_REQUEST, "bad_request", error.to_string());
-        InternalError::from_response(error, response).into()
-    });
+    let query = web::QueryConfig::default()
+        .error_handler(|error, _| ApiError::bad_request("bad_request", error.to_string()).into());
     (json, query)
 }
 
@@ -86,7 +88,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             "/api/realtime/transcribe",
             web::get().to(transcribe::upgrade),
         )
-        // Outside token auth (auth::PUBLIC_API_PATHS): it checks its shared secret itself.
+        // Outside token auth (PUBLIC_API_PATHS): it checks its shared secret itself.
         .route(
             ::actors::relay::BROADCAST_PATH,
             web::post().to(broadcast_relay::receive),
@@ -113,14 +115,4 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             "/api/sessions/{slug}/transcripts",
             web::get().to(sessions::transcripts),
         );
-}
-
-/// `{"error": code, "message": …}`, the error shape of every route (SPEC §4.1).
-pub fn json_error(
-    status: actix_web::http::StatusCode,
-    code: &str,
-    message: impl Into<String>,
-) -> HttpResponse {
-    HttpResponse::build(status)
-        .json(serde_json::json!({ "error": code, "message": message.into() }))
 }

@@ -3,7 +3,7 @@
 use ::actors::messages::SessionState;
 use ::actors::persistence::LoadFinalsAfter;
 use ::actors::registry::{
-    validate_slug, FindSession, GetOrCreateSession, GetProvider, ListSessions, SessionRefused,
+    validate_slug, FindSession, GetOrCreateSession, GetProvider, ListSessions,
 };
 use ::actors::stt::SttBackend;
 use ::actors::supervisor::{GetSnapshot, StartTranscription, StopTranscription};
@@ -11,43 +11,7 @@ use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
 use serde::Deserialize;
 
-use super::{json_error, AppState};
-
-fn refused(error: SessionRefused) -> HttpResponse {
-    match error {
-        SessionRefused::BadSlug => json_error(
-            StatusCode::BAD_REQUEST,
-            "bad_session_slug",
-            error.to_string(),
-        ),
-        SessionRefused::TooManySessions(_) => json_error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "too_many_sessions",
-            error.to_string(),
-        ),
-        SessionRefused::ShuttingDown => json_error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "shutting_down",
-            error.to_string(),
-        ),
-    }
-}
-
-fn unavailable() -> HttpResponse {
-    json_error(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "unavailable",
-        "the session is shutting down",
-    )
-}
-
-fn not_found(slug: &str) -> HttpResponse {
-    json_error(
-        StatusCode::NOT_FOUND,
-        "session_not_found",
-        format!("no live session {slug:?} on this instance"),
-    )
-}
+use super::{ApiError, AppState};
 
 /// What the list shows about the provider: its name, and for whisper the capacity this
 /// machine has (SPEC §6), its use and the measurement behind it.
@@ -65,96 +29,85 @@ fn provider_json(provider: Option<SttBackend>) -> serde_json::Value {
 
 /// A whisper provider at its capacity refuses new sessions here already, before egress
 /// starts; a session already transcribing may be started again.
-fn capacity_refusal(provider: Option<&SttBackend>, state: SessionState) -> Option<HttpResponse> {
+fn check_capacity(provider: Option<&SttBackend>, state: SessionState) -> Result<(), ApiError> {
     let Some(SttBackend::Whisper(whisper)) = provider else {
-        return None;
+        return Ok(());
     };
     if whisper.has_room() || state == SessionState::Live {
-        return None;
+        return Ok(());
     }
     let refused = ::actors::whisper::CapacityReached {
         capacity: whisper.capacity(),
     };
-    Some(json_error(
+    Err(ApiError::new(
         StatusCode::SERVICE_UNAVAILABLE,
         "stt_capacity_reached",
         refused.to_string(),
     ))
 }
 
-pub async fn start(state: web::Data<AppState>, slug: web::Path<String>) -> HttpResponse {
+/// The session's supervisor if it runs on this instance.
+async fn find(
+    state: &AppState,
+    slug: &str,
+) -> Result<actix::Addr<::actors::supervisor::SessionSupervisor>, ApiError> {
+    validate_slug(slug)?;
+    state
+        .registry
+        .send(FindSession {
+            session_slug: slug.to_owned(),
+        })
+        .await?
+        .ok_or_else(|| ApiError::session_not_found(slug))
+}
+
+pub async fn start(
+    state: web::Data<AppState>,
+    slug: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     let provider = state.registry.send(GetProvider).await.ok().flatten();
-    let supervisor = match state
+    let supervisor = state
         .registry
         .send(GetOrCreateSession {
             session_slug: slug.into_inner(),
         })
-        .await
-    {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => return refused(e),
-        Err(_) => return unavailable(),
-    };
+        .await??;
     if let Ok(snapshot) = supervisor.send(GetSnapshot).await {
-        if let Some(refusal) = capacity_refusal(provider.as_ref(), snapshot.state) {
-            return refusal;
-        }
+        check_capacity(provider.as_ref(), snapshot.state)?;
     }
-    match supervisor.send(StartTranscription).await {
-        Ok(s) => HttpResponse::Ok().json(serde_json::json!({
-            "sessionSlug": s.session_slug, "rtmpUrl": s.rtmp_url, "state": s.state,
-        })),
-        Err(_) => unavailable(),
-    }
+    let s = supervisor.send(StartTranscription).await?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({
+        "sessionSlug": s.session_slug, "rtmpUrl": s.rtmp_url, "state": s.state,
+    })))
 }
 
-pub async fn stop(state: web::Data<AppState>, slug: web::Path<String>) -> HttpResponse {
-    let slug = slug.into_inner();
-    if let Err(e) = validate_slug(&slug) {
-        return refused(e);
-    }
-    match state
-        .registry
-        .send(FindSession {
-            session_slug: slug.clone(),
-        })
-        .await
-    {
-        Ok(Some(supervisor)) => match supervisor.send(StopTranscription).await {
-            Ok(snapshot) => HttpResponse::Ok().json(snapshot),
-            Err(_) => unavailable(),
-        },
-        Ok(None) => not_found(&slug),
-        Err(_) => unavailable(),
-    }
+pub async fn stop(
+    state: web::Data<AppState>,
+    slug: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let supervisor = find(&state, &slug).await?;
+    Ok(HttpResponse::Ok().json(supervisor.send(StopTranscription).await?))
 }
 
-pub async fn show(state: web::Data<AppState>, slug: web::Path<String>) -> HttpResponse {
-    let slug = slug.into_inner();
-    if let Err(e) = validate_slug(&slug) {
-        return refused(e);
-    }
-    match state
-        .registry
-        .send(FindSession {
-            session_slug: slug.clone(),
-        })
+pub async fn show(
+    state: web::Data<AppState>,
+    slug: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let supervisor = find(&state, &slug).await?;
+    // A session that retires between the two calls is gone: not found.
+    let snapshot = supervisor
+        .send(GetSnapshot)
         .await
-    {
-        Ok(Some(supervisor)) => match supervisor.send(GetSnapshot).await {
-            Ok(snapshot) => HttpResponse::Ok().json(snapshot),
-            Err(_) => not_found(&slug),
-        },
-        Ok(None) => not_found(&slug),
-        Err(_) => unavailable(),
-    }
+        .map_err(|_| ApiError::session_not_found(&slug))?;
+    Ok(HttpResponse::Ok().json(snapshot))
 }
 
 /// Only the sessions the caller's token lists (all of them for `"*"` or anonymous calls).
-pub async fn list(state: web::Data<AppState>, principal: crate::auth::Principal) -> HttpResponse {
-    let Ok(supervisors) = state.registry.send(ListSessions).await else {
-        return unavailable();
-    };
+pub async fn list(
+    state: web::Data<AppState>,
+    principal: crate::auth::Principal,
+) -> Result<HttpResponse, ApiError> {
+    let supervisors = state.registry.send(ListSessions).await?;
     let mut sessions = Vec::with_capacity(supervisors.len());
     for supervisor in supervisors {
         // A session that retires meanwhile is simply not listed.
@@ -166,10 +119,10 @@ pub async fn list(state: web::Data<AppState>, principal: crate::auth::Principal)
     }
     sessions.sort_by(|a, b| a.session_slug.cmp(&b.session_slug));
     let provider = state.registry.send(GetProvider).await.ok().flatten();
-    HttpResponse::Ok().json(serde_json::json!({
+    Ok(HttpResponse::Ok().json(serde_json::json!({
         "sessions": sessions,
         "provider": provider_json(provider),
-    }))
+    })))
 }
 
 #[derive(Deserialize)]
@@ -186,11 +139,9 @@ pub async fn transcripts(
     state: web::Data<AppState>,
     slug: web::Path<String>,
     query: web::Query<TranscriptsQuery>,
-) -> HttpResponse {
+) -> Result<HttpResponse, ApiError> {
     let slug = slug.into_inner();
-    if let Err(e) = validate_slug(&slug) {
-        return refused(e);
-    }
+    validate_slug(&slug)?;
     let after_seq = query.after_seq.unwrap_or(0).max(0);
     let limit = query
         .limit
@@ -201,26 +152,22 @@ pub async fn transcripts(
         after_seq,
         limit,
     };
-    match state.storage.load_finals_after.send(request).await {
-        Ok(Ok(records)) => {
-            let transcripts: Vec<_> = records
-                .into_iter()
-                .map(|r| {
-                    serde_json::json!({
-                        "seq": r.seq, "utteranceId": r.utterance_id, "text": r.text, "speaker": r.speaker,
-                        "speakerId": r.speaker_id, "startedAt": r.started_at_ms, "endedAt": r.ended_at_ms,
-                        "language": r.language,
-                    })
-                })
-                .collect();
-            HttpResponse::Ok()
-                .json(serde_json::json!({ "sessionSlug": slug, "transcripts": transcripts }))
-        }
-        Ok(Err(error)) => json_error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "database_unavailable",
-            error.to_string(),
-        ),
-        Err(_) => unavailable(),
-    }
+    let records = state
+        .storage
+        .load_finals_after
+        .send(request)
+        .await?
+        .map_err(ApiError::database_unavailable)?;
+    let transcripts: Vec<_> = records
+        .into_iter()
+        .map(|r| {
+            serde_json::json!({
+                "seq": r.seq, "utteranceId": r.utterance_id, "text": r.text, "speaker": r.speaker,
+                "speakerId": r.speaker_id, "startedAt": r.started_at_ms, "endedAt": r.ended_at_ms,
+                "language": r.language,
+            })
+        })
+        .collect();
+    Ok(HttpResponse::Ok()
+        .json(serde_json::json!({ "sessionSlug": slug, "transcripts": transcripts })))
 }

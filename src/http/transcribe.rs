@@ -3,11 +3,10 @@
 use ::actors::client::{ClientActor, InitialSubscription};
 use ::actors::registry::validate_slug;
 use actix::Actor as _;
-use actix_web::http::StatusCode;
-use actix_web::{web, HttpRequest, HttpResponse, ResponseError as _};
+use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 
-use super::{json_error, AppState};
+use super::{ApiError, AppState};
 use crate::auth::Principal;
 
 #[derive(Deserialize)]
@@ -23,37 +22,24 @@ pub async fn upgrade(
     body: web::Payload,
     state: web::Data<AppState>,
     query: web::Query<TranscribeQuery>,
-    // Set by `auth::RequireToken` from `?token=` or the bearer header; already checked against
+    // Set by `http::RequireToken` from `?token=` or the bearer header; already checked against
     // `sessionSlug` there, checked again below so this handler is safe on its own.
     principal: Principal,
-) -> HttpResponse {
+) -> Result<HttpResponse, ApiError> {
     let TranscribeQuery {
         session_slug,
         last_seq,
     } = query.into_inner();
     let Some(slug) = session_slug.filter(|s| !s.is_empty()) else {
-        return json_error(
-            StatusCode::BAD_REQUEST,
+        return Err(ApiError::bad_request(
             "missing_session_slug",
             "the sessionSlug query parameter is required",
-        );
+        ));
     };
-    if let Err(e) = validate_slug(&slug) {
-        return json_error(StatusCode::BAD_REQUEST, "bad_session_slug", e.to_string());
-    }
-    if let Err(refused) = principal.require_session(&slug) {
-        return refused.error_response();
-    }
-    let (response, socket, incoming) = match actix_ws::handle(&req, body) {
-        Ok(parts) => parts,
-        Err(error) => {
-            return json_error(
-                StatusCode::BAD_REQUEST,
-                "not_a_websocket",
-                error.to_string(),
-            )
-        }
-    };
+    validate_slug(&slug)?;
+    principal.require_session(&slug)?;
+    let (response, socket, incoming) = actix_ws::handle(&req, body)
+        .map_err(|error| ApiError::bad_request("not_a_websocket", error.to_string()))?;
     // The ClientActor enforces the same access on every later subscribe/start/stop.
     let access = principal.access;
     ClientActor::new(
@@ -68,5 +54,5 @@ pub async fn upgrade(
         state.client_settings,
     )
     .start();
-    response
+    Ok(response)
 }

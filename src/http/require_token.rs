@@ -17,7 +17,8 @@ use actix_web::dev::{Payload, ResourceDef, Service, ServiceRequest, ServiceRespo
 use actix_web::http::header;
 use actix_web::{web, Error, FromRequest, HttpMessage as _, HttpRequest, ResponseError as _};
 
-use super::{AuthError, Authenticator, Principal};
+use super::error::ApiError;
+use crate::auth::{AuthError, Authenticator, Principal};
 
 /// `/api/*` paths that do not take a client token. The broadcast endpoint of SPEC §4.6 is
 /// called by another instance with its own shared secret (`x-broadcast-secret`).
@@ -96,7 +97,7 @@ where
                 }
                 Err(error) => {
                     tracing::info!(%path, code = error.code(), "api call refused");
-                    let response = req.into_response(error.error_response());
+                    let response = req.into_response(ApiError::from(error).error_response());
                     return Box::pin(async move { Ok(response.map_into_right_body()) });
                 }
             }
