@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 
-use crate::PCM_BYTES_PER_MS;
+use crate::pcm_format::PCM_BYTES_PER_MS;
 
 /// Bytes per S16LE mono sample.
 const SAMPLE_BYTES: usize = 2;

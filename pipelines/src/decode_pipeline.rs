@@ -37,7 +37,9 @@ use gstreamer::prelude::*;
 use gstreamer_app as gst_app;
 
 use crate::aac_config::AudioSpecificConfig;
-use crate::PCM_SAMPLE_RATE;
+pub use crate::decode_error::DecodeError;
+use crate::gst_init;
+use crate::pcm_format::PCM_SAMPLE_RATE;
 
 /// Upper bound of AAC bytes waiting in appsrc. At 128 kb/s this is ~8 s of audio:
 /// the decoder runs hundreds of times faster than real time, so reaching it means
@@ -61,31 +63,6 @@ pub enum DecoderEvent {
     Finished,
     /// A GStreamer error (element, message, debug detail). Terminal.
     Error(String),
-}
-
-/// Failures to set up or feed the pipeline.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum DecodeError {
-    #[error("GStreamer initialisation failed: {0}")]
-    Init(String),
-    #[error("GStreamer element '{element}' is missing; install the Debian package {package}")]
-    MissingElement {
-        element: &'static str,
-        package: &'static str,
-    },
-    #[error("cannot build the decode pipeline ({stage}): {message}")]
-    Build {
-        stage: &'static str,
-        message: String,
-    },
-    #[error("cannot start the decode pipeline: {0}")]
-    Start(String),
-    #[error("decoder input queue is full ({queued_bytes} bytes queued, limit {max_bytes}): frame dropped")]
-    QueueFull { queued_bytes: u64, max_bytes: u64 },
-    #[error("decode pipeline no longer accepts frames (finished or failed)")]
-    Stopped,
-    #[error("pushing a frame into the decode pipeline failed: {0}")]
-    Push(String),
 }
 
 type EventCallback = dyn Fn(DecoderEvent) + Send + Sync;
@@ -166,7 +143,7 @@ impl DecodePipeline {
         config: &AudioSpecificConfig,
         on_event: impl Fn(DecoderEvent) + Send + Sync + 'static,
     ) -> Result<Self, DecodeError> {
-        crate::init()?;
+        gst_init::init()?;
 
         let shared = Arc::new(Shared {
             on_event: Box::new(on_event),

@@ -6,7 +6,7 @@ use std::sync::OnceLock;
 
 use gstreamer as gst;
 
-use crate::decode_pipeline::DecodeError;
+use crate::decode_error::DecodeError;
 
 /// Elements of the decode pipeline and the Debian package that ships each.
 pub(crate) const REQUIRED_ELEMENTS: [(&str, &str); 6] = [

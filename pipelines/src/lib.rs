@@ -17,18 +17,15 @@
 
 pub mod aac_config;
 pub mod chunker;
+mod decode_error;
 pub mod decode_pipeline;
 pub mod flv;
 mod gst_init;
+pub mod pcm_format;
 
 pub use aac_config::{AacConfigError, AudioSpecificConfig};
 pub use chunker::PcmChunker;
 pub use decode_pipeline::{DecodeError, DecodePipeline, DecoderEvent};
 pub use flv::{parse_audio_tag, AudioTag, FlvError};
 pub use gst_init::init;
-
-/// Sample rate of the PCM handed to the speech-to-text provider.
-pub const PCM_SAMPLE_RATE: u32 = 16_000;
-
-/// Bytes of output PCM per millisecond: 16 kHz * 2 bytes (S16LE) * 1 channel / 1000.
-pub const PCM_BYTES_PER_MS: usize = 32;
+pub use pcm_format::{PCM_BYTES_PER_MS, PCM_SAMPLE_RATE};

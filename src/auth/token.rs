@@ -8,7 +8,10 @@ use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::{Deserialize, Serialize};
 
-use super::{AuthError, Principal, SessionAccess};
+use ::actors::access::SessionAccess;
+
+use super::error::AuthError;
+use super::principal::Principal;
 
 /// Seconds a token stays accepted past its `exp`, for clock skew between the service that mints
 /// tokens and this one. Small: an expired token should stop working promptly.

@@ -1,10 +1,6 @@
 //! `POST /api/active-speaker` (SPEC §4.5): clients report who is speaking about every 500 ms;
 //! transcripts are attributed to the report nearest before each utterance's end.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
-
 use ::actors::broadcast::ReportSpeaker;
 use ::actors::messages::now_ms;
 use ::actors::registry::{validate_slug, FindSession};
@@ -13,16 +9,12 @@ use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
 use serde::Deserialize;
 
-use super::{ApiError, AppState};
+use super::error::ApiError;
+use super::state::AppState;
 use crate::auth::Principal;
 
-/// Reports accepted per (session, identity) per second: clients send ~2; 10 leaves room for
-/// bursts after a reconnect while stopping a runaway loop from flooding the session.
-const MAX_REPORTS_PER_SECOND: u32 = 10;
 /// Identities and names are display strings; longer ones are refused.
 const MAX_FIELD_LEN: usize = 256;
-/// Rate-limit windows kept before old ones are swept.
-const MAX_TRACKED_REPORTERS: usize = 10_000;
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -34,32 +26,6 @@ pub struct ActiveSpeakerBody {
     /// When the client saw the speaker, ms since the epoch; the server's clock if absent.
     #[serde(default)]
     timestamp: Option<i64>,
-}
-
-/// Fixed one-second windows per reporter.
-#[derive(Default)]
-pub struct SpeakerRateLimit {
-    windows: Mutex<HashMap<(String, String), (Instant, u32)>>,
-}
-
-impl SpeakerRateLimit {
-    fn allow(&self, session: &str, identity: &str) -> bool {
-        let now = Instant::now();
-        let Ok(mut windows) = self.windows.lock() else {
-            return true;
-        };
-        if windows.len() > MAX_TRACKED_REPORTERS {
-            windows.retain(|_, (start, _)| now.duration_since(*start) < Duration::from_secs(1));
-        }
-        let entry = windows
-            .entry((session.to_owned(), identity.to_owned()))
-            .or_insert((now, 0));
-        if now.duration_since(entry.0) >= Duration::from_secs(1) {
-            *entry = (now, 0);
-        }
-        entry.1 += 1;
-        entry.1 <= MAX_REPORTS_PER_SECOND
-    }
 }
 
 pub async fn report(

@@ -21,7 +21,8 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use futures_util::StreamExt as _;
 use sha2::{Digest, Sha256};
 
-use super::{ApiError, AppState};
+use super::error::ApiError;
+use super::state::AppState;
 
 /// A transcript message is a few hundred bytes; a long utterance a few KiB. Same bound as a
 /// WebSocket frame (SPEC §4.1).

@@ -2,7 +2,8 @@
 
 use actix_web::{web, HttpResponse};
 
-use super::{ApiError, AppState};
+use super::error::ApiError;
+use super::state::AppState;
 use crate::db::Ping;
 
 /// The process is up.

@@ -8,40 +8,16 @@ mod health;
 mod post_latency;
 mod require_token;
 mod sessions;
+mod speaker_rate_limit;
+mod state;
 mod transcribe;
 
-use ::actors::persistence::Storage;
-use ::actors::registry::SessionRegistry;
-use actix::prelude::*;
 use actix_web::web;
 
-use crate::db::Ping;
 pub use error::ApiError;
 pub use post_latency::record_post_latency;
 pub use require_token::{RequireToken, PUBLIC_API_PATHS, WEBSOCKET_PATH};
-
-/// What every handler can reach.
-#[derive(Clone)]
-pub struct AppState {
-    pub registry: Addr<SessionRegistry>,
-    pub storage: Storage,
-    pub db_ping: Recipient<Ping>,
-    pub client_settings: ::actors::client::ClientSettings,
-    pub ai_locks: AiLocks,
-    /// `REALTIME_BROADCAST_SECRET`: when set, `POST /api/realtime/transcribe/broadcast`
-    /// accepts messages relayed by an ingest-only instance (SPEC §4.6).
-    pub broadcast_secret: Option<std::sync::Arc<str>>,
-    /// Active-speaker reports per reporter and second: one for the process, not per HTTP
-    /// worker, or each worker would allow its own share.
-    pub speaker_limits: std::sync::Arc<active_speaker::SpeakerRateLimit>,
-}
-
-/// The AI coordinator lock's storage (a database write each).
-#[derive(Clone)]
-pub struct AiLocks {
-    pub acquire: Recipient<crate::db::AcquireAiLock>,
-    pub release: Recipient<crate::db::ReleaseAiLock>,
-}
+pub use state::{AiLocks, AppState};
 
 /// Every JSON body this API takes is a few hundred bytes; 16 KiB leaves room and bounds abuse.
 const MAX_JSON_BODY: usize = 16 * 1024;

@@ -11,7 +11,8 @@ use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
 use serde::Deserialize;
 
-use super::{ApiError, AppState};
+use super::error::ApiError;
+use super::state::AppState;
 
 /// What the list shows about the provider: its name, and for whisper the capacity this
 /// machine has (SPEC §6), its use and the measurement behind it.

@@ -6,7 +6,8 @@ use actix::Actor as _;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 
-use super::{ApiError, AppState};
+use super::error::ApiError;
+use super::state::AppState;
 use crate::auth::Principal;
 
 #[derive(Deserialize)]

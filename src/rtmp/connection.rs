@@ -21,12 +21,12 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc::UnboundedSender;
 use tokio::time::Instant;
 
+use super::config::RtmpConfig;
 use super::isolation::{guarded, LibraryPanic};
 use super::publication::{IngestGone, Publication};
 use super::refusal::publish_refusal_bytes;
 use super::stream_key::{rejection_for_refusal, StreamKeyRejection};
 use super::wire_inspector::{Finding, Hostile, WireInspector};
-use super::RtmpConfig;
 
 /// Fixed read buffer: a connection's memory does not grow with what the peer sends at once.
 const READ_BUFFER_SIZE: usize = 64 * 1024;

@@ -11,8 +11,8 @@ use actors::messages::AttachPublisher;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc::UnboundedSender;
 
+use super::config::RtmpConfig;
 use super::connection::{handle_connection, ConnectionOutcome};
-use super::RtmpConfig;
 
 /// Pause after running out of file descriptors, so the loop does not spin while connections
 /// close and free some.

@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
+use super::config::GladiaConfig;
 use super::protocol::{init_body, ErrorBody, InitResponse};
-use super::GladiaConfig;
 
 /// Why an init failed, phrased for operators. Never contains the API key.
 #[derive(Debug, Clone, thiserror::Error)]

@@ -10,6 +10,7 @@
 //! without a final when the stream ends become finals marked `provisional`.
 
 mod audio_buffer;
+mod config;
 pub mod init;
 pub mod protocol;
 mod send_clock;
@@ -33,35 +34,10 @@ use crate::messages::{
 };
 use crate::metrics::names::{GLADIA_FINALS_TOTAL, GLADIA_RECONNECTS_TOTAL, GLADIA_STT_LATENCY_MS};
 pub use audio_buffer::AudioBuffer;
+pub use config::GladiaConfig;
 use init::{init_session, InitError};
 use protocol::{parse_server_message, InitResponse, ServerMessage};
 use send_clock::SendClock;
-
-/// How to reach Gladia. `Debug` never prints the key.
-#[derive(Clone)]
-pub struct GladiaConfig {
-    pub api_url: String,
-    pub api_key: String,
-    pub region: Option<String>,
-    /// Unacknowledged audio kept for resend; beyond it the oldest audio is dropped and counted.
-    pub max_buffered_audio: Duration,
-    /// How long to wait for trailing finals and the 1000 close after `stop_recording`.
-    pub stop_timeout: Duration,
-    /// The provider's limit on one session (3 h for Gladia). From 90 % of it the stream moves
-    /// to a fresh provider session at the first moment no utterance is open, at 97 % anyway.
-    pub max_session: Duration,
-}
-
-impl std::fmt::Debug for GladiaConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("GladiaConfig")
-            .field("api_url", &self.api_url)
-            .field("api_key", &"[redacted]")
-            .field("region", &self.region)
-            .field("max_session", &self.max_session)
-            .finish()
-    }
-}
 
 type WsSink = SinkWrite<WsMessage, SplitSink<Framed<BoxedSocket, Codec>, WsMessage>>;
 

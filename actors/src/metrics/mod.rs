@@ -5,11 +5,13 @@
 //! - `recorder`: the process-wide recorder over a `metrics-util` registry.
 //! - `snapshot`: `GET /metrics` JSON; `prometheus`: `GET /metrics/prometheus` text.
 //! - `session`: a session's labelled series, removed when the session retires.
+//! - `global`: the process's one registry and its installation as the recorder.
 //!
 //! Code records with `::metrics::counter!(names::X).increment(1)` and friends; a static
 //! name builds its key without allocating. Without [`install`] (unit tests) the macros do
 //! nothing and the readers show the pre-registered series at zero.
 
+pub mod global;
 pub mod histogram;
 pub mod names;
 pub mod prometheus;
@@ -17,54 +19,9 @@ pub mod recorder;
 pub mod session;
 pub mod snapshot;
 
-use std::sync::{Arc, OnceLock};
-
+pub use global::{counter_value, install, registry};
 pub use recorder::{MetricsRegistry, RegistryRecorder};
 pub use session::SessionMetrics;
-
-static REGISTRY: OnceLock<Arc<MetricsRegistry>> = OnceLock::new();
-
-/// The process's registry (created on first use, with every static series at zero).
-pub fn registry() -> &'static Arc<MetricsRegistry> {
-    REGISTRY.get_or_init(|| {
-        let registry = Arc::new(MetricsRegistry::new());
-        let recorder = RegistryRecorder(registry.clone());
-        metrics::with_local_recorder(&recorder, || {
-            for name in names::LATENCIES.iter().chain(names::HISTOGRAMS) {
-                let _ = metrics::histogram!(*name);
-            }
-            for name in names::COUNTERS {
-                metrics::counter!(*name).increment(0);
-            }
-            for name in names::GAUGES {
-                metrics::gauge!(*name).increment(0.0);
-            }
-        });
-        registry
-    })
-}
-
-/// Makes the registry the process's `metrics` recorder. Call once at start-up; a second call,
-/// or another recorder installed first, is reported and otherwise harmless.
-pub fn install() -> bool {
-    let recorder = RegistryRecorder(registry().clone());
-    match metrics::set_global_recorder(recorder) {
-        Ok(()) => true,
-        Err(_) => {
-            tracing::warn!("a metrics recorder was installed already; /metrics may miss series");
-            false
-        }
-    }
-}
-
-/// The value of an unlabelled counter (0 if it never counted), for in-process tests.
-pub fn counter_value(name: &'static str) -> u64 {
-    let key = metrics::Key::from_static_name(name);
-    registry()
-        .registry
-        .get_counter(&key)
-        .map_or(0, |c| c.load(std::sync::atomic::Ordering::Relaxed))
-}
 
 /// `GET /metrics`.
 pub fn json() -> serde_json::Value {

@@ -28,6 +28,6 @@ impl SessionMetrics {
     /// mailbox) keep working but no longer show; a session restarted under the same slug
     /// registers fresh series.
     pub fn forget(session_slug: &str) {
-        super::registry().forget_label(SESSION_SLUG, session_slug);
+        super::global::registry().forget_label(SESSION_SLUG, session_slug);
     }
 }

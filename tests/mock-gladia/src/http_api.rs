@@ -9,12 +9,12 @@ use serde_json::{json, Value};
 use crate::live_session::LiveSession;
 use crate::records::{InitRecord, SessionRecord};
 use crate::state::{SessionEntry, Shared};
-use crate::timestamp::now_iso8601;
 use crate::validation::validate_streaming_request;
 use crate::ws_session;
 
-pub const INIT_PATH: &str = "/v2/live";
-pub const WS_PATH: &str = "/v2/live/ws";
+use crate::error_body::{error_body, error_response};
+use crate::routes::{INIT_PATH, WS_PATH};
+use crate::timestamp::now_iso8601;
 
 const REGIONS: [&str; 2] = ["us-west", "eu-west"];
 const UNSUPPORTED_FORMAT: &str = "mock supports only wav/pcm 16-bit 16 kHz mono";
@@ -25,36 +25,6 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route(INIT_PATH, web::post().to(init_session))
         .route(WS_PATH, web::get().to(ws_session::connect))
         .default_service(web::to(not_found));
-}
-
-/// Gladia's error DTO: `{timestamp, path, request_id, statusCode, message[, validation_errors]}`.
-pub fn error_body(
-    status: StatusCode,
-    path: &str,
-    message: &str,
-    validation_errors: Option<Vec<String>>,
-) -> Value {
-    let request_id = uuid::Uuid::new_v4().simple().to_string();
-    let mut body = json!({
-        "timestamp": now_iso8601(),
-        "path": path,
-        "request_id": format!("G-{}", &request_id[..8]),
-        "statusCode": status.as_u16(),
-        "message": message,
-    });
-    if let (Some(errors), Some(obj)) = (validation_errors, body.as_object_mut()) {
-        obj.insert("validation_errors".into(), json!(errors));
-    }
-    body
-}
-
-pub fn error_response(
-    status: StatusCode,
-    path: &str,
-    message: &str,
-    validation_errors: Option<Vec<String>>,
-) -> HttpResponse {
-    HttpResponse::build(status).json(error_body(status, path, message, validation_errors))
 }
 
 async fn not_found(req: HttpRequest) -> HttpResponse {

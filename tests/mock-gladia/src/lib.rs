@@ -19,10 +19,12 @@
 //! ```
 
 mod config;
+mod error_body;
 mod http_api;
 mod live_session;
 mod messages;
 mod records;
+mod routes;
 mod server;
 mod speech_detector;
 mod state;

@@ -13,8 +13,9 @@ use actix_ws::{AggregatedMessage, CloseCode, CloseReason, ProtocolError};
 use base64::Engine as _;
 use serde_json::Value;
 
-use crate::http_api::{error_response, WS_PATH};
+use crate::error_body::error_response;
 use crate::records::ConnectionEnd;
+use crate::routes::WS_PATH;
 use crate::state::{ActiveConnection, Shared};
 
 /// Gladia closes with 1009 on frames over 1 MiB (reference §3.2).

@@ -1,0 +1,33 @@
+//! Who made a call and which sessions it may touch.
+
+use ::actors::access::SessionAccess;
+
+use super::error::AuthError;
+
+/// Who made a call and which sessions it may touch, decided once per request by
+/// the `RequireToken` middleware and available to handlers as an extractor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    /// The token's `sub`; `None` for anonymous calls (no secret configured).
+    pub user_id: Option<String>,
+    pub access: SessionAccess,
+}
+
+impl Principal {
+    /// What every call gets when no secret is configured.
+    pub fn anonymous() -> Principal {
+        Principal {
+            user_id: None,
+            access: SessionAccess::Any,
+        }
+    }
+
+    /// `Ok` when this principal may use `session_slug`.
+    pub fn require_session(&self, session_slug: &str) -> Result<(), AuthError> {
+        if self.access.allows(session_slug) {
+            Ok(())
+        } else {
+            Err(AuthError::NotValidForSession(session_slug.to_owned()))
+        }
+    }
+}
