@@ -2,7 +2,8 @@
 # Checks docs/openapi.yaml against the real service: starts the `realtime-core` binary with
 # auth on (client tokens, signed stream keys, the broadcast secret), a fresh SQLite database
 # and the mock provider, then runs schemathesis over every operation of the contract. Fails on
-# any 5xx, any response whose status, content type or body the contract does not describe.
+# any 5xx, any response whose status, content type, headers or body the contract does not
+# describe, and any operation the contract secures that answers without credentials.
 #
 #   tests/contract/run-schemathesis.sh            # CONTRACT_MAX_EXAMPLES (default 100) per operation
 #
@@ -146,7 +147,7 @@ status=0
 export CONTRACT_TOKEN="$token" CONTRACT_BROADCAST_SECRET="$broadcast_secret"
 "$venv/bin/schemathesis" --config-file tests/contract/schemathesis.toml run docs/openapi.yaml \
   --url "$base_url" \
-  --checks not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance,response_headers_conformance \
+  --checks not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance,response_headers_conformance,ignored_auth \
   --max-examples "$MAX_EXAMPLES" \
   --seed "$SEED" \
   --workers 1 \
