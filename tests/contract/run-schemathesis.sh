@@ -88,7 +88,9 @@ stream_key_secret=$(secret)
 broadcast_secret=$(secret)
 
 # The mock provider on a free loopback port; it prints its base URL.
-MOCK_GLADIA_BIND=127.0.0.1:0 MOCK_GLADIA_API_KEY=contract-key RUST_LOG=warn \
+unset_mock=()
+for variable in $(compgen -e | grep '^MOCK_GLADIA_' || true); do unset_mock+=(-u "$variable"); done
+env "${unset_mock[@]}" MOCK_GLADIA_BIND=127.0.0.1:0 MOCK_GLADIA_API_KEY=contract-key RUST_LOG=warn \
   "$bin_dir/mock-gladia" >"$work/mock.log" 2>&1 &
 mock_pid=$!
 mock_line=$(wait_for_line "$work/mock.log" 'listening on http://127\.0\.0\.1:[0-9]+' "$mock_pid") ||
@@ -96,7 +98,14 @@ mock_line=$(wait_for_line "$work/mock.log" 'listening on http://127\.0\.0\.1:[0-
 mock_url=$(grep -oE 'http://127\.0\.0\.1:[0-9]+' <<<"$mock_line")
 
 # The service: loopback only, ports picked by the kernel (PORT=0), a fresh SQLite database.
-env -i PATH="$PATH" HOME="${HOME:-/tmp}" \
+# Every setting the binary reads (its --help lists them) and the OTEL_* variables are cleared
+# first, so the caller's own configuration cannot leak into the run.
+unset_settings=()
+for variable in $("$bin_dir/realtime-core" --help | grep -oE '\[env: [A-Z0-9_]+' | cut -d' ' -f2) \
+  $(compgen -e | grep '^OTEL_' || true); do
+  unset_settings+=(-u "$variable")
+done
+env "${unset_settings[@]}" \
   HTTP_HOST=127.0.0.1 PORT=0 RTMP_BIND=127.0.0.1 RTMP_INTERNAL_PORT=0 RTMP_HOST=127.0.0.1 \
   DATABASE_URL="sqlite://$work/realtime-core.db" TRANSCRIPT_SPILL_DIR="$work/spill" \
   GLADIA_API_URL="$mock_url" GLADIA_API_KEY=contract-key STT_PROVIDER=gladia \
