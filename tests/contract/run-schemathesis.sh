@@ -152,7 +152,9 @@ echo "contract: schemathesis $SCHEMATHESIS_VERSION against $base_url, at most $M
 started=$SECONDS
 status=0
 # The secrets reach schemathesis as environment variables named in its configuration file,
-# never on a command line.
+# never on a command line. One worker: hypothesis calls ast.parse, which CPython 3.11 before
+# 3.11.8 (Debian 12 has 3.11.2) can fail with "AST constructor recursion depth mismatch" when
+# two threads parse at once.
 export CONTRACT_TOKEN="$token" CONTRACT_BROADCAST_SECRET="$broadcast_secret"
 "$venv/bin/schemathesis" --config-file tests/contract/schemathesis.toml run docs/openapi.yaml \
   --url "$base_url" \
