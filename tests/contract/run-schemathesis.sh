@@ -163,6 +163,7 @@ export CONTRACT_TOKEN="$token" CONTRACT_BROADCAST_SECRET="$broadcast_secret"
   --seed "$SEED" \
   --workers 1 \
   --request-timeout 10 \
+  --generation-database none \
   --report har \
   --report-dir "$work/report" \
   --no-color 2>&1 | tee "$work/schemathesis.out" || status=$?
