@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test: installs what the tests need, starts PostgreSQL and Redis on loopback when
-# none answers, then runs the workspace's tests, clippy and rustfmt. With CI=true a test whose
-# tool or server is missing fails instead of skipping.
+# none answers, then runs rustfmt, clippy, the workspace's tests, the HTTP contract test
+# (schemathesis) and the fuzz targets. With CI=true a test whose tool or server is missing
+# fails instead of skipping.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-debian-deps.sh --test
@@ -37,6 +38,10 @@ export REDIS_URL_TEST="${REDIS_URL_TEST:-redis://127.0.0.1:6379}"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked -- --test-threads=2
+
+# The HTTP contract: docs/openapi.yaml checked against the real binary (built by the tests
+# above) with schemathesis; installs it into target/contract-venv on first use.
+tests/contract/run-schemathesis.sh
 
 # Hostile input: each cargo-fuzz target runs for a bounded time from its seed corpus and must
 # not crash (issue #4). Builds in fuzz/target; a cold build takes ~12 minutes on 2 cores.

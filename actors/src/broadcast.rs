@@ -445,7 +445,9 @@ impl BroadcastActor {
             Numbering::Loading { .. } => 0,
             Numbering::Ready { last_seq } => *last_seq,
         };
-        let Some(after) = msg.last_seq.filter(|n| *n < upto) else {
+        // `seq` starts at 1, so a negative `lastSeq` asks for everything, like 0; clamped, it
+        // cannot overflow the replay arithmetic below (`i64::MIN` used to panic the arbiter).
+        let Some(after) = msg.last_seq.map(|n| n.max(0)).filter(|n| *n < upto) else {
             self.add_live_client(msg.id, msg.deliver);
             return;
         };

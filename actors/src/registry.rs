@@ -270,9 +270,11 @@ mod tests {
 
     use super::*;
     use crate::broadcast::{RelayOutcome, RelayedTranscript};
+    use crate::messages::{ClientId, Deliver};
+    use crate::outbox::Outbound;
     use crate::persistence::*;
     use crate::settings::SessionSettings;
-    use crate::supervisor::GetBroadcast;
+    use crate::supervisor::{GetBroadcast, Subscribe};
     use crate::wire::IncomingTranscript;
 
     /// Storage that keeps nothing: these tests are about the session's lifetime.
@@ -390,5 +392,67 @@ mod tests {
             actix_rt::time::sleep(Duration::from_millis(20)).await;
         };
         assert!(retired_after >= idle, "retired after {retired_after:?}");
+    }
+
+    /// Collects what a session delivers to one client.
+    struct Collect(std::sync::Arc<std::sync::Mutex<Vec<Outbound>>>);
+    impl Actor for Collect {
+        type Context = Context<Self>;
+    }
+    impl Handler<Deliver> for Collect {
+        type Result = ();
+        fn handle(&mut self, Deliver(outbound): Deliver, _: &mut Self::Context) {
+            if let Ok(mut seen) = self.0.lock() {
+                seen.push(outbound);
+            }
+        }
+    }
+
+    #[actix_rt::test]
+    async fn any_negative_last_seq_replays_every_final() {
+        let registry = registry(Duration::from_secs(60));
+        for seq in 1..=3 {
+            assert_eq!(
+                post_final(&registry, "resume", seq).await,
+                RelayOutcome::Delivered
+            );
+        }
+        let supervisor = registry
+            .send(GetOrCreateSession {
+                session_slug: "resume".into(),
+            })
+            .await
+            .unwrap()
+            .unwrap();
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let client = Collect(seen.clone()).start();
+        // A client may send any i64; the lowest one used to overflow the replay arithmetic.
+        supervisor
+            .send(Subscribe {
+                client: ClientId::next(),
+                deliver: client.recipient(),
+                last_seq: Some(i64::MIN),
+            })
+            .await
+            .unwrap()
+            .unwrap();
+        let started = Instant::now();
+        let finals = loop {
+            let finals: Vec<i64> = seen
+                .lock()
+                .unwrap()
+                .iter()
+                .filter_map(|o| match o {
+                    Outbound::Final { seq, .. } => Some(*seq),
+                    _ => None,
+                })
+                .collect();
+            if finals.len() >= 3 || started.elapsed() > Duration::from_secs(5) {
+                break finals;
+            }
+            actix_rt::time::sleep(Duration::from_millis(10)).await;
+        };
+        assert_eq!(finals, vec![1, 2, 3]);
+        assert!(supervisor.connected(), "the session survived the resume");
     }
 }
