@@ -36,6 +36,8 @@ fi
 export REDIS_URL_TEST="${REDIS_URL_TEST:-redis://127.0.0.1:6379}"
 
 cargo fmt --all -- --check
+# No module of any crate imports another that imports it back (docs/ARCHITECTURE.md).
+python3 scripts/check-module-deps.py
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked -- --test-threads=2
 
