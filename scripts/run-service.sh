@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds and runs realtime-core on this machine: SQLite in ./data, loopback listeners.
-# Every setting is an environment variable (see `--help` and SPEC §2); extra arguments are
+# Every setting is an environment variable (see `--help` and docs/PROTOCOL.md#configuration); extra arguments are
 # passed to the service, e.g. scripts/run-service.sh --port 9000
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -3,7 +3,7 @@
 //! The service crate. Its neighbours: `pipelines` (media: FLV, AAC, GStreamer decode, PCM
 //! chunks) and `actors` (the actor tree: registry, supervisor, ingest, provider, broadcast,
 //! clients). Here:
-//! - `config`: SPEC §2 settings, validated to one-line errors.
+//! - `config`: docs/PROTOCOL.md#configuration settings, validated to one-line errors.
 //! - `rtmp`: the RTMP listener (rml_rtmp, one isolated task per connection).
 //! - `http`: HTTP API and the WebSocket upgrade.
 //! - `auth`: client tokens (HS256 JWT) and the middleware guarding `/api/*`.

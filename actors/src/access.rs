@@ -1,5 +1,5 @@
 //! Which sessions a client may touch, decided once at the WebSocket upgrade from its token
-//! (SPEC §5) and enforced by the `ClientActor` on every later `subscribe`/`start`/`stop`.
+//! (docs/PROTOCOL.md#security) and enforced by the `ClientActor` on every later `subscribe`/`start`/`stop`.
 
 use std::collections::HashSet;
 

@@ -1,10 +1,10 @@
 //! `BroadcastActor`: numbers finals, attributes speakers, serialises each message once and
-//! hands it to every client of the session without ever waiting on one (SPEC §4.3–§4.5).
+//! hands it to every client of the session without ever waiting on one (docs/PROTOCOL.md#transcript-messages, #active-speaker).
 //!
 //! It also keeps the most recent finals, so a client reconnecting with `lastSeq=N` is replayed
 //! every final after N (older ones come from the database) before it sees anything live.
 //!
-//! HTTP broadcast mode (SPEC §4.6): on an ingest-only instance every message it emits also
+//! HTTP broadcast mode (docs/PROTOCOL.md#http-broadcast-mode): on an ingest-only instance every message it emits also
 //! goes to the [`crate::relay::RelayPoster`] ([`BroadcastActor::with_relay`]); on the receiving
 //! instance [`RelayedTranscript`] fans a posted message out as if it were local, keeping the
 //! sender's `seq`.
@@ -36,7 +36,7 @@ const REPLAY_RING: usize = 2000;
 /// Open utterances whose last relayed partial is remembered (to refuse stale ones).
 const RELAYED_PARTIALS_MEMORY: usize = 1024;
 
-/// A SPEC §4.3 message another instance posted (HTTP broadcast mode), already validated.
+/// A docs/PROTOCOL.md#transcript-messages message another instance posted (HTTP broadcast mode), already validated.
 /// `None`: the session went away before it could be handled.
 #[derive(Message)]
 #[rtype(result = "Option<RelayOutcome>")]

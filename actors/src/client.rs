@@ -1,4 +1,5 @@
-//! `ClientActor`: one browser's WebSocket (actix-ws, see DESIGN.md "Backpressure").
+//! `ClientActor`: one browser's WebSocket (actix-ws; docs/ARCHITECTURE.md "Backpressure" says
+//! why not actix-web-actors).
 //!
 //! The actor owns the socket's `Session` and an `Outbox`; at most one frame is in flight, so
 //! the outbox (not an unbounded socket buffer) decides what waits: finals and control frames
@@ -26,7 +27,7 @@ use crate::supervisor::{
 };
 use crate::wire::{to_json, ClientCommand, TranscriptionStartedMessage};
 
-/// A socket that has not accepted a frame for this long is a slow consumer (SPEC §4.4).
+/// A socket that has not accepted a frame for this long is a slow consumer (docs/PROTOCOL.md#resume-and-delivery-guarantees).
 const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What a subscription does once the client is subscribed.
@@ -39,7 +40,7 @@ enum Then {
     Stop,
 }
 
-/// Per-client limits (SPEC §2, §4.4).
+/// Per-client limits (docs/PROTOCOL.md#configuration, #resume-and-delivery-guarantees).
 #[derive(Debug, Clone, Copy)]
 pub struct ClientSettings {
     pub max_queued_finals: usize,
@@ -142,7 +143,7 @@ impl ClientActor {
                 match result {
                     Ok(Ok(())) => act.pump(ctx),
                     Ok(Err(_closed)) => {
-                        // SPEC §4.4: a failed send closes and removes the client at once.
+                        // docs/PROTOCOL.md#resume-and-delivery-guarantees: a failed send closes and removes the client at once.
                         tracing::debug!(client = act.id.0, "send failed: client gone");
                         ::metrics::counter!(WS_BROADCAST_ERRORS_TOTAL).increment(1);
                         act.closing = true;
@@ -253,7 +254,7 @@ impl ClientActor {
         .spawn(ctx);
     }
 
-    /// SPEC §4.4: ping every interval; any frame from the client answers; too many
+    /// docs/PROTOCOL.md#resume-and-delivery-guarantees: ping every interval; any frame from the client answers; too many
     /// unanswered pings in a row close the client.
     fn heartbeat(&mut self, ctx: &mut Context<Self>) {
         if self.closing {
@@ -307,7 +308,7 @@ impl Actor for ClientActor {
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(256);
         if let Some(incoming) = self.incoming.take() {
-            // SPEC §4.1: a frame over 64 KiB closes the socket with 1009.
+            // docs/PROTOCOL.md#websocket-connection: a frame over 64 KiB closes the socket with 1009.
             ctx.add_stream(incoming.max_frame_size(64 * 1024));
         }
         if let Some(initial) = self.initial_subscription.take() {

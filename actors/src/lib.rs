@@ -3,7 +3,7 @@
 //! - `registry`: slug → `SessionSupervisor`; the entry point for routes and the RTMP listener.
 //! - `supervisor`: one meeting session's state and children.
 //! - `ingest`: FLV audio tags → GStreamer decode → PCM chunks (`pipelines` does the media work).
-//! - `stt`: the provider interface the supervisor uses (SPEC §6), with two providers:
+//! - `stt`: the provider interface the supervisor uses (docs/PROTOCOL.md#speech-to-text-providers), with two providers:
 //!   `gladia`, the provider connection (init, WebSocket, acks, resend, stop), and `whisper`,
 //!   offline decoding on this machine (voice-activity segmentation, a bounded decode pool).
 //! - `broadcast`: numbering, attribution, one serialisation per message, fan-out.
@@ -11,7 +11,7 @@
 //! - `client` + `outbox`: one browser socket; finals first, newest partial only.
 //! - `events`, `wire`, `ingest_messages`, `persistence`: the messages between them and the
 //!   outside (RTMP listener, database, browsers).
-//! - `metrics`: the SPEC §7 metrics registry behind `/metrics` and `/metrics/prometheus`.
+//! - `metrics`: the docs/PROTOCOL.md#metrics metrics registry behind `/metrics` and `/metrics/prometheus`.
 
 pub mod access;
 pub mod broadcast;

@@ -1,5 +1,5 @@
 //! A client's queue of frames: where "finals before partials" and "only the newest partial
-//! per utterance" are decided (SPEC §4.4). Pure logic, no I/O, so it can be tested exhaustively.
+//! per utterance" are decided (docs/PROTOCOL.md#resume-and-delivery-guarantees). Pure logic, no I/O, so it can be tested exhaustively.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;

@@ -8,7 +8,7 @@ use actix::prelude::*;
 
 use crate::messages::SessionState;
 
-/// One final transcript as it is stored and replayed (SPEC §4.6 field set).
+/// One final transcript as it is stored and replayed (docs/PROTOCOL.md#persistence field set).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FinalRecord {
     pub session_slug: String,

@@ -244,7 +244,7 @@ impl Handler<AttachPublisher> for SessionRegistry {
     type Result = ResponseFuture<Result<PublishHandle, PublishRefused>>;
 
     fn handle(&mut self, msg: AttachPublisher, ctx: &mut Self::Context) -> Self::Result {
-        // Without signed stream keys a publish to an unknown slug starts that session (SPEC §3).
+        // Without signed stream keys a publish to an unknown slug starts that session (docs/PROTOCOL.md#rtmp-ingest).
         let session = self.get_or_create(&msg.session_slug, ctx);
         Box::pin(async move {
             let supervisor = session.map_err(|e| match e {

@@ -1,6 +1,6 @@
-//! `RelayPoster`: HTTP broadcast mode (SPEC §2 `REALTIME_BROADCAST_MODE=http`, §4.6).
+//! `RelayPoster`: HTTP broadcast mode (docs/PROTOCOL.md#http-broadcast-mode, `REALTIME_BROADCAST_MODE=http`).
 //!
-//! An ingest-only instance hands every SPEC §4.3 message its `BroadcastActor`s emit (partials
+//! An ingest-only instance hands every docs/PROTOCOL.md#transcript-messages message its `BroadcastActor`s emit (partials
 //! and finals, finals with their `seq`) to this one actor, which POSTs them one at a time, in
 //! order, to another instance's `/api/realtime/transcribe/broadcast` with the shared secret in
 //! `x-broadcast-secret`. One poster per process, with one lane per session: each session's
@@ -25,7 +25,7 @@ use crate::metrics::names::{
     RELAY_RETRIES_TOTAL,
 };
 
-/// The path of the receiving endpoint (SPEC §4.6).
+/// The path of the receiving endpoint (docs/PROTOCOL.md#http-broadcast-mode).
 pub const BROADCAST_PATH: &str = "/api/realtime/transcribe/broadcast";
 /// The header carrying the shared secret.
 pub const SECRET_HEADER: &str = "x-broadcast-secret";
@@ -87,7 +87,7 @@ pub fn loggable_url(url: &str) -> String {
     format!("{scheme}{host}{path}")
 }
 
-/// One SPEC §4.3 message to post, already serialised exactly as a local client gets it.
+/// One docs/PROTOCOL.md#transcript-messages message to post, already serialised exactly as a local client gets it.
 #[derive(Message, Clone, Debug)]
 #[rtype(result = "()")]
 pub struct RelayMessage {

@@ -13,7 +13,7 @@ use crate::stt::SttBackend;
 pub struct SessionSettings {
     /// `rtmp://{RTMP_HOST}:{RTMP_EXTERNAL_PORT}/live/`; the slug is appended.
     pub rtmp_url_base: String,
-    /// `None`: no STT provider configured (SPEC §6), audio is decoded but not transcribed.
+    /// `None`: no STT provider configured (docs/PROTOCOL.md#speech-to-text-providers), audio is decoded but not transcribed.
     pub provider: Option<SttBackend>,
     pub pcm_chunk_ms: u32,
     pub pcm_flush_ms: u32,

@@ -1,4 +1,4 @@
-//! Active-speaker attribution (SPEC §4.5): the report nearest before the end of the
+//! Active-speaker attribution (docs/PROTOCOL.md#active-speaker): the report nearest before the end of the
 //! utterance, if it is no older than the TTL; else the provider's speaker; else the room.
 
 use std::collections::VecDeque;

@@ -1,4 +1,4 @@
-//! The speech-to-text provider behind one interface (SPEC §6).
+//! The speech-to-text provider behind one interface (docs/PROTOCOL.md#speech-to-text-providers).
 //!
 //! [`SttBackend`] is the provider the service runs, chosen at start-up; for each provider
 //! stream the `SessionSupervisor` asks it to [`admit`](SttBackend::admit) the session and

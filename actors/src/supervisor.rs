@@ -6,7 +6,7 @@
 //!                    │                  replaced after a stop)
 //!                    └─ BroadcastActor (lives as long as the session)
 //! ```
-//! It is the only place that decides the session's state (SPEC §4.2); children report to it.
+//! It is the only place that decides the session's state (docs/PROTOCOL.md#session-lifecycle); children report to it.
 
 use actix::prelude::*;
 use std::collections::{HashMap, HashSet};
@@ -75,7 +75,7 @@ pub struct SubscribeRefused {
     pub max: usize,
 }
 
-/// Graceful shutdown of the service (SPEC §7): refuse new publishes, drain the decoder, send
+/// Graceful shutdown of the service (docs/PROTOCOL.md#shutdown): refuse new publishes, drain the decoder, send
 /// the provider its stop, deliver its trailing finals, then close every client with 1001.
 /// Completes when the clients have been told; the caller bounds the wait.
 #[derive(Message)]
@@ -128,7 +128,7 @@ struct ProviderStream {
 
 pub struct SessionSupervisor {
     slug: String,
-    /// The root `session` span (traces, SPEC §7); children: ingest, decode, stt, broadcast.
+    /// The root `session` span (traces, docs/PROTOCOL.md#traces); children: ingest, decode, stt, broadcast.
     span: tracing::Span,
     /// One `stt` span per provider stream, open until it reports `ProviderFinished`.
     stt_spans: HashMap<u64, tracing::Span>,
@@ -286,7 +286,7 @@ impl SessionSupervisor {
     }
 
     /// A place for a new provider stream. `Ok(None)`: no provider is configured. A whisper
-    /// provider at its capacity refuses: the session says so in its state (SPEC §6).
+    /// provider at its capacity refuses: the session says so in its state (docs/PROTOCOL.md#speech-to-text-providers).
     fn admit(&mut self) -> Result<Option<SttAdmission>, String> {
         let Some(backend) = &self.context.settings.provider else {
             return Ok(None);
@@ -316,7 +316,7 @@ impl SessionSupervisor {
         }
     }
 
-    /// Egress reconnects within seconds (SPEC §3): keep the provider session, fed with silence
+    /// Egress reconnects within seconds (docs/PROTOCOL.md#rtmp-ingest): keep the provider session, fed with silence
     /// so it does not time out, and end it only if no publisher is back within `grace`.
     fn hold_provider_for_reconnect(
         &mut self,

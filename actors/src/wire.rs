@@ -1,11 +1,11 @@
-//! The JSON messages existing front ends read (SPEC §4.1, §4.3). Field names are a contract:
+//! The JSON messages existing front ends read (docs/PROTOCOL.md#websocket-connection, #transcript-messages). Field names are a contract:
 //! change them and deployed clients break.
 
 use serde::Serialize;
 
 use crate::messages::SessionState;
 
-/// `{"type":"transcript",...}` for partials and finals alike (SPEC §4.3).
+/// `{"type":"transcript",...}` for partials and finals alike (docs/PROTOCOL.md#transcript-messages).
 #[derive(Serialize, Debug)]
 #[serde(rename_all = "camelCase")]
 pub struct TranscriptMessage<'a> {
@@ -31,7 +31,7 @@ pub struct TranscriptMessage<'a> {
     pub provisional: bool,
 }
 
-/// `{"type":"status",...}`: every session state change (SPEC §4.2).
+/// `{"type":"status",...}`: every session state change (docs/PROTOCOL.md#session-lifecycle).
 #[derive(Serialize, Debug)]
 #[serde(rename_all = "camelCase")]
 pub struct StatusMessage<'a> {
@@ -62,7 +62,7 @@ pub struct ErrorMessage<'a> {
     pub message: &'a str,
 }
 
-/// What a client may send (SPEC §4.1). Unknown types are rejected with `bad_request`.
+/// What a client may send (docs/PROTOCOL.md#websocket-connection). Unknown types are rejected with `bad_request`.
 #[derive(serde::Deserialize, Debug, PartialEq)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ClientCommand {
@@ -83,7 +83,7 @@ pub enum ClientCommand {
     Ping,
 }
 
-/// A SPEC §4.3 message posted by an ingest-only instance to `POST
+/// A docs/PROTOCOL.md#transcript-messages message posted by an ingest-only instance to `POST
 /// /api/realtime/transcribe/broadcast` (HTTP broadcast mode). Unknown fields are ignored, as a
 /// client would; [`IncomingTranscript::validate`] checks what serde cannot.
 #[derive(serde::Deserialize, Debug, Clone, PartialEq)]

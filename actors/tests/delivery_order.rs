@@ -1,4 +1,4 @@
-//! Property test of SPEC §4.4 over the client outbox: random interleavings of partial and
+//! Property test of docs/PROTOCOL.md#resume-and-delivery-guarantees over the client outbox: random interleavings of partial and
 //! final events, fanned out to clients that drain at random speeds. Every client must see
 //! finals in `seq` order with no gaps, no partial after its utterance's final, and no final
 //! later than a partial that was produced after it.

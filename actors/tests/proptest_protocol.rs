@@ -1,7 +1,7 @@
 //! Property tests for the two JSON parsers facing the outside: Gladia server messages
 //! (`gladia::protocol::parse_server_message`) and browser commands (`wire::ClientCommand`).
 //! The proptest half of the `provider_messages` and `client_messages` fuzz targets: arbitrary
-//! JSON never panics, and every documented shape (gladia-live-v2.md §3.4, SPEC §4.1) is
+//! JSON never panics, and every documented shape (docs/reference/gladia-live-v2.md §3.4, docs/PROTOCOL.md#websocket-connection) is
 //! accepted whatever its field values.
 
 use actors::gladia::protocol::{parse_server_message, ServerMessage};
@@ -210,7 +210,7 @@ proptest! {
         let _ = serde_json::from_str::<ClientCommand>(&text);
     }
 
-    /// SPEC §4.1: every command with any slug (and any `lastSeq`, or none) parses to itself.
+    /// docs/PROTOCOL.md#websocket-connection: every command with any slug (and any `lastSeq`, or none) parses to itself.
     #[test]
     fn every_client_command_is_accepted(
         slug in ".{0,40}",

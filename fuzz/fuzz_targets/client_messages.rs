@@ -1,4 +1,4 @@
-//! Browser commands (SPEC §4.1) on arbitrary UTF-8: anyone who can open the WebSocket can send
+//! Browser commands (docs/PROTOCOL.md#websocket-connection) on arbitrary UTF-8: anyone who can open the WebSocket can send
 //! these.
 #![no_main]
 

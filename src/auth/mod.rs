@@ -1,4 +1,4 @@
-//! Client authentication (SPEC §5): HS256 JWTs on the WebSocket upgrade and on every `/api/*`
+//! Client authentication (docs/PROTOCOL.md#security): HS256 JWTs on the WebSocket upgrade and on every `/api/*`
 //! route.
 //!
 //! - [`token`]: verifying one token into a [`Principal`] (who, and which sessions).

@@ -1,4 +1,4 @@
-//! HS256 JWT verification (SPEC §5). Claims: `exp` (required), `sub` (the user id, required)
+//! HS256 JWT verification (docs/PROTOCOL.md#security). Claims: `exp` (required), `sub` (the user id, required)
 //! and `sessions` (required: an array of session slugs, or the string `"*"` for service
 //! tokens that may touch every session).
 

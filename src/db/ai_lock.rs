@@ -1,4 +1,4 @@
-//! The per-meeting AI coordinator lock (SPEC §4.6 `/api/sessions/{slug}/ai-lock`), kept in
+//! The per-meeting AI coordinator lock (docs/PROTOCOL.md#ai-coordinator-lock `/api/sessions/{slug}/ai-lock`), kept in
 //! the `ai_locks` table so that it holds across instances and expires by itself.
 //!
 //! Send these to [`StorageHandles::writer`](super::StorageHandles): both are writes.

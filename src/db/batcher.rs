@@ -1,5 +1,5 @@
 //! `TranscriptBatcher`: takes finals off the hot path, writes them in batches, and keeps
-//! them through database outages (SPEC §2 `TRANSCRIPT_BATCH_*`, §7).
+//! them through database outages (docs/PROTOCOL.md#persistence, `TRANSCRIPT_BATCH_*`).
 //!
 //! The queue is the single source of truth: a batch is the first `n` queued finals, and it
 //! leaves the queue only once the database has committed it. A failed write therefore leaves
@@ -435,7 +435,7 @@ impl TranscriptBatcher {
     }
 }
 
-/// The `database` span of one batch write (traces, SPEC §7). Batches mix sessions, so it is a
+/// The `database` span of one batch write (traces, docs/PROTOCOL.md#traces). Batches mix sessions, so it is a
 /// root span; `session.slug` names the session when the batch holds only one.
 fn batch_span(batch: &[FinalRecord]) -> tracing::Span {
     let first = batch.first().map(|r| r.session_slug.as_str());

@@ -1,6 +1,6 @@
 //! Counters of the storage layer, shared by the batcher and the executor threads, read by
 //! the storage tests. The same events are recorded under the `db.*` names of
-//! `actors::metrics::names` for the metrics endpoints (SPEC §7: "database batch sizes and
+//! `actors::metrics::names` for the metrics endpoints (docs/PROTOCOL.md#metrics: "database batch sizes and
 //! errors").
 
 use std::sync::atomic::{AtomicU64, Ordering};

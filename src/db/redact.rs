@@ -1,4 +1,4 @@
-//! Keeping database credentials out of logs and error messages (SPEC §5).
+//! Keeping database credentials out of logs and error messages (docs/PROTOCOL.md#security).
 //!
 //! `DATABASE_URL` may carry a password (`postgres://user:secret@host/db`, or libpq's
 //! `?password=secret`). Anything that prints a URL or a driver message goes through here.

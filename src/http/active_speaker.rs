@@ -1,4 +1,4 @@
-//! `POST /api/active-speaker` (SPEC §4.5): clients report who is speaking about every 500 ms;
+//! `POST /api/active-speaker` (docs/PROTOCOL.md#active-speaker): clients report who is speaking about every 500 ms;
 //! transcripts are attributed to the report nearest before each utterance's end.
 
 use ::actors::broadcast::ReportSpeaker;

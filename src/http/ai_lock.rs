@@ -1,4 +1,4 @@
-//! `/api/sessions/{slug}/ai-lock` (SPEC §4.6): one AI coordinator per meeting. The lock lives
+//! `/api/sessions/{slug}/ai-lock` (docs/PROTOCOL.md#ai-coordinator-lock): one AI coordinator per meeting. The lock lives
 //! in the database so every instance sees the same holder, and it expires by itself.
 
 use actix_web::http::StatusCode;

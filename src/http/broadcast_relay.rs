@@ -1,5 +1,5 @@
-//! `POST /api/realtime/transcribe/broadcast` (SPEC §4.6): the receiving side of HTTP broadcast
-//! mode. An ingest-only instance (`REALTIME_BROADCAST_MODE=http`) posts every SPEC §4.3
+//! `POST /api/realtime/transcribe/broadcast` (docs/PROTOCOL.md#http-broadcast-mode): the receiving side of HTTP broadcast
+//! mode. An ingest-only instance (`REALTIME_BROADCAST_MODE=http`) posts every docs/PROTOCOL.md#transcript-messages
 //! message here; this instance fans it out to its own clients of that session as if it were
 //! local, keeping the sender's `seq` (so `lastSeq` resume and de-duplication work), and saves
 //! the finals to its own database.
@@ -25,7 +25,7 @@ use super::error::ApiError;
 use super::state::AppState;
 
 /// A transcript message is a few hundred bytes; a long utterance a few KiB. Same bound as a
-/// WebSocket frame (SPEC §4.1).
+/// WebSocket frame (docs/PROTOCOL.md#websocket-connection).
 pub const MAX_RELAYED_BODY: usize = 64 * 1024;
 
 /// Equal secrets, in time independent of where they differ (and of their lengths: both sides

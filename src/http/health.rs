@@ -20,7 +20,7 @@ pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError
     }
 }
 
-/// `GET /metrics`: latencies with percentiles, counters and gauges (SPEC §4.6, §7).
+/// `GET /metrics`: latencies with percentiles, counters and gauges (docs/PROTOCOL.md#metrics).
 pub async fn metrics() -> HttpResponse {
     HttpResponse::Ok().json(::actors::metrics::json())
 }

@@ -1,4 +1,4 @@
-//! HTTP API and WebSocket routes (SPEC §4).
+//! HTTP API and WebSocket routes (docs/openapi.yaml; the WebSocket protocol is docs/PROTOCOL.md).
 
 mod active_speaker;
 mod ai_lock;

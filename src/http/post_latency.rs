@@ -1,4 +1,4 @@
-//! `http.post_latency_ms` (SPEC §7): every `POST`, from the request reaching the app to its
+//! `http.post_latency_ms` (docs/PROTOCOL.md#observability): every `POST`, from the request reaching the app to its
 //! response leaving the handler (token checks and body parsing included, body streaming
 //! out not). No labels: paths carry session slugs, which would make series unbounded.
 

@@ -20,7 +20,7 @@ use actix_web::{web, Error, FromRequest, HttpMessage as _, HttpRequest, Response
 use super::error::ApiError;
 use crate::auth::{AuthError, Authenticator, Principal};
 
-/// `/api/*` paths that do not take a client token. The broadcast endpoint of SPEC §4.6 is
+/// `/api/*` paths that do not take a client token. The broadcast endpoint of docs/PROTOCOL.md#http-broadcast-mode is
 /// called by another instance with its own shared secret (`x-broadcast-secret`).
 pub const PUBLIC_API_PATHS: &[&str] = &["/api/realtime/transcribe/broadcast"];
 

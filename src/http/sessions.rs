@@ -1,4 +1,4 @@
-//! Session lifecycle and saved transcripts over HTTP (SPEC §4.2, §4.6).
+//! Session lifecycle and saved transcripts over HTTP (docs/PROTOCOL.md#session-lifecycle, #persistence).
 
 use ::actors::messages::SessionState;
 use ::actors::persistence::LoadFinalsAfter;
@@ -15,7 +15,7 @@ use super::error::ApiError;
 use super::state::AppState;
 
 /// What the list shows about the provider: its name, and for whisper the capacity this
-/// machine has (SPEC §6), its use and the measurement behind it.
+/// machine has (docs/PROTOCOL.md#speech-to-text-providers), its use and the measurement behind it.
 fn provider_json(provider: Option<SttBackend>) -> serde_json::Value {
     match provider {
         None => serde_json::Value::Null,

@@ -16,7 +16,7 @@ pub struct AppState {
     pub client_settings: ::actors::client::ClientSettings,
     pub ai_locks: AiLocks,
     /// `REALTIME_BROADCAST_SECRET`: when set, `POST /api/realtime/transcribe/broadcast`
-    /// accepts messages relayed by an ingest-only instance (SPEC §4.6).
+    /// accepts messages relayed by an ingest-only instance (docs/PROTOCOL.md#http-broadcast-mode).
     pub broadcast_secret: Option<std::sync::Arc<str>>,
     /// Active-speaker reports per reporter and second: one for the process, not per HTTP
     /// worker, or each worker would allow its own share.

@@ -1,4 +1,4 @@
-//! `GET /api/realtime/transcribe`: the WebSocket upgrade (SPEC §4.1).
+//! `GET /api/realtime/transcribe`: the WebSocket upgrade (docs/PROTOCOL.md#websocket-connection).
 
 use ::actors::client::{ClientActor, InitialSubscription};
 use ::actors::registry::validate_slug;
@@ -14,7 +14,7 @@ use crate::auth::Principal;
 #[serde(rename_all = "camelCase")]
 pub struct TranscribeQuery {
     session_slug: Option<String>,
-    /// Resume: finals with `seq > lastSeq` are replayed first (SPEC §4.4).
+    /// Resume: finals with `seq > lastSeq` are replayed first (docs/PROTOCOL.md#resume-and-delivery-guarantees).
     last_seq: Option<i64>,
 }
 

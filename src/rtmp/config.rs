@@ -9,7 +9,7 @@ use super::stream_key::{identity_stream_key, StreamKeyValidator};
 pub struct RtmpConfig {
     /// The only RTMP application accepted (`live` in `rtmp://host/live/{key}`).
     pub app_name: String,
-    /// A connection that has not finished the RTMP handshake by then is closed (SPEC: 10 s).
+    /// A connection that has not finished the RTMP handshake by then is closed (docs/PROTOCOL.md#hostile-input-and-limits: 10 s).
     pub handshake_timeout: Duration,
     /// Turns a stream key into a session slug, or refuses it. Keys may be signed secrets, so
     /// only the slug it returns is ever logged.

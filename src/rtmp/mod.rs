@@ -13,7 +13,8 @@
 //! - [`stream_key`]: stream key validation and how a refusal maps to an `onStatus` code.
 //! - `refusal`: the `onStatus` error packet rml_rtmp cannot send itself.
 //!
-//! The contract is SPEC.md §3; the rml_rtmp sharp edges are in DESIGN.md.
+//! The contract is docs/PROTOCOL.md#rtmp-ingest; the rml_rtmp sharp edges, each reproduced, are
+//! in docs/reference/rtmp-ingest-facts.md and docs/ARCHITECTURE.md "Hostile RTMP bytes".
 
 mod config;
 mod connection;

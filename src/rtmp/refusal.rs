@@ -2,7 +2,7 @@
 //!
 //! rml_rtmp's `reject_request` answers a publish with an `_error` command on transaction 0, which
 //! `rtmp2sink` does not match (it waits for `onStatus` on the publish's stream), so egress would
-//! only see the close. SPEC §3 wants `NetStream.Publish.BadName` / `.Denied`, so we serialize the
+//! only see the close. docs/PROTOCOL.md#rtmp-ingest wants `NetStream.Publish.BadName` / `.Denied`, so we serialize the
 //! `onStatus` ourselves. That bypasses the session's chunk serializer, whose header compression
 //! would then be out of step with the peer; harmless only because the connection is closed
 //! right after this packet, which is the single place this is used.

@@ -1,7 +1,7 @@
 //! Stream keys: from the key in `rtmp://host/live/{key}` to a session slug, and how a refusal is
 //! told to the publisher.
 //!
-//! Two schemes (SPEC §3): without `RTMP_STREAM_KEY_SECRET` the key is the slug
+//! Two schemes (docs/PROTOCOL.md#rtmp-ingest): without `RTMP_STREAM_KEY_SECRET` the key is the slug
 //! ([`identity_stream_key`]); with it, a key is
 //! `{slug}.{expiry_unix_seconds}.{base64url(HMAC-SHA256(secret, "{slug}.{expiry}"))}`
 //! ([`SignedStreamKeys`]), so a key binds one session and stops working at its expiry.

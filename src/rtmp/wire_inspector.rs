@@ -1,7 +1,7 @@
 //! A second RTMP chunk parser, fed the same bytes as rml_rtmp's `ServerSession` *before* it,
 //! to see what the session hides or chokes on:
 //! - `deleteStream` whose argument is the stream *name* (GStreamer `rtmp2sink`, i.e. LiveKit
-//!   Egress): the session drops it silently, yet SPEC §3 makes it an end of publish;
+//!   Egress): the session drops it silently, yet docs/PROTOCOL.md#rtmp-ingest makes it an end of publish;
 //! - `@setDataFrame` with too few values, which panics the session (mod.rs:938, :967): we close
 //!   the connection before the session ever sees it (the `catch_unwind` stays as a backstop);
 //! - a `SetChunkSize` of 0 or larger than any RTMP message can be, which the session applies

@@ -1,5 +1,5 @@
 //! Audio the provider has not acknowledged yet: kept so that a reconnect can resend it
-//! (reference §4.3, trimmed by `byte_range` end exactly as the official SDK does).
+//! (docs/reference/gladia-live-v2.md §4.3, trimmed by `byte_range` end exactly as the official SDK does).
 
 use std::collections::VecDeque;
 

@@ -3,7 +3,7 @@
 //! It creates a provider session (`init`), streams PCM as binary WebSocket frames, turns
 //! transcript messages into `TranscriptEvent`s, and keeps every byte the provider has not
 //! acknowledged so a dropped connection loses no audio: it reconnects to the same URL and
-//! resends (reference §4.3). A 1000 close before we asked to stop, a 44xx close, or the
+//! resends (docs/reference/gladia-live-v2.md §4.3). A 1000 close before we asked to stop, a 44xx close, or the
 //! provider's session-length limit drawing near means the provider session is over: a fresh
 //! one is created and fed again from the *settled* point (the start of the oldest utterance
 //! without a final), so no utterance is cut in two; that utterance keeps its id. Partials left
@@ -306,7 +306,7 @@ impl GladiaActor {
         self.open_utterances.clear();
         self.utterance_alias = None;
         if let ConnectionState::Streaming { sink } = &mut self.state {
-            // A client close with 1000 ends the provider session (reference §4.1).
+            // A client close with 1000 ends the provider session (docs/reference/gladia-live-v2.md §4.1).
             let _ = sink.write(WsMessage::Close(Some(awc::ws::CloseCode::Normal.into())));
         }
         self.provider_session_gen += 1;

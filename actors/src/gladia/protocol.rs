@@ -1,4 +1,4 @@
-//! Gladia Live v2 wire types (shared/reference/gladia-live-v2.md §2–§3).
+//! Gladia Live v2 wire types (docs/reference/gladia-live-v2.md §2–§3).
 //!
 //! Parsing is liberal: unknown message types and extra fields are tolerated, because the
 //! reference marks several shapes UNCONFIRMED; only what we act on is required.
@@ -6,7 +6,7 @@
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-/// The init body SPEC §6 asks for. `region` is deliberately absent: it goes in the query.
+/// The init body docs/PROTOCOL.md#speech-to-text-providers asks for. `region` is deliberately absent: it goes in the query.
 pub fn init_body(session_slug: &str) -> Value {
     json!({
         "encoding": "wav/pcm",

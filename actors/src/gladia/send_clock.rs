@@ -1,5 +1,5 @@
 //! When each part of the audio stream was last written to the provider socket, for
-//! `gladia.stt_latency_ms` (SPEC §7: the end of an utterance's audio being sent → its final
+//! `gladia.stt_latency_ms` (docs/PROTOCOL.md#observability: the end of an utterance's audio being sent → its final
 //! received).
 //!
 //! The provider tells where an utterance ends in its own clock (seconds since its session

@@ -1,4 +1,4 @@
-//! Metrics with the SPEC §7 names, recorded through the `metrics` facade.
+//! Metrics with the docs/PROTOCOL.md#metrics names, recorded through the `metrics` facade.
 //!
 //! - `names`: every metric name and the `sessionSlug` label.
 //! - `histogram`: one histogram series (HdrHistogram percentiles + exact sum).

@@ -1,4 +1,4 @@
-//! Every metric name (SPEC §7), in one place. Names are `&'static str`, so recording one
+//! Every metric name (docs/PROTOCOL.md#metrics), in one place. Names are `&'static str`, so recording one
 //! builds its key without allocating.
 
 /// The label that per-session series carry.

@@ -1,4 +1,4 @@
-//! `GET /metrics`: the registry as JSON (SPEC §4.6).
+//! `GET /metrics`: the registry as JSON (docs/PROTOCOL.md#metrics).
 //!
 //! ```text
 //! {"latencies":  {"gladia.stt_latency_ms": {"count","avgMs","minMs","maxMs","p50Ms","p95Ms","p99Ms"}, …},

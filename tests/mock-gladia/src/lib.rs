@@ -1,6 +1,6 @@
 //! A mock of Gladia's Live v2 speech-to-text API for tests and local development.
 //!
-//! It speaks the protocol of `/work/shared/reference/gladia-live-v2.md`: `POST /v2/live`
+//! It speaks the protocol of `docs/reference/gladia-live-v2.md`: `POST /v2/live`
 //! (strict body validation, Gladia's error bodies, fault injection), then a WebSocket that
 //! accepts PCM16 16 kHz mono audio as binary or base64 JSON frames, acknowledges every chunk
 //! with session-global half-open byte ranges, turns loud stretches of audio into utterances

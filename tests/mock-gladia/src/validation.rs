@@ -316,7 +316,7 @@ impl Validator {
                 "named_entity_recognition",
                 "sentiment_analysis",
                 // Dropped from the current OAS but still sent by LiveKit and evidently
-                // tolerated by the real API (reference §2.2).
+                // tolerated by the real API (docs/reference/gladia-live-v2.md §2.2).
                 "words_accurate_timestamps",
             ],
         );

@@ -18,10 +18,10 @@ use crate::records::ConnectionEnd;
 use crate::routes::WS_PATH;
 use crate::state::{ActiveConnection, Shared};
 
-/// Gladia closes with 1009 on frames over 1 MiB (reference §3.2).
+/// Gladia closes with 1009 on frames over 1 MiB (docs/reference/gladia-live-v2.md §3.2).
 const MAX_FRAME_BYTES: usize = 1024 * 1024;
 /// Close code for a connection replaced by a newer one on the same URL. 44xx so the official
-/// SDK does not try to reconnect the stale socket (reference §4.1); the exact code is the
+/// SDK does not try to reconnect the stale socket (docs/reference/gladia-live-v2.md §4.1); the exact code is the
 /// mock's choice.
 const SUPERSEDED_CLOSE_CODE: u16 = 4409;
 
