@@ -1,8 +1,9 @@
 //! `BroadcastActor`: numbers finals, attributes speakers, serialises each message once and
 //! hands it to every client of the session without ever waiting on one (docs/PROTOCOL.md#transcript-messages, #active-speaker).
 //!
-//! It also keeps the most recent finals, so a client reconnecting with `lastSeq=N` is replayed
-//! every final after N (older ones come from the database) before it sees anything live.
+//! It also keeps the most recent finals (`replay`: the ring and the plan for a resuming
+//! client), so a client reconnecting with `lastSeq=N` is replayed every final after N (older
+//! ones come from the database) before it sees anything live.
 //!
 //! HTTP broadcast mode (docs/PROTOCOL.md#http-broadcast-mode): on an ingest-only instance every message it emits also
 //! goes to the [`crate::relay::RelayPoster`] ([`BroadcastActor::with_relay`]); on the receiving
@@ -29,10 +30,12 @@ use crate::relay::RelayMessage;
 use crate::speaker::{SpeakerReport, SpeakerTimeline};
 use crate::wire::{to_json, IncomingTranscript, TranscriptMessage};
 
+mod replay;
+
+use replay::{ReplayPlan, ReplayRing};
+
 /// How many utterance ids are remembered as finalized (duplicate finals are ignored).
 const FINALIZED_MEMORY: usize = 4096;
-/// Recent finals kept in memory for replay; older ones are read from the database.
-const REPLAY_RING: usize = 2000;
 /// Open utterances whose last relayed partial is remembered (to refuse stale ones).
 const RELAYED_PARTIALS_MEMORY: usize = 1024;
 
@@ -118,7 +121,7 @@ pub struct BroadcastActor {
     clients: HashMap<ClientId, ClientEntry>,
     finalized: HashSet<String>,
     finalized_order: VecDeque<String>,
-    recent_finals: VecDeque<(i64, Outbound)>,
+    recent_finals: ReplayRing,
     speakers: SpeakerTimeline,
     /// `ws.session_broadcast_lag_ms{sessionSlug}` (the supervisor owns the client gauge).
     lag_ms: ::metrics::Gauge,
@@ -145,7 +148,7 @@ impl BroadcastActor {
             clients: HashMap::new(),
             finalized: HashSet::new(),
             finalized_order: VecDeque::new(),
-            recent_finals: VecDeque::new(),
+            recent_finals: ReplayRing::default(),
             speakers: SpeakerTimeline::default(),
             lag_ms: SessionMetrics::new(session_slug).broadcast_lag_ms,
             broadcast_latency_ms: ::metrics::histogram!(INGEST_BROADCAST_LATENCY_MS),
@@ -277,10 +280,7 @@ impl BroadcastActor {
             .entered();
             let outbound = self.final_frame(&record, event.provisional);
             self.remember_final(record.utterance_id.clone());
-            self.recent_finals.push_back((record.seq, outbound.clone()));
-            if self.recent_finals.len() > REPLAY_RING {
-                self.recent_finals.pop_front();
-            }
+            self.recent_finals.push(record.seq, outbound.clone());
             self.storage.save_final.do_send(SaveFinal(record));
             if let Outbound::Final { frame, .. } = &outbound {
                 self.relay(true, frame);
@@ -354,10 +354,7 @@ impl BroadcastActor {
             self.relayed_partials.remove(&record.utterance_id);
             let outbound = self.final_frame(&record, message.provisional);
             self.remember_final(record.utterance_id.clone());
-            self.recent_finals.push_back((record.seq, outbound.clone()));
-            if self.recent_finals.len() > REPLAY_RING {
-                self.recent_finals.pop_front();
-            }
+            self.recent_finals.push(record.seq, outbound.clone());
             self.storage.save_final.do_send(SaveFinal(record));
             self.fan_out(outbound);
             return RelayOutcome::Delivered;
@@ -445,27 +442,26 @@ impl BroadcastActor {
             Numbering::Loading { .. } => 0,
             Numbering::Ready { last_seq } => *last_seq,
         };
-        // `seq` starts at 1, so a negative `lastSeq` asks for everything, like 0; clamped, it
-        // cannot overflow the replay arithmetic below (`i64::MIN` used to panic the arbiter).
-        let Some(after) = msg.last_seq.map(|n| n.max(0)).filter(|n| *n < upto) else {
-            self.add_live_client(msg.id, msg.deliver);
-            return;
-        };
-        // Finals after `after` that memory still holds, as of now.
-        let from_memory: Vec<Outbound> = self
-            .recent_finals
-            .iter()
-            .filter(|(seq, _)| *seq > after)
-            .map(|(_, o)| o.clone())
-            .collect();
-        let memory_start = self.recent_finals.front().map_or(upto + 1, |(seq, _)| *seq);
-        if memory_start <= after + 1 {
-            for outbound in from_memory {
-                deliver(&msg.deliver, outbound);
-            }
-            self.add_live_client(msg.id, msg.deliver);
-            return;
-        }
+        let (after, memory_start, limit, from_memory) =
+            match self.recent_finals.plan(msg.last_seq, upto) {
+                ReplayPlan::Nothing => {
+                    self.add_live_client(msg.id, msg.deliver);
+                    return;
+                }
+                ReplayPlan::FromMemory(finals) => {
+                    for outbound in finals {
+                        deliver(&msg.deliver, outbound);
+                    }
+                    self.add_live_client(msg.id, msg.deliver);
+                    return;
+                }
+                ReplayPlan::FromDatabase {
+                    after,
+                    memory_start,
+                    limit,
+                    then,
+                } => (after, memory_start, limit, then),
+            };
         // The oldest missing finals are only in the database: read them, then memory, then
         // whatever arrived live meanwhile.
         self.clients.insert(
@@ -478,7 +474,7 @@ impl BroadcastActor {
         let request = LoadFinalsAfter {
             session_slug: self.session_slug.to_string(),
             after_seq: after,
-            limit: memory_start - 1 - after,
+            limit,
         };
         let client = msg.id;
         self.storage
