@@ -13,7 +13,7 @@ use ::actors::broadcast::{AddClient, BroadcastActor};
 use ::actors::messages::TranscriptEvent;
 use ::actors::messages::{ClientId, Deliver};
 use ::actors::outbox::{Outbound, Outbox};
-use ::actors::persistence::*;
+use ::actors::persistence::MemoryStorage;
 use ::actors::wire::{to_json, TranscriptMessage};
 use actix::prelude::*;
 use bytestring::ByteString;
@@ -108,32 +108,6 @@ fn outbox(c: &mut Criterion) {
     group.finish();
 }
 
-/// Storage that keeps nothing: the broadcast benchmark measures fan-out, not the database.
-struct NullStore;
-impl Actor for NullStore {
-    type Context = Context<Self>;
-}
-impl Handler<SaveFinal> for NullStore {
-    type Result = ();
-    fn handle(&mut self, _: SaveFinal, _: &mut Self::Context) {}
-}
-impl Handler<LoadLastSeq> for NullStore {
-    type Result = Result<i64, StorageError>;
-    fn handle(&mut self, _: LoadLastSeq, _: &mut Self::Context) -> Self::Result {
-        Ok(0)
-    }
-}
-impl Handler<LoadFinalsAfter> for NullStore {
-    type Result = Result<Vec<FinalRecord>, StorageError>;
-    fn handle(&mut self, _: LoadFinalsAfter, _: &mut Self::Context) -> Self::Result {
-        Ok(Vec::new())
-    }
-}
-impl Handler<SaveSessionState> for NullStore {
-    type Result = ();
-    fn handle(&mut self, _: SaveSessionState, _: &mut Self::Context) {}
-}
-
 /// A client without a socket: it queues each frame in a real [`Outbox`] and pops it, as the
 /// `ClientActor` does before writing, and says when every client has the current frame.
 struct SinkClient {
@@ -193,13 +167,8 @@ fn broadcast(c: &mut Criterion) {
                 let expected = Arc::new(AtomicUsize::new(usize::MAX));
                 let all_received = Arc::new(Notify::new());
                 let broadcaster = system.block_on(async {
-                    let store = NullStore.start();
-                    let storage = Storage {
-                        save_final: store.clone().recipient(),
-                        load_last_seq: store.clone().recipient(),
-                        load_finals_after: store.clone().recipient(),
-                        save_session_state: store.recipient(),
-                    };
+                    // Keeps nothing: this measures fan-out, not the database.
+                    let (_, storage) = MemoryStorage::discarding().start_storage();
                     let broadcaster =
                         BroadcastActor::new("bench", storage, Duration::from_secs(3)).start();
                     for _ in 0..clients {

@@ -272,39 +272,13 @@ mod tests {
     use crate::broadcast::{RelayOutcome, RelayedTranscript};
     use crate::messages::{ClientId, Deliver};
     use crate::outbox::Outbound;
-    use crate::persistence::*;
+    use crate::persistence::MemoryStorage;
     use crate::settings::SessionSettings;
     use crate::supervisor::{GetBroadcast, Subscribe};
     use crate::wire::IncomingTranscript;
 
-    /// Storage that keeps nothing: these tests are about the session's lifetime.
-    struct NoStorage;
-    impl Actor for NoStorage {
-        type Context = Context<Self>;
-    }
-    impl Handler<SaveFinal> for NoStorage {
-        type Result = ();
-        fn handle(&mut self, _: SaveFinal, _: &mut Self::Context) {}
-    }
-    impl Handler<SaveSessionState> for NoStorage {
-        type Result = ();
-        fn handle(&mut self, _: SaveSessionState, _: &mut Self::Context) {}
-    }
-    impl Handler<LoadLastSeq> for NoStorage {
-        type Result = Result<i64, StorageError>;
-        fn handle(&mut self, _: LoadLastSeq, _: &mut Self::Context) -> Self::Result {
-            Ok(0)
-        }
-    }
-    impl Handler<LoadFinalsAfter> for NoStorage {
-        type Result = Result<Vec<FinalRecord>, StorageError>;
-        fn handle(&mut self, _: LoadFinalsAfter, _: &mut Self::Context) -> Self::Result {
-            Ok(Vec::new())
-        }
-    }
-
     fn registry(relayed_session_idle: Duration) -> Addr<SessionRegistry> {
-        let store = NoStorage.start();
+        let (_, storage) = MemoryStorage::discarding().start_storage();
         let settings = SessionSettings {
             rtmp_url_base: "rtmp://localhost:1937/live/".into(),
             provider: None,
@@ -321,12 +295,7 @@ mod tests {
         };
         SessionRegistry::new(SessionContext {
             settings: std::sync::Arc::new(settings),
-            storage: Storage {
-                save_final: store.clone().recipient(),
-                load_last_seq: store.clone().recipient(),
-                load_finals_after: store.clone().recipient(),
-                save_session_state: store.recipient(),
-            },
+            storage,
         })
         .start()
     }

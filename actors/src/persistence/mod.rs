@@ -6,6 +6,11 @@
 
 use actix::prelude::*;
 
+#[cfg(any(test, feature = "test-support"))]
+mod memory;
+#[cfg(any(test, feature = "test-support"))]
+pub use memory::MemoryStorage;
+
 use crate::messages::SessionState;
 
 /// One final transcript as it is stored and replayed (docs/PROTOCOL.md#persistence field set).

@@ -1,0 +1,84 @@
+//! [`MemoryStorage`]: the storage messages answered from memory, for tests and benchmarks
+//! that exercise sessions without a database (feature `test-support`).
+
+use actix::prelude::*;
+
+use super::{
+    FinalRecord, LoadFinalsAfter, LoadLastSeq, SaveFinal, SaveSessionState, Storage, StorageError,
+};
+
+/// Keeps every final it is sent (or none, for benchmarks that only measure fan-out) and
+/// answers the loads from them.
+#[derive(Debug, Default)]
+pub struct MemoryStorage {
+    finals: Vec<FinalRecord>,
+    discard: bool,
+}
+
+impl MemoryStorage {
+    /// Keeps nothing: every session starts at `seq` 1 and replays come back empty.
+    pub fn discarding() -> MemoryStorage {
+        MemoryStorage {
+            finals: Vec::new(),
+            discard: true,
+        }
+    }
+
+    /// Starts the actor and hands out its recipients as a [`Storage`].
+    pub fn start_storage(self) -> (Addr<MemoryStorage>, Storage) {
+        let addr = self.start();
+        let storage = Storage {
+            save_final: addr.clone().recipient(),
+            load_last_seq: addr.clone().recipient(),
+            load_finals_after: addr.clone().recipient(),
+            save_session_state: addr.clone().recipient(),
+        };
+        (addr, storage)
+    }
+}
+
+impl Actor for MemoryStorage {
+    type Context = Context<Self>;
+}
+
+impl Handler<SaveFinal> for MemoryStorage {
+    type Result = ();
+    fn handle(&mut self, SaveFinal(record): SaveFinal, _: &mut Self::Context) {
+        if !self.discard {
+            self.finals.push(record);
+        }
+    }
+}
+
+impl Handler<LoadLastSeq> for MemoryStorage {
+    type Result = Result<i64, StorageError>;
+    fn handle(&mut self, m: LoadLastSeq, _: &mut Self::Context) -> Self::Result {
+        Ok(self
+            .finals
+            .iter()
+            .filter(|f| f.session_slug == m.session_slug)
+            .map(|f| f.seq)
+            .max()
+            .unwrap_or(0))
+    }
+}
+
+impl Handler<LoadFinalsAfter> for MemoryStorage {
+    type Result = Result<Vec<FinalRecord>, StorageError>;
+    fn handle(&mut self, m: LoadFinalsAfter, _: &mut Self::Context) -> Self::Result {
+        let mut found: Vec<FinalRecord> = self
+            .finals
+            .iter()
+            .filter(|f| f.session_slug == m.session_slug && f.seq > m.after_seq)
+            .cloned()
+            .collect();
+        found.sort_by_key(|f| f.seq);
+        found.truncate(usize::try_from(m.limit).unwrap_or(0));
+        Ok(found)
+    }
+}
+
+impl Handler<SaveSessionState> for MemoryStorage {
+    type Result = ();
+    fn handle(&mut self, _: SaveSessionState, _: &mut Self::Context) {}
+}
