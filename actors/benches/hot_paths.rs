@@ -13,7 +13,7 @@ use ::actors::broadcast::{AddClient, BroadcastActor};
 use ::actors::messages::TranscriptEvent;
 use ::actors::messages::{ClientId, Deliver};
 use ::actors::outbox::{Outbound, Outbox};
-use ::actors::persistence::MemoryStorage;
+use ::actors::persistence::memory::MemoryStorage;
 use ::actors::wire::{to_json, TranscriptMessage};
 use actix::prelude::*;
 use bytestring::ByteString;

@@ -272,7 +272,7 @@ mod tests {
     use crate::broadcast::{RelayOutcome, RelayedTranscript};
     use crate::messages::{ClientId, Deliver};
     use crate::outbox::Outbound;
-    use crate::persistence::MemoryStorage;
+    use crate::persistence::memory::MemoryStorage;
     use crate::settings::SessionSettings;
     use crate::supervisor::{GetBroadcast, Subscribe};
     use crate::wire::IncomingTranscript;

@@ -12,9 +12,7 @@ use std::sync::Arc;
 use actix::prelude::*;
 
 use crate::gladia::{GladiaActor, GladiaConfig};
-use crate::messages::{
-    EndOfAudio, PcmChunk, ProviderFinished, ProviderStatus, PublisherGap, TranscriptEvent,
-};
+use crate::messages::{EndOfAudio, PcmChunk, PublisherGap, StreamSinks};
 use crate::whisper::{Admission, CapacityReached, WhisperActor, WhisperProvider};
 
 #[derive(Clone)]
@@ -38,13 +36,6 @@ pub enum SttAdmission {
     Whisper(Arc<WhisperProvider>, Admission),
 }
 
-/// Where a provider stream reports.
-pub struct StreamSinks {
-    pub transcripts: Recipient<TranscriptEvent>,
-    pub status: Recipient<ProviderStatus>,
-    pub finished: Recipient<ProviderFinished>,
-}
-
 /// One running provider stream, as the supervisor uses it.
 #[derive(Clone)]
 pub struct SttStream {
@@ -54,6 +45,21 @@ pub struct SttStream {
 }
 
 impl SttStream {
+    /// The stream of a provider actor: every provider handles the same three messages.
+    fn of<A>(addr: Addr<A>) -> SttStream
+    where
+        A: Actor<Context = Context<A>>
+            + Handler<PcmChunk>
+            + Handler<EndOfAudio>
+            + Handler<PublisherGap>,
+    {
+        SttStream {
+            audio: addr.clone().recipient(),
+            end: addr.clone().recipient(),
+            gap: addr.recipient(),
+        }
+    }
+
     /// No more audio: the provider delivers its trailing finals, then `ProviderFinished`.
     pub fn end_of_audio(&self) {
         self.end.do_send(EndOfAudio);
@@ -105,38 +111,11 @@ impl SttAdmission {
     /// Starts the actor of provider stream `stream` of `session_slug`.
     pub fn start(self, session_slug: String, stream: u64, sinks: StreamSinks) -> SttStream {
         match self {
-            SttAdmission::Whisper(provider, admission) => {
-                let addr = WhisperActor::new(
-                    session_slug,
-                    stream,
-                    provider,
-                    admission,
-                    sinks.transcripts,
-                    sinks.status,
-                    sinks.finished,
-                )
-                .start();
-                SttStream {
-                    audio: addr.clone().recipient(),
-                    end: addr.clone().recipient(),
-                    gap: addr.recipient(),
-                }
-            }
+            SttAdmission::Whisper(provider, admission) => SttStream::of(
+                WhisperActor::new(session_slug, stream, provider, admission, sinks).start(),
+            ),
             SttAdmission::Gladia(config) => {
-                let addr = GladiaActor::new(
-                    session_slug,
-                    stream,
-                    config,
-                    sinks.transcripts,
-                    sinks.status,
-                    sinks.finished,
-                )
-                .start();
-                SttStream {
-                    audio: addr.clone().recipient(),
-                    end: addr.clone().recipient(),
-                    gap: addr.recipient(),
-                }
+                SttStream::of(GladiaActor::new(session_slug, stream, config, sinks).start())
             }
         }
     }

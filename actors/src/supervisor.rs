@@ -19,13 +19,14 @@ use crate::ingest::{DrainIngest, IngestActor, IngestReport, UseProvider, UsePubl
 use crate::messages::{
     AttachPublisher, ClientId, Deliver, ProviderFinished, ProviderPhase, ProviderStatus,
     PublishHandle, PublishRefused, PublisherId, SessionInstance, SessionRetired, SessionState,
+    StreamSinks,
 };
 use crate::metrics::SessionMetrics;
 use crate::outbound_frames::status_frame;
 use crate::outbox::Outbound;
 use crate::persistence::SaveSessionState;
 use crate::settings::SessionContext;
-use crate::stt::{StreamSinks, SttAdmission, SttStream};
+use crate::stt::{SttAdmission, SttStream};
 
 /// What the HTTP API and `transcription_started` show about a session.
 #[derive(Debug, Clone, serde::Serialize)]

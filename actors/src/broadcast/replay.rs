@@ -125,34 +125,29 @@ mod tests {
         }
     }
 
+    /// `(after, memory_start, limit, seqs from memory)` of a database plan.
+    fn from_database(plan: ReplayPlan) -> (i64, i64, i64, Vec<i64>) {
+        match plan {
+            ReplayPlan::FromDatabase {
+                after,
+                memory_start,
+                limit,
+                then,
+            } => (after, memory_start, limit, seqs(&then)),
+            other => panic!("{other:?}"),
+        }
+    }
+
     #[test]
     fn older_finals_come_from_the_database_then_memory() {
-        let ring = ring(1..=(REPLAY_RING as i64 + 10));
-        match ring.plan(Some(3), REPLAY_RING as i64 + 10) {
-            ReplayPlan::FromDatabase {
-                after,
-                memory_start,
-                limit,
-                then,
-            } => {
-                assert_eq!((after, memory_start, limit), (3, 11, 7));
-                assert_eq!(then.len(), REPLAY_RING);
-                assert_eq!(seqs(&then)[0], 11);
-            }
-            other => panic!("{other:?}"),
-        }
+        let last = REPLAY_RING as i64 + 10;
+        let (after, memory_start, limit, then) = from_database(ring(1..=last).plan(Some(3), last));
+        assert_eq!((after, memory_start, limit), (3, 11, 7));
+        assert_eq!(then, (11..=last).collect::<Vec<_>>());
         // A session restarted with nothing in memory reads everything from the database.
-        match ReplayRing::default().plan(Some(i64::MIN), 40) {
-            ReplayPlan::FromDatabase {
-                after,
-                memory_start,
-                limit,
-                then,
-            } => {
-                assert_eq!((after, memory_start, limit), (0, 41, 40));
-                assert!(then.is_empty());
-            }
-            other => panic!("{other:?}"),
-        }
+        let (after, memory_start, limit, then) =
+            from_database(ReplayRing::default().plan(Some(i64::MIN), 40));
+        assert_eq!((after, memory_start, limit), (0, 41, 40));
+        assert!(then.is_empty());
     }
 }

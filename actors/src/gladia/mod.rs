@@ -30,7 +30,7 @@ use futures_util::stream::{SplitSink, StreamExt};
 
 use crate::messages::{
     now_ms, EndOfAudio, PcmChunk, ProviderFinished, ProviderPhase, ProviderStatus, PublisherGap,
-    TranscriptEvent,
+    StreamSinks, TranscriptEvent,
 };
 use crate::metrics::names::{GLADIA_FINALS_TOTAL, GLADIA_RECONNECTS_TOTAL, GLADIA_STT_LATENCY_MS};
 pub use audio_buffer::AudioBuffer;
@@ -123,10 +123,13 @@ impl GladiaActor {
         session_slug: String,
         stream: u64,
         config: Arc<GladiaConfig>,
-        transcripts: Recipient<TranscriptEvent>,
-        status: Recipient<ProviderStatus>,
-        finished: Recipient<ProviderFinished>,
+        sinks: StreamSinks,
     ) -> Self {
+        let StreamSinks {
+            transcripts,
+            status,
+            finished,
+        } = sinks;
         let max_bytes = config.max_buffered_audio.as_millis() as u64 * PCM_BYTES_PER_SEC / 1000;
         GladiaActor {
             session_slug,

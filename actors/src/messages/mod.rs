@@ -23,7 +23,7 @@ pub use client::{ClientId, Deliver};
 pub use clock::now_ms;
 pub use provider::{
     EndOfAudio, PcmChunk, ProviderFinished, ProviderPhase, ProviderStatus, PublisherGap,
-    TranscriptEvent,
+    StreamSinks, TranscriptEvent,
 };
 pub use publish::{
     AttachPublisher, AudioTagReceived, DetachPublisher, PublishHandle, PublishRefused, PublisherId,

@@ -80,3 +80,10 @@ pub struct ProviderFinished {
     pub stream: u64,
     pub lost_audio_bytes: u64,
 }
+
+/// Where a provider stream reports.
+pub struct StreamSinks {
+    pub transcripts: Recipient<TranscriptEvent>,
+    pub status: Recipient<ProviderStatus>,
+    pub finished: Recipient<ProviderFinished>,
+}

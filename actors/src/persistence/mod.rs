@@ -7,9 +7,7 @@
 use actix::prelude::*;
 
 #[cfg(any(test, feature = "test-support"))]
-mod memory;
-#[cfg(any(test, feature = "test-support"))]
-pub use memory::MemoryStorage;
+pub mod memory;
 
 use crate::messages::SessionState;
 

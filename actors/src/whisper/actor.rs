@@ -11,7 +11,7 @@ use actix::prelude::*;
 
 use crate::messages::{
     now_ms, EndOfAudio, PcmChunk, ProviderFinished, ProviderPhase, ProviderStatus, PublisherGap,
-    TranscriptEvent,
+    StreamSinks, TranscriptEvent,
 };
 use crate::metrics::names::{WHISPER_FINALS_TOTAL, WHISPER_STT_LATENCY_MS};
 
@@ -70,10 +70,13 @@ impl WhisperActor {
         stream: u64,
         provider: Arc<WhisperProvider>,
         admission: Admission,
-        transcripts: Recipient<TranscriptEvent>,
-        status: Recipient<ProviderStatus>,
-        finished: Recipient<ProviderFinished>,
+        sinks: StreamSinks,
     ) -> WhisperActor {
+        let StreamSinks {
+            transcripts,
+            status,
+            finished,
+        } = sinks;
         let pool_stream = provider.streams.fetch_add(1, Ordering::Relaxed);
         let segmenter = Segmenter::new(provider.settings.vad);
         WhisperActor {
@@ -504,9 +507,11 @@ mod tests {
             7,
             provider.clone(),
             admission,
-            collector.clone().recipient(),
-            collector.clone().recipient(),
-            collector.recipient(),
+            StreamSinks {
+                transcripts: collector.clone().recipient(),
+                status: collector.clone().recipient(),
+                finished: collector.recipient(),
+            },
         )
         .start();
         let audio = quiet(500)
