@@ -270,11 +270,12 @@ mod tests {
 
     use super::*;
     use crate::broadcast::{RelayOutcome, RelayedTranscript};
+    use crate::messages::SessionState;
     use crate::messages::{ClientId, Deliver};
     use crate::outbox::Outbound;
     use crate::persistence::memory::MemoryStorage;
     use crate::settings::SessionSettings;
-    use crate::supervisor::{GetBroadcast, Subscribe};
+    use crate::supervisor::{GetBroadcast, GetSnapshot, ShutDown, StartTranscription, Subscribe};
     use crate::wire::IncomingTranscript;
 
     fn registry(relayed_session_idle: Duration) -> Addr<SessionRegistry> {
@@ -423,5 +424,37 @@ mod tests {
         };
         assert_eq!(finals, vec![1, 2, 3]);
         assert!(supervisor.connected(), "the session survived the resume");
+    }
+
+    #[actix_rt::test]
+    async fn a_session_stopped_by_a_shutdown_is_not_reopened_by_a_start() {
+        let registry = registry(Duration::from_secs(60));
+        let supervisor = registry
+            .send(GetOrCreateSession {
+                session_slug: "closing".into(),
+            })
+            .await
+            .unwrap()
+            .unwrap();
+        // A client keeps the session alive through the shutdown.
+        let client = Collect(Default::default()).start();
+        supervisor
+            .send(Subscribe {
+                client: ClientId::next(),
+                deliver: client.recipient(),
+                last_seq: None,
+            })
+            .await
+            .unwrap()
+            .unwrap();
+        let started = supervisor.send(StartTranscription).await.unwrap();
+        assert_eq!(started.state, SessionState::WaitingForEgress);
+        supervisor.send(ShutDown).await.unwrap();
+        assert_eq!(
+            supervisor.send(GetSnapshot).await.unwrap().state,
+            SessionState::Ended
+        );
+        let again = supervisor.send(StartTranscription).await.unwrap();
+        assert_eq!(again.state, SessionState::Ended, "{}", again.detail);
     }
 }
