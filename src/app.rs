@@ -15,7 +15,7 @@ use actix_web::{web, App, HttpServer};
 use anyhow::Context as _;
 
 use crate::auth::{Authenticator, RequireToken};
-use crate::config::{Config, SttProvider};
+use crate::config::{name_of, Config, SttProvider};
 use crate::db::{start_storage_with, BatcherConfig, Flush, SpillAll};
 use crate::http::{record_post_latency, routes, AiLocks, AppState};
 use crate::rtmp::stream_key::{identity_stream_key_issuer, SignedStreamKeys};
@@ -41,7 +41,7 @@ async fn provider(config: &Config) -> anyhow::Result<(Option<SttBackend>, String
             Some(SttBackend::Gladia(Arc::new(GladiaConfig {
                 api_url: config.gladia_api_url.clone(),
                 api_key: key.clone(),
-                region: config.gladia_region.clone(),
+                region: config.gladia_region.as_ref().map(name_of),
                 max_buffered_audio: Duration::from_secs(60),
                 stop_timeout: Duration::from_secs(30),
                 max_session: config.gladia_max_session,
@@ -109,7 +109,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     // SPEC §2 REALTIME_BROADCAST_MODE=http: every session's messages are also posted to the
     // receiving instance; this instance still serves its own clients and saves its finals.
     let relay = match (
-        config.broadcast_http,
+        config.broadcast_http(),
         &config.realtime_broadcast_url,
         &config.realtime_broadcast_secret,
     ) {
@@ -222,7 +222,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     if let Some(url) = config
         .realtime_broadcast_url
         .as_deref()
-        .filter(|_| config.broadcast_http)
+        .filter(|_| config.broadcast_http())
     {
         let url = ::actors::relay::loggable_url(url);
         tracing::info!(%url, "HTTP broadcast mode: every transcript is also posted to another instance");
