@@ -3,10 +3,16 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use realtime_core::config::{Cli, Config};
+use realtime_core::config::{Cli, Config, ConfigError};
 
 fn main() -> ExitCode {
-    let config = match Config::from_cli(Cli::parse()) {
+    let config = match Cli::try_parse() {
+        Ok(cli) => Config::from_cli(cli),
+        // --help and --version: printed to stdout, exit 0.
+        Err(shown) if !shown.use_stderr() => shown.exit(),
+        Err(refused) => Err(ConfigError::from(refused)),
+    };
+    let config = match config {
         Ok(c) => c,
         Err(error) => {
             eprintln!("realtime-core: {error}");

@@ -1,4 +1,4 @@
-//! Logging and traces (SPEC §7).
+//! Logging and traces (docs/PROTOCOL.md#traces).
 //!
 //! Logs go to stderr, filtered by `RUST_LOG`. Traces are exported over OTLP/HTTP only when
 //! `OTEL_EXPORTER_OTLP_ENDPOINT` (or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) is set; without

@@ -25,7 +25,7 @@ mod engine {
     use ::actors::whisper::{measure, WhisperProvider, WhisperSettings};
     use anyhow::Context as _;
 
-    use crate::config::WhisperConfig;
+    use crate::config::{name_of, WhisperConfig};
 
     /// Whisper through CTranslate2 (the `whisper` crate) as the actors' [`Transcriber`].
     struct Ct2Whisper(whisper::WhisperEngine);
@@ -58,7 +58,7 @@ mod engine {
             model_dir: config.model_dir.clone(),
             threads: config.threads,
             replicas: config.workers,
-            compute_type: config.compute_type.clone(),
+            compute_type: name_of(&config.compute_type),
             language: config.language.clone(),
             beam_size: config.beam_size,
         })
@@ -90,7 +90,7 @@ mod engine {
         let line = format!(
             "model {model} ({}, {}, beam {}), {} thread(s) × {} worker(s), loaded in {load_ms} ms, {model_mb} resident; one decode of {clip_s:.0} s of speech takes {} ms (real-time factor {:.3}); {} concurrent session(s) at most ({})",
             if multilingual { "multilingual" } else { "English-only" },
-            config.compute_type,
+            name_of(&config.compute_type),
             config.beam_size,
             config.threads,
             config.workers,

@@ -194,7 +194,6 @@ fn help_lists_every_setting() {
         "REALTIME_BROADCAST_MODE",
         "REALTIME_BROADCAST_URL",
         "REALTIME_BROADCAST_SECRET",
-        "REDIS_URL",
         "RUST_LOG",
     ] {
         assert!(
