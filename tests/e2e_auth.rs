@@ -3,8 +3,6 @@
 //! a public bind without a secret, and signed RTMP stream keys with real publishers (FFmpeg and
 //! GStreamer `rtmp2sink`) and the mock provider.
 
-mod support;
-
 use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -16,7 +14,7 @@ use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 use mock_gladia::{MockConfig, MockGladia};
 use serde_json::{json, Value};
 use sha2::Sha256;
-use support::*;
+use test_harness::*;
 
 const AUTH_SECRET: &str = "e2e-auth-secret-0123456789";
 const KEY_SECRET: &str = "e2e-stream-key-secret-9876543210";
@@ -125,13 +123,16 @@ async fn wait_for_type(client: &WsClient, kind: &str) -> Value {
 async fn auth_matrix_refuses_with_documented_status_and_body() {
     let _serial = SERIAL.lock().await;
     let dir = tempfile::tempdir().unwrap();
-    let service = Service::start(&[
-        ("REALTIME_AUTH_SECRET", AUTH_SECRET.to_owned()),
-        (
-            "DATABASE_URL",
-            format!("sqlite://{}/auth.db", dir.path().display()),
-        ),
-    ]);
+    let service = Service::start(
+        realtime_core_bin!(),
+        &[
+            ("REALTIME_AUTH_SECRET", AUTH_SECRET.to_owned()),
+            (
+                "DATABASE_URL",
+                format!("sqlite://{}/auth.db", dir.path().display()),
+            ),
+        ],
+    );
 
     let expired = token(AUTH_SECRET, now() - 3600, json!(["weekly"]));
     let other_session = valid_for(json!(["other"]));
@@ -250,13 +251,16 @@ async fn auth_matrix_refuses_with_documented_status_and_body() {
 async fn valid_tokens_work_and_are_scoped_to_their_sessions() {
     let _serial = SERIAL.lock().await;
     let dir = tempfile::tempdir().unwrap();
-    let service = Service::start(&[
-        ("REALTIME_AUTH_SECRET", AUTH_SECRET.to_owned()),
-        (
-            "DATABASE_URL",
-            format!("sqlite://{}/auth.db", dir.path().display()),
-        ),
-    ]);
+    let service = Service::start(
+        realtime_core_bin!(),
+        &[
+            ("REALTIME_AUTH_SECRET", AUTH_SECRET.to_owned()),
+            (
+                "DATABASE_URL",
+                format!("sqlite://{}/auth.db", dir.path().display()),
+            ),
+        ],
+    );
     let weekly = valid_for(json!(["weekly"]));
     let service_token = valid_for(json!("*"));
 
@@ -345,10 +349,13 @@ async fn valid_tokens_work_and_are_scoped_to_their_sessions() {
 async fn anonymous_calls_work_on_loopback_without_a_secret() {
     let _serial = SERIAL.lock().await;
     let dir = tempfile::tempdir().unwrap();
-    let service = Service::start(&[(
-        "DATABASE_URL",
-        format!("sqlite://{}/anon.db", dir.path().display()),
-    )]);
+    let service = Service::start(
+        realtime_core_bin!(),
+        &[(
+            "DATABASE_URL",
+            format!("sqlite://{}/anon.db", dir.path().display()),
+        )],
+    );
     assert!(service.http.ip().is_loopback());
     assert!(
         service.log().contains("REALTIME_AUTH_SECRET is not set"),
@@ -460,15 +467,18 @@ async fn signed_stream_keys_are_enforced_at_publish() {
         ..MockConfig::default()
     })
     .expect("mock starts");
-    let service = Service::start(&[
-        ("RTMP_STREAM_KEY_SECRET", KEY_SECRET.to_owned()),
-        ("GLADIA_API_URL", mock.base_url()),
-        ("GLADIA_API_KEY", GLADIA_KEY.to_owned()),
-        (
-            "DATABASE_URL",
-            format!("sqlite://{}/keys.db", dir.path().display()),
-        ),
-    ]);
+    let service = Service::start(
+        realtime_core_bin!(),
+        &[
+            ("RTMP_STREAM_KEY_SECRET", KEY_SECRET.to_owned()),
+            ("GLADIA_API_URL", mock.base_url()),
+            ("GLADIA_API_KEY", GLADIA_KEY.to_owned()),
+            (
+                "DATABASE_URL",
+                format!("sqlite://{}/keys.db", dir.path().display()),
+            ),
+        ],
+    );
     let slug = "team.weekly-sync";
 
     // The HTTP start call and the WebSocket start both hand out a signed key.

@@ -4,14 +4,12 @@
 //! receiving instance B, whose WebSocket clients get them as if B had transcribed them: the
 //! same finals with the same `seq` and text, in order, partials included, saved in B's database.
 
-mod support;
-
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 use mock_gladia::{MockConfig, MockGladia};
 use serde_json::{json, Value};
-use support::*;
+use test_harness::*;
 
 const KEY: &str = "e2e-test-key";
 const SECRET: &str = "relay-shared-secret-5f1c2a";
@@ -104,27 +102,33 @@ async fn transcripts_reach_the_other_instance(database: Database, slug: &str) {
     let a_database = format!("sqlite://{}/ingest.db", dir.path().display());
 
     // B: the WebSocket instance; it accepts relayed messages with the shared secret.
-    let receiver = Service::start(&[
-        ("DATABASE_URL", b_database.clone()),
-        ("REALTIME_BROADCAST_SECRET", SECRET.to_owned()),
-    ]);
+    let receiver = Service::start(
+        realtime_core_bin!(),
+        &[
+            ("DATABASE_URL", b_database.clone()),
+            ("REALTIME_BROADCAST_SECRET", SECRET.to_owned()),
+        ],
+    );
     // A: the ingest instance, with the provider, posting everything to B.
     let mock = MockGladia::start(MockConfig {
         api_key: KEY.into(),
         ..MockConfig::default()
     })
     .expect("mock starts");
-    let mut ingest = Service::start(&[
-        ("GLADIA_API_URL", mock.base_url()),
-        ("GLADIA_API_KEY", KEY.to_owned()),
-        ("DATABASE_URL", a_database.clone()),
-        ("REALTIME_BROADCAST_MODE", "http".to_owned()),
-        (
-            "REALTIME_BROADCAST_URL",
-            format!("http://{}", receiver.http),
-        ),
-        ("REALTIME_BROADCAST_SECRET", SECRET.to_owned()),
-    ]);
+    let mut ingest = Service::start(
+        realtime_core_bin!(),
+        &[
+            ("GLADIA_API_URL", mock.base_url()),
+            ("GLADIA_API_KEY", KEY.to_owned()),
+            ("DATABASE_URL", a_database.clone()),
+            ("REALTIME_BROADCAST_MODE", "http".to_owned()),
+            (
+                "REALTIME_BROADCAST_URL",
+                format!("http://{}", receiver.http),
+            ),
+            ("REALTIME_BROADCAST_SECRET", SECRET.to_owned()),
+        ],
+    );
     let on_b = WsClient::connect(&receiver, &format!("sessionSlug={slug}")).await;
     let on_a = WsClient::connect(&ingest, &format!("sessionSlug={slug}")).await;
 
@@ -275,11 +279,14 @@ async fn broadcast_endpoint_checks_its_secret_and_the_message() {
     let slug = "relay-checks";
     let database = format!("sqlite://{}/r.db", dir.path().display());
     // Client tokens are required everywhere else: the broadcast endpoint needs only its secret.
-    let receiver = Service::start(&[
-        ("DATABASE_URL", database.clone()),
-        ("REALTIME_BROADCAST_SECRET", SECRET.to_owned()),
-        ("REALTIME_AUTH_SECRET", AUTH_SECRET.to_owned()),
-    ]);
+    let receiver = Service::start(
+        realtime_core_bin!(),
+        &[
+            ("DATABASE_URL", database.clone()),
+            ("REALTIME_BROADCAST_SECRET", SECRET.to_owned()),
+            ("REALTIME_AUTH_SECRET", AUTH_SECRET.to_owned()),
+        ],
+    );
     let client = WsClient::connect(
         &receiver,
         &format!("sessionSlug={slug}&token={}", client_token(slug)),
@@ -454,10 +461,13 @@ async fn broadcast_endpoint_checks_its_secret_and_the_message() {
 async fn broadcast_endpoint_is_off_without_a_secret() {
     let _serial = SERIAL.lock().await;
     let dir = tempfile::tempdir().unwrap();
-    let service = Service::start(&[(
-        "DATABASE_URL",
-        format!("sqlite://{}/r.db", dir.path().display()),
-    )]);
+    let service = Service::start(
+        realtime_core_bin!(),
+        &[(
+            "DATABASE_URL",
+            format!("sqlite://{}/r.db", dir.path().display()),
+        )],
+    );
     let message = transcript("relay-off", "u:1", "Hi", Some(1), 1_000);
     for secret in [Some(SECRET), None] {
         let (status, body) =

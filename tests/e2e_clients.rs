@@ -1,14 +1,12 @@
 //! What WebSocket clients rely on (SPEC §4.4, §4.5): heartbeat, resume with `lastSeq` (from
 //! memory and, after a restart, from the database) and active-speaker attribution.
 
-mod support;
-
 use std::time::Duration;
 
 use futures_util::StreamExt;
 use mock_gladia::{MockConfig, MockGladia};
 use serde_json::{json, Value};
-use support::*;
+use test_harness::*;
 
 const KEY: &str = "e2e-clients-key";
 
@@ -44,11 +42,14 @@ async fn a_client_that_never_answers_pings_is_closed_removed_and_counted() {
     let _serial = SERIAL.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let mock = mock();
-    let service = Service::start(&env(
-        &mock,
-        &format!("sqlite://{}/r.db", dir.path().display()),
-        &[("WS_PING_INTERVAL_MS", "200"), ("WS_MAX_MISSED_PONGS", "2")],
-    ));
+    let service = Service::start(
+        realtime_core_bin!(),
+        &env(
+            &mock,
+            &format!("sqlite://{}/r.db", dir.path().display()),
+            &[("WS_PING_INTERVAL_MS", "200"), ("WS_MAX_MISSED_PONGS", "2")],
+        ),
+    );
     let answering = WsClient::connect(&service, "sessionSlug=heartbeat").await;
 
     // A raw client that reads nothing and sends nothing: it answers no ping.
@@ -128,7 +129,7 @@ async fn resume_replays_missed_finals_from_memory_and_after_a_restart_from_the_d
     let slug = "resume";
 
     let first_run_finals = {
-        let service = Service::start(&env(&mock, &database_url, &[]));
+        let service = Service::start(realtime_core_bin!(), &env(&mock, &database_url, &[]));
         let live = WsClient::connect(&service, &format!("sessionSlug={slug}")).await;
         publish_speech(&service, &wav, slug).await;
         assert!(
@@ -173,7 +174,7 @@ async fn resume_replays_missed_finals_from_memory_and_after_a_restart_from_the_d
     };
 
     // A new process: memory is empty, the database is not.
-    let service = Service::start(&env(&mock, &database_url, &[]));
+    let service = Service::start(realtime_core_bin!(), &env(&mock, &database_url, &[]));
     let resumed = WsClient::connect(&service, &format!("sessionSlug={slug}&lastSeq=1")).await;
     assert!(
         resumed
@@ -229,11 +230,14 @@ async fn transcripts_are_attributed_to_the_reported_active_speaker() {
     let dir = tempfile::tempdir().unwrap();
     let wav = make_speech(dir.path());
     let mock = mock();
-    let service = Service::start(&env(
-        &mock,
-        &format!("sqlite://{}/r.db", dir.path().display()),
-        &[("ACTIVE_SPEAKER_TTL_MS", "60000")],
-    ));
+    let service = Service::start(
+        realtime_core_bin!(),
+        &env(
+            &mock,
+            &format!("sqlite://{}/r.db", dir.path().display()),
+            &[("ACTIVE_SPEAKER_TTL_MS", "60000")],
+        ),
+    );
     let slug = "speakers";
     let client = WsClient::connect(&service, &format!("sessionSlug={slug}")).await;
     let post = |body: Value| {
@@ -291,7 +295,7 @@ async fn transcripts_are_attributed_to_the_reported_active_speaker() {
 
 async fn ai_lock_contention_renewal_expiry_and_release(database_url: String) {
     let mock = mock();
-    let service = Service::start(&env(&mock, &database_url, &[]));
+    let service = Service::start(realtime_core_bin!(), &env(&mock, &database_url, &[]));
     let url = service.url("/api/sessions/meeting-ai/ai-lock");
     let acquire = |holder: &'static str, ttl: i64| {
         let url = url.clone();
@@ -384,11 +388,14 @@ async fn limits_refuse_abuse_with_clear_errors() {
     let _serial = SERIAL.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let mock = mock();
-    let service = Service::start(&env(
-        &mock,
-        &format!("sqlite://{}/r.db", dir.path().display()),
-        &[("MAX_CLIENTS_PER_SESSION", "2"), ("MAX_SESSIONS", "3")],
-    ));
+    let service = Service::start(
+        realtime_core_bin!(),
+        &env(
+            &mock,
+            &format!("sqlite://{}/r.db", dir.path().display()),
+            &[("MAX_CLIENTS_PER_SESSION", "2"), ("MAX_SESSIONS", "3")],
+        ),
+    );
 
     // Clients per session: the third subscriber gets a clear error, the first two are served.
     let first = WsClient::connect(&service, "sessionSlug=crowded").await;

@@ -11,8 +11,6 @@
 //! whatever its user: the service's writes really fail (`database is locked` after the busy
 //! timeout) until the lock is released.
 
-mod support;
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -22,7 +20,7 @@ use diesel::Connection;
 use mock_gladia::{MockConfig, MockGladia};
 use realtime_core::db::spill::SPILL_FILE_NAME;
 use realtime_core::db::SpillFile;
-use support::*;
+use test_harness::*;
 
 /// The figure: PostgreSQL down for a minute.
 const PG_OUTAGE: Duration = Duration::from_secs(60);
@@ -351,7 +349,10 @@ async fn postgres_stopped_for_60s_mid_publish_every_final_stored_exactly_once() 
     // Two minutes of speech: finals before, during and after the outage.
     let wav = make_long_speech(dir.path(), 120.0);
     let mock = MockGladia::start(MockConfig::default()).unwrap();
-    let service = Service::start(&service_env(&mock, &pg.url(), &spill_dir));
+    let service = Service::start(
+        realtime_core_bin!(),
+        &service_env(&mock, &pg.url(), &spill_dir),
+    );
     let slug = "pg-outage";
     let client = WsClient::connect(&service, &format!("sessionSlug={slug}")).await;
     let mut publisher = spawn_publisher(&wav, &service.rtmp_url(slug));
@@ -429,7 +430,10 @@ async fn sqlite_write_locked_mid_publish_every_final_stored_exactly_once() {
     let spill_dir = dir.path().join("spill");
     let wav = make_long_speech(dir.path(), 60.0);
     let mock = MockGladia::start(MockConfig::default()).unwrap();
-    let service = Service::start(&service_env(&mock, &database_url, &spill_dir));
+    let service = Service::start(
+        realtime_core_bin!(),
+        &service_env(&mock, &database_url, &spill_dir),
+    );
     let slug = "sqlite-outage";
     let client = WsClient::connect(&service, &format!("sessionSlug={slug}")).await;
     let mut publisher = spawn_publisher(&wav, &service.rtmp_url(slug));
@@ -499,7 +503,7 @@ async fn sigterm_during_outage_spills_and_next_start_writes_every_final() {
     let wav = make_speech(dir.path());
     let mock = MockGladia::start(MockConfig::default()).unwrap();
     let env = service_env(&mock, &database_url, &spill_dir);
-    let mut service = Service::start(&env);
+    let mut service = Service::start(realtime_core_bin!(), &env);
     let slug = "sigterm-outage";
     let client = WsClient::connect(&service, &format!("sessionSlug={slug}")).await;
 
@@ -539,7 +543,7 @@ async fn sigterm_during_outage_spills_and_next_start_writes_every_final() {
     );
 
     // The next start writes the spill file before it reports ready.
-    let next = Service::start(&env);
+    let next = Service::start(realtime_core_bin!(), &env);
     assert_stored_exactly_once(&stored_finals(&database_url, slug), &finals);
     assert!(
         !spill_dir.join(SPILL_FILE_NAME).exists(),

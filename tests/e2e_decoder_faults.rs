@@ -2,8 +2,6 @@
 //! make GStreamer fail; the pipeline is rebuilt from the stored AudioSpecificConfig and
 //! transcription continues; a publisher sending only garbage ends in the `error` state.
 
-mod support;
-
 #[path = "../pipelines/tests/support/mod.rs"]
 mod pipeline_support;
 
@@ -12,7 +10,7 @@ use std::time::Duration;
 
 use mock_gladia::{MockConfig, MockGladia};
 use pipeline_support::flv_file::{read_flv, FlvTag, TAG_AUDIO};
-use support::*;
+use test_harness::*;
 
 /// Writes tags back into an FLV file (audio-only header flags are enough for FFmpeg).
 fn write_flv(tags: &[FlvTag], path: &Path) {
@@ -71,14 +69,17 @@ async fn corrupted_aac_rebuilds_the_decoder_and_transcription_continues() {
     // 3.5 s of garbage: well over the 50 consecutive errors avdec_aac tolerates.
     let flv = corrupted_speech_flv(dir.path(), 24.0, 8_000, 11_500);
     let mock = MockGladia::start(MockConfig::default()).unwrap();
-    let service = Service::start(&[
-        ("GLADIA_API_URL", mock.base_url()),
-        ("GLADIA_API_KEY", "test-key".to_owned()),
-        (
-            "DATABASE_URL",
-            format!("sqlite://{}/r.db", dir.path().display()),
-        ),
-    ]);
+    let service = Service::start(
+        realtime_core_bin!(),
+        &[
+            ("GLADIA_API_URL", mock.base_url()),
+            ("GLADIA_API_KEY", "test-key".to_owned()),
+            (
+                "DATABASE_URL",
+                format!("sqlite://{}/r.db", dir.path().display()),
+            ),
+        ],
+    );
     let slug = "corrupt-aac";
     let client = WsClient::connect(&service, &format!("sessionSlug={slug}")).await;
     let args = ffmpeg_copy_args(&flv, &service.rtmp_url(slug));
@@ -168,15 +169,18 @@ async fn a_decoder_that_keeps_failing_puts_the_session_in_the_error_state() {
     // Garbage from 1 s to the end of the 12 s speech.
     let flv = corrupted_speech_flv(dir.path(), 12.0, 1_000, u32::MAX);
     let mock = MockGladia::start(MockConfig::default()).unwrap();
-    let service = Service::start(&[
-        ("GLADIA_API_URL", mock.base_url()),
-        ("GLADIA_API_KEY", "test-key".to_owned()),
-        (
-            "DATABASE_URL",
-            format!("sqlite://{}/r.db", dir.path().display()),
-        ),
-        ("DECODER_MAX_RESTARTS", "2".to_owned()),
-    ]);
+    let service = Service::start(
+        realtime_core_bin!(),
+        &[
+            ("GLADIA_API_URL", mock.base_url()),
+            ("GLADIA_API_KEY", "test-key".to_owned()),
+            (
+                "DATABASE_URL",
+                format!("sqlite://{}/r.db", dir.path().display()),
+            ),
+            ("DECODER_MAX_RESTARTS", "2".to_owned()),
+        ],
+    );
     let slug = "garbage-aac";
     let client = WsClient::connect(&service, &format!("sessionSlug={slug}")).await;
     let args = ffmpeg_copy_args(&flv, &service.rtmp_url(slug));

@@ -1,13 +1,11 @@
 //! What operators see when things go wrong: provider init failures (visible in the session
 //! state, key never logged, transient ones recovered), bad configuration, hostile publishers.
 
-mod support;
-
 use std::process::Command;
 use std::time::Duration;
 
 use mock_gladia::{MockConfig, MockGladia};
-use support::*;
+use test_harness::*;
 
 /// A key that would be easy to spot in a log.
 const SECRET_KEY: &str = "gk-e2e-DO-NOT-LOG-7f3a9c";
@@ -24,15 +22,18 @@ async fn provider_failure_is_visible(status: u16, slug: &str, recovers: bool) {
     })
     .unwrap();
     mock.fail_next_inits(&[status]);
-    let service = Service::start(&[
-        ("GLADIA_API_URL", mock.base_url()),
-        ("GLADIA_API_KEY", SECRET_KEY.to_owned()),
-        (
-            "DATABASE_URL",
-            format!("sqlite://{}/r.db", dir.path().display()),
-        ),
-        ("RUST_LOG", "debug".to_owned()),
-    ]);
+    let service = Service::start(
+        realtime_core_bin!(),
+        &[
+            ("GLADIA_API_URL", mock.base_url()),
+            ("GLADIA_API_KEY", SECRET_KEY.to_owned()),
+            (
+                "DATABASE_URL",
+                format!("sqlite://{}/r.db", dir.path().display()),
+            ),
+            ("RUST_LOG", "debug".to_owned()),
+        ],
+    );
     let client = WsClient::connect(&service, &format!("sessionSlug={slug}")).await;
     let wav = make_speech(dir.path());
     let url = service.rtmp_url(slug);

@@ -1,14 +1,12 @@
 //! The metrics endpoints (SPEC §4.6, §7) over a real publish: FFmpeg → the real binary →
 //! the mock Gladia → two WebSocket clients, then `GET /metrics` and `/metrics/prometheus`.
 
-mod support;
-
 use std::collections::HashMap;
 use std::time::Duration;
 
 use mock_gladia::{MockConfig, MockGladia};
 use serde_json::json;
-use support::*;
+use test_harness::*;
 
 const KEY: &str = "e2e-metrics-key";
 const SLUG: &str = "metrics-e2e";
@@ -107,11 +105,14 @@ async fn a_publish_is_measured_in_json_and_prometheus_and_its_session_series_go_
         ..MockConfig::default()
     })
     .expect("mock starts");
-    let service = Service::start(&[
-        ("GLADIA_API_URL", mock.base_url()),
-        ("GLADIA_API_KEY", KEY.to_owned()),
-        ("DATABASE_URL", database_url.clone()),
-    ]);
+    let service = Service::start(
+        realtime_core_bin!(),
+        &[
+            ("GLADIA_API_URL", mock.base_url()),
+            ("GLADIA_API_KEY", KEY.to_owned()),
+            ("DATABASE_URL", database_url.clone()),
+        ],
+    );
 
     // Before anything happened, every SPEC §7 series is there at zero.
     let (status, before) = service.get_json("/metrics").await;

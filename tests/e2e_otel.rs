@@ -3,8 +3,6 @@
 //! The receiver decodes every `POST /v1/traces` as an `ExportTraceServiceRequest`; the test
 //! checks span names, the tree, attributes, `service.name`, and that no secret leaves.
 
-mod support;
-
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -19,7 +17,7 @@ use opentelemetry_proto::tonic::common::v1::{any_value, KeyValue};
 use opentelemetry_proto::tonic::trace::v1::Span;
 use prost::Message as _;
 use serde_json::json;
-use support::*;
+use test_harness::*;
 use tokio::sync::Notify;
 
 const GLADIA_KEY: &str = "e2e-otel-gladia-key-5f1c9a";
@@ -194,18 +192,21 @@ async fn published_session_exports_its_span_tree_over_otlp() {
         ..MockConfig::default()
     })
     .expect("mock starts");
-    let mut service = Service::start(&[
-        ("GLADIA_API_URL", mock.base_url()),
-        ("GLADIA_API_KEY", GLADIA_KEY.to_owned()),
-        (
-            "DATABASE_URL",
-            format!("sqlite://{}/otel.db", dir.path().display()),
-        ),
-        ("REALTIME_AUTH_SECRET", AUTH_SECRET.to_owned()),
-        ("RTMP_STREAM_KEY_SECRET", KEY_SECRET.to_owned()),
-        ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint),
-        ("OTEL_BSP_SCHEDULE_DELAY", "100".to_owned()),
-    ]);
+    let mut service = Service::start(
+        realtime_core_bin!(),
+        &[
+            ("GLADIA_API_URL", mock.base_url()),
+            ("GLADIA_API_KEY", GLADIA_KEY.to_owned()),
+            (
+                "DATABASE_URL",
+                format!("sqlite://{}/otel.db", dir.path().display()),
+            ),
+            ("REALTIME_AUTH_SECRET", AUTH_SECRET.to_owned()),
+            ("RTMP_STREAM_KEY_SECRET", KEY_SECRET.to_owned()),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint),
+            ("OTEL_BSP_SCHEDULE_DELAY", "100".to_owned()),
+        ],
+    );
     assert!(
         service.log().contains("exporting traces over OTLP/HTTP"),
         "{}",

@@ -1,8 +1,6 @@
 //! Provider faults during a real publish (issue #4): the mock provider drops the WebSocket at
 //! random moments, closes with 44xx, or reaches its session limit, and nothing is lost.
 
-mod support;
-
 #[path = "../pipelines/tests/support/mod.rs"]
 mod pipeline_support;
 
@@ -10,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use mock_gladia::{MockConfig, MockGladia};
 use rand::Rng;
-use support::*;
+use test_harness::*;
 
 /// What our decoder makes of the file's AAC frames when fed directly: the bytes the provider
 /// must receive, each exactly once and in order.
@@ -47,11 +45,14 @@ async fn ten_random_provider_drops_lose_no_audio_byte_and_no_final() {
 
     let mock = MockGladia::start(MockConfig::default()).unwrap();
     let database = format!("sqlite://{}/r.db", dir.path().display());
-    let service = Service::start(&[
-        ("GLADIA_API_URL", mock.base_url()),
-        ("GLADIA_API_KEY", "test-key".to_owned()),
-        ("DATABASE_URL", database.clone()),
-    ]);
+    let service = Service::start(
+        realtime_core_bin!(),
+        &[
+            ("GLADIA_API_URL", mock.base_url()),
+            ("GLADIA_API_KEY", "test-key".to_owned()),
+            ("DATABASE_URL", database.clone()),
+        ],
+    );
     let slug = "provider-drops";
     let client = WsClient::connect(&service, &format!("sessionSlug={slug}")).await;
     let args = ffmpeg_copy_args(&flv, &service.rtmp_url(slug));
@@ -210,12 +211,15 @@ async fn a_44xx_close_and_the_session_limit_continue_on_fresh_sessions_without_l
 
     let mock = MockGladia::start(MockConfig::default()).unwrap();
     let database = format!("sqlite://{}/r.db", dir.path().display());
-    let service = Service::start(&[
-        ("GLADIA_API_URL", mock.base_url()),
-        ("GLADIA_API_KEY", "test-key".to_owned()),
-        ("DATABASE_URL", database.clone()),
-        ("GLADIA_MAX_SESSION_SECS", "12".to_owned()),
-    ]);
+    let service = Service::start(
+        realtime_core_bin!(),
+        &[
+            ("GLADIA_API_URL", mock.base_url()),
+            ("GLADIA_API_KEY", "test-key".to_owned()),
+            ("DATABASE_URL", database.clone()),
+            ("GLADIA_MAX_SESSION_SECS", "12".to_owned()),
+        ],
+    );
     let slug = "provider-rollover";
     let client = WsClient::connect(&service, &format!("sessionSlug={slug}")).await;
     let args = ffmpeg_copy_args(&flv, &service.rtmp_url(slug));
@@ -353,13 +357,16 @@ async fn a_draft_the_provider_never_finalizes_becomes_a_provisional_final() {
     })
     .unwrap();
     let database = format!("sqlite://{}/r.db", dir.path().display());
-    let service = Service::start(&[
-        ("GLADIA_API_URL", mock.base_url()),
-        ("GLADIA_API_KEY", "test-key".to_owned()),
-        ("DATABASE_URL", database.clone()),
-        // The stream ends with the publish, mid-sentence (no silence to end the utterance).
-        ("PUBLISHER_RECONNECT_GRACE_MS", "0".to_owned()),
-    ]);
+    let service = Service::start(
+        realtime_core_bin!(),
+        &[
+            ("GLADIA_API_URL", mock.base_url()),
+            ("GLADIA_API_KEY", "test-key".to_owned()),
+            ("DATABASE_URL", database.clone()),
+            // The stream ends with the publish, mid-sentence (no silence to end the utterance).
+            ("PUBLISHER_RECONNECT_GRACE_MS", "0".to_owned()),
+        ],
+    );
     let slug = "provisional";
     let client = WsClient::connect(&service, &format!("sessionSlug={slug}")).await;
     let args = ffmpeg_speech_args(&wav, &service.rtmp_url(slug));

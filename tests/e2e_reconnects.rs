@@ -2,14 +2,12 @@
 //! connection closed, still alive, or frozen half-dead, by real FFmpeg and GStreamer
 //! `rtmp2sink` processes. One session, one provider session, continuous `seq`, nothing leaked.
 
-mod support;
-
 use std::process::Stdio;
 use std::time::Duration;
 
 use mock_gladia::{MockConfig, MockGladia};
 use serde_json::Value;
-use support::*;
+use test_harness::*;
 use tokio::process::{Child, Command};
 
 const RECONNECTS: usize = 20;
@@ -78,12 +76,15 @@ async fn reconnects_keep_one_session(tool: &str, slug: &str) {
     let wav = make_long_speech(dir.path(), 30.0);
     let mock = MockGladia::start(MockConfig::default()).unwrap();
     let database = format!("sqlite://{}/r.db", dir.path().display());
-    let service = Service::start(&[
-        ("GLADIA_API_URL", mock.base_url()),
-        ("GLADIA_API_KEY", "test-key".to_owned()),
-        ("DATABASE_URL", database.clone()),
-        ("PUBLISHER_RECONNECT_GRACE_MS", "5000".to_owned()),
-    ]);
+    let service = Service::start(
+        realtime_core_bin!(),
+        &[
+            ("GLADIA_API_URL", mock.base_url()),
+            ("GLADIA_API_KEY", "test-key".to_owned()),
+            ("DATABASE_URL", database.clone()),
+            ("PUBLISHER_RECONNECT_GRACE_MS", "5000".to_owned()),
+        ],
+    );
     let client = WsClient::connect(&service, &format!("sessionSlug={slug}")).await;
     let url = service.rtmp_url(slug);
     let args = if tool == "ffmpeg" {

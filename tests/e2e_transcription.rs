@@ -2,14 +2,12 @@
 //! binary's RTMP listener → GStreamer decode → the mock Gladia over real HTTP/WebSocket →
 //! a real WebSocket client → a real database (SQLite file and PostgreSQL server).
 
-mod support;
-
 use std::path::Path;
 use std::time::Duration;
 
 use mock_gladia::{MockConfig, MockGladia};
 use serde_json::json;
-use support::*;
+use test_harness::*;
 
 const KEY: &str = "e2e-test-key";
 
@@ -112,7 +110,7 @@ async fn speech_reaches_clients_and_database(publisher: Publisher, database: Dat
     };
     let wav = make_speech(dir.path());
     let mock = start_mock();
-    let service = Service::start(&service_env(&mock, &database_url));
+    let service = Service::start(realtime_core_bin!(), &service_env(&mock, &database_url));
     let client = WsClient::connect(&service, &format!("sessionSlug={slug}")).await;
 
     publish(publisher, &wav, &service.rtmp_url(slug)).await;
@@ -242,10 +240,10 @@ async fn start_and_stop_over_websocket_and_http() {
     let _serial = SERIAL.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let mock = start_mock();
-    let service = Service::start(&service_env(
-        &mock,
-        &format!("sqlite://{}/r.db", dir.path().display()),
-    ));
+    let service = Service::start(
+        realtime_core_bin!(),
+        &service_env(&mock, &format!("sqlite://{}/r.db", dir.path().display())),
+    );
     let client = WsClient::connect(&service, "sessionSlug=lifecycle").await;
 
     client.send(json!({"type": "start_transcription", "sessionSlug": "lifecycle"}));

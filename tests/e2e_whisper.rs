@@ -5,15 +5,13 @@
 //! Needs the model (scripts/install-whisper-model.sh, which scripts/run-tests.sh runs): with
 //! CI=true a missing model fails these tests.
 
-mod support;
-
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use mock_gladia::{MockConfig, MockGladia};
 use serde_json::Value;
-use support::*;
+use test_harness::*;
 
 /// What [`make_speech`] says.
 const SPOKEN: [&str; 4] = [
@@ -134,7 +132,7 @@ async fn espeak_speech_becomes_partials_then_finals_and_is_saved() {
     let dir = tempfile::tempdir().unwrap();
     let database_url = format!("sqlite://{}/whisper.db", dir.path().display());
     let wav = make_speech(dir.path());
-    let service = Service::start(&whisper_env(&model, &database_url));
+    let service = Service::start(realtime_core_bin!(), &whisper_env(&model, &database_url));
     let log = service.log();
     let line = log
         .lines()
@@ -258,7 +256,7 @@ struct Run {
 }
 
 async fn run_provider(env: Vec<(&'static str, String)>, database_url: &str, wav: &Path) -> Run {
-    let service = Service::start(&env);
+    let service = Service::start(realtime_core_bin!(), &env);
     let slug = "parity";
     let client = WsClient::connect(&service, &format!("sessionSlug={slug}")).await;
     publish_and_collect(&service, &client, wav, slug).await;
@@ -368,7 +366,7 @@ async fn sessions_beyond_the_measured_capacity_are_refused_and_admitted_ones_sta
     let dir = tempfile::tempdir().unwrap();
     let database_url = format!("sqlite://{}/capacity.db", dir.path().display());
     let wav = make_speech(dir.path());
-    let service = Service::start(&whisper_env(&model, &database_url));
+    let service = Service::start(realtime_core_bin!(), &whisper_env(&model, &database_url));
     let (_, body) = service.get_json("/api/sessions").await;
     let provider = body["provider"].clone();
     let capacity = provider["capacity"].as_u64().expect("capacity reported") as usize;
