@@ -11,7 +11,7 @@ use base64::Engine as _;
 use futures_util::StreamExt as _;
 use hmac::{Hmac, Mac};
 use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
-use mock_gladia::{MockConfig, MockGladia};
+use mock_gladia::MockConfig;
 use serde_json::{json, Value};
 use sha2::Sha256;
 use test_harness::*;
@@ -118,21 +118,26 @@ async fn wait_for_type(client: &WsClient, kind: &str) -> Value {
         .expect("message present")
 }
 
-/// Every refusal of SPEC §4.1/§5, on the upgrade and on `/api` routes, with its status and body.
-#[actix_rt::test]
-async fn auth_matrix_refuses_with_documented_status_and_body() {
-    let _serial = SERIAL.lock().await;
-    let dir = tempfile::tempdir().unwrap();
-    let service = Service::start(
+/// The service with `REALTIME_AUTH_SECRET` set and a SQLite database in `dir`.
+fn start_with_auth_secret(dir: &std::path::Path) -> Service {
+    Service::start(
         realtime_core_bin!(),
         &[
             ("REALTIME_AUTH_SECRET", AUTH_SECRET.to_owned()),
             (
                 "DATABASE_URL",
-                format!("sqlite://{}/auth.db", dir.path().display()),
+                format!("sqlite://{}/auth.db", dir.display()),
             ),
         ],
-    );
+    )
+}
+
+/// Every refusal of SPEC §4.1/§5, on the upgrade and on `/api` routes, with its status and body.
+#[actix_rt::test]
+async fn auth_matrix_refuses_with_documented_status_and_body() {
+    let _serial = SERIAL.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let service = start_with_auth_secret(dir.path());
 
     let expired = token(AUTH_SECRET, now() - 3600, json!(["weekly"]));
     let other_session = valid_for(json!(["other"]));
@@ -251,16 +256,7 @@ async fn auth_matrix_refuses_with_documented_status_and_body() {
 async fn valid_tokens_work_and_are_scoped_to_their_sessions() {
     let _serial = SERIAL.lock().await;
     let dir = tempfile::tempdir().unwrap();
-    let service = Service::start(
-        realtime_core_bin!(),
-        &[
-            ("REALTIME_AUTH_SECRET", AUTH_SECRET.to_owned()),
-            (
-                "DATABASE_URL",
-                format!("sqlite://{}/auth.db", dir.path().display()),
-            ),
-        ],
-    );
+    let service = start_with_auth_secret(dir.path());
     let weekly = valid_for(json!(["weekly"]));
     let service_token = valid_for(json!("*"));
 
@@ -462,22 +458,17 @@ async fn signed_stream_keys_are_enforced_at_publish() {
     }
     let dir = tempfile::tempdir().unwrap();
     let wav = make_speech(dir.path());
-    let mock = MockGladia::start(MockConfig {
+    let mock = start_mock_with(MockConfig {
         api_key: GLADIA_KEY.into(),
         ..MockConfig::default()
-    })
-    .expect("mock starts");
+    });
     let service = Service::start(
         realtime_core_bin!(),
         &[
-            ("RTMP_STREAM_KEY_SECRET", KEY_SECRET.to_owned()),
-            ("GLADIA_API_URL", mock.base_url()),
-            ("GLADIA_API_KEY", GLADIA_KEY.to_owned()),
-            (
-                "DATABASE_URL",
-                format!("sqlite://{}/keys.db", dir.path().display()),
-            ),
-        ],
+            mock.service_env(&format!("sqlite://{}/keys.db", dir.path().display())),
+            vec![("RTMP_STREAM_KEY_SECRET", KEY_SECRET.to_owned())],
+        ]
+        .concat(),
     );
     let slug = "team.weekly-sync";
 

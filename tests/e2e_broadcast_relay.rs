@@ -7,11 +7,10 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
-use mock_gladia::{MockConfig, MockGladia};
+
 use serde_json::{json, Value};
 use test_harness::*;
 
-const KEY: &str = "e2e-test-key";
 const SECRET: &str = "relay-shared-secret-5f1c2a";
 const AUTH_SECRET: &str = "relay-auth-secret-0123456789";
 const PATH: &str = "/api/realtime/transcribe/broadcast";
@@ -110,24 +109,21 @@ async fn transcripts_reach_the_other_instance(database: Database, slug: &str) {
         ],
     );
     // A: the ingest instance, with the provider, posting everything to B.
-    let mock = MockGladia::start(MockConfig {
-        api_key: KEY.into(),
-        ..MockConfig::default()
-    })
-    .expect("mock starts");
+    let mock = start_mock();
     let mut ingest = Service::start(
         realtime_core_bin!(),
         &[
-            ("GLADIA_API_URL", mock.base_url()),
-            ("GLADIA_API_KEY", KEY.to_owned()),
-            ("DATABASE_URL", a_database.clone()),
-            ("REALTIME_BROADCAST_MODE", "http".to_owned()),
-            (
-                "REALTIME_BROADCAST_URL",
-                format!("http://{}", receiver.http),
-            ),
-            ("REALTIME_BROADCAST_SECRET", SECRET.to_owned()),
-        ],
+            mock.service_env(&a_database),
+            vec![
+                ("REALTIME_BROADCAST_MODE", "http".to_owned()),
+                (
+                    "REALTIME_BROADCAST_URL",
+                    format!("http://{}", receiver.http),
+                ),
+                ("REALTIME_BROADCAST_SECRET", SECRET.to_owned()),
+            ],
+        ]
+        .concat(),
     );
     let on_b = WsClient::connect(&receiver, &format!("sessionSlug={slug}")).await;
     let on_a = WsClient::connect(&ingest, &format!("sessionSlug={slug}")).await;
@@ -139,16 +135,8 @@ async fn transcripts_reach_the_other_instance(database: Database, slug: &str) {
         Duration::from_secs(90),
     )
     .await;
-    let ended = mock
-        .wait_for(Duration::from_secs(30), |s| {
-            s.len() == 1 && s[0].closed_with_1000
-        })
+    mock.assert_one_session_closed(&ingest, Duration::from_secs(30))
         .await;
-    assert!(
-        ended,
-        "provider session did not end; ingest log:\n{}",
-        ingest.log()
-    );
     let provider = mock.sessions().remove(0);
     let expected = provider.finals_sent.len();
     assert!(

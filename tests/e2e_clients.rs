@@ -4,33 +4,8 @@
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use mock_gladia::{MockConfig, MockGladia};
 use serde_json::{json, Value};
 use test_harness::*;
-
-const KEY: &str = "e2e-clients-key";
-
-fn mock() -> MockGladia {
-    MockGladia::start(MockConfig {
-        api_key: KEY.into(),
-        ..MockConfig::default()
-    })
-    .unwrap()
-}
-
-fn env(
-    mock: &MockGladia,
-    database_url: &str,
-    extra: &[(&'static str, &str)],
-) -> Vec<(&'static str, String)> {
-    let mut env = vec![
-        ("GLADIA_API_URL", mock.base_url()),
-        ("GLADIA_API_KEY", KEY.to_owned()),
-        ("DATABASE_URL", database_url.to_owned()),
-    ];
-    env.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
-    env
-}
 
 async fn publish_speech(service: &Service, wav: &std::path::Path, slug: &str) {
     let args = ffmpeg_speech_args(wav, &service.rtmp_url(slug));
@@ -41,11 +16,10 @@ async fn publish_speech(service: &Service, wav: &std::path::Path, slug: &str) {
 async fn a_client_that_never_answers_pings_is_closed_removed_and_counted() {
     let _serial = SERIAL.lock().await;
     let dir = tempfile::tempdir().unwrap();
-    let mock = mock();
+    let mock = start_mock();
     let service = Service::start(
         realtime_core_bin!(),
-        &env(
-            &mock,
+        &mock.service_env_with(
             &format!("sqlite://{}/r.db", dir.path().display()),
             &[("WS_PING_INTERVAL_MS", "200"), ("WS_MAX_MISSED_PONGS", "2")],
         ),
@@ -125,18 +99,15 @@ async fn resume_replays_missed_finals_from_memory_and_after_a_restart_from_the_d
     let dir = tempfile::tempdir().unwrap();
     let database_url = format!("sqlite://{}/r.db", dir.path().display());
     let wav = make_speech(dir.path());
-    let mock = mock();
+    let mock = start_mock();
     let slug = "resume";
 
     let first_run_finals = {
-        let service = Service::start(realtime_core_bin!(), &env(&mock, &database_url, &[]));
+        let service = Service::start(realtime_core_bin!(), &mock.service_env(&database_url));
         let live = WsClient::connect(&service, &format!("sessionSlug={slug}")).await;
         publish_speech(&service, &wav, slug).await;
-        assert!(
-            mock.wait_for(Duration::from_secs(30), |s| s.len() == 1
-                && s[0].closed_with_1000)
-                .await
-        );
+        mock.assert_one_session_closed(&service, Duration::from_secs(30))
+            .await;
         let n = mock.sessions()[0].finals_sent.len() as i64;
         assert!(
             live.wait_until(Duration::from_secs(10), |m| finals_in(m).len() as i64 == n)
@@ -174,7 +145,7 @@ async fn resume_replays_missed_finals_from_memory_and_after_a_restart_from_the_d
     };
 
     // A new process: memory is empty, the database is not.
-    let service = Service::start(realtime_core_bin!(), &env(&mock, &database_url, &[]));
+    let service = Service::start(realtime_core_bin!(), &mock.service_env(&database_url));
     let resumed = WsClient::connect(&service, &format!("sessionSlug={slug}&lastSeq=1")).await;
     assert!(
         resumed
@@ -229,11 +200,10 @@ async fn transcripts_are_attributed_to_the_reported_active_speaker() {
     }
     let dir = tempfile::tempdir().unwrap();
     let wav = make_speech(dir.path());
-    let mock = mock();
+    let mock = start_mock();
     let service = Service::start(
         realtime_core_bin!(),
-        &env(
-            &mock,
+        &mock.service_env_with(
             &format!("sqlite://{}/r.db", dir.path().display()),
             &[("ACTIVE_SPEAKER_TTL_MS", "60000")],
         ),
@@ -267,11 +237,8 @@ async fn transcripts_are_attributed_to_the_reported_active_speaker() {
         204
     );
     publish_speech(&service, &wav, slug).await;
-    assert!(
-        mock.wait_for(Duration::from_secs(30), |s| s.len() == 1
-            && s[0].closed_with_1000)
-            .await
-    );
+    mock.assert_one_session_closed(&service, Duration::from_secs(30))
+        .await;
     let n = mock.sessions()[0].finals_sent.len();
     assert!(
         client
@@ -294,8 +261,8 @@ async fn transcripts_are_attributed_to_the_reported_active_speaker() {
 }
 
 async fn ai_lock_contention_renewal_expiry_and_release(database_url: String) {
-    let mock = mock();
-    let service = Service::start(realtime_core_bin!(), &env(&mock, &database_url, &[]));
+    let mock = start_mock();
+    let service = Service::start(realtime_core_bin!(), &mock.service_env(&database_url));
     let url = service.url("/api/sessions/meeting-ai/ai-lock");
     let acquire = |holder: &'static str, ttl: i64| {
         let url = url.clone();
@@ -387,11 +354,10 @@ async fn ai_lock_on_postgres() {
 async fn limits_refuse_abuse_with_clear_errors() {
     let _serial = SERIAL.lock().await;
     let dir = tempfile::tempdir().unwrap();
-    let mock = mock();
+    let mock = start_mock();
     let service = Service::start(
         realtime_core_bin!(),
-        &env(
-            &mock,
+        &mock.service_env_with(
             &format!("sqlite://{}/r.db", dir.path().display()),
             &[("MAX_CLIENTS_PER_SESSION", "2"), ("MAX_SESSIONS", "3")],
         ),

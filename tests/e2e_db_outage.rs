@@ -17,7 +17,6 @@ use std::time::{Duration, Instant};
 
 use diesel::connection::SimpleConnection;
 use diesel::Connection;
-use mock_gladia::{MockConfig, MockGladia};
 use realtime_core::db::spill::SPILL_FILE_NAME;
 use realtime_core::db::SpillFile;
 use test_harness::*;
@@ -219,21 +218,20 @@ fn pg_bin_dir() -> Option<PathBuf> {
 // Shared steps
 
 fn service_env(
-    mock: &MockGladia,
+    mock: &MockProvider,
     database_url: &str,
     spill_dir: &Path,
 ) -> Vec<(&'static str, String)> {
-    vec![
-        ("GLADIA_API_URL", mock.base_url()),
-        ("GLADIA_API_KEY", "test-key".to_owned()),
-        ("DATABASE_URL", database_url.to_owned()),
+    let mut env = mock.service_env(database_url);
+    env.extend([
         ("TRANSCRIPT_MAX_QUEUED", MAX_QUEUED.to_owned()),
         ("TRANSCRIPT_BATCH_SIZE", "2".to_owned()),
         (
             "TRANSCRIPT_SPILL_DIR",
             spill_dir.to_str().expect("utf-8 path").to_owned(),
         ),
-    ]
+    ]);
+    env
 }
 
 /// Complete lines in the spill file (0 when there is none). Only reads: the service may be
@@ -271,21 +269,13 @@ fn spawn_publisher(wav: &Path, url: &str) -> tokio::process::Child {
 /// The publish is over: the provider session ended and the client has every final the
 /// provider sent. Returns the finals' utterance ids in order (stream checked against SPEC).
 async fn all_finals_delivered(
-    mock: &MockGladia,
+    mock: &MockProvider,
     client: &WsClient,
     service: &Service,
     slug: &str,
 ) -> Vec<String> {
-    let ended = mock
-        .wait_for(Duration::from_secs(60), |s| {
-            s.len() == 1 && s[0].closed_with_1000
-        })
+    mock.assert_one_session_closed(service, Duration::from_secs(60))
         .await;
-    assert!(
-        ended,
-        "provider session did not end; log:\n{}",
-        service.log()
-    );
     let expected = mock.sessions()[0].finals_sent.len();
     let all = client
         .wait_until(Duration::from_secs(15), |m| {
@@ -348,7 +338,7 @@ async fn postgres_stopped_for_60s_mid_publish_every_final_stored_exactly_once() 
     let spill_dir = dir.path().join("spill");
     // Two minutes of speech: finals before, during and after the outage.
     let wav = make_long_speech(dir.path(), 120.0);
-    let mock = MockGladia::start(MockConfig::default()).unwrap();
+    let mock = start_mock();
     let service = Service::start(
         realtime_core_bin!(),
         &service_env(&mock, &pg.url(), &spill_dir),
@@ -429,7 +419,7 @@ async fn sqlite_write_locked_mid_publish_every_final_stored_exactly_once() {
     let database_url = format!("sqlite://{}", db_path.display());
     let spill_dir = dir.path().join("spill");
     let wav = make_long_speech(dir.path(), 60.0);
-    let mock = MockGladia::start(MockConfig::default()).unwrap();
+    let mock = start_mock();
     let service = Service::start(
         realtime_core_bin!(),
         &service_env(&mock, &database_url, &spill_dir),
@@ -501,7 +491,7 @@ async fn sigterm_during_outage_spills_and_next_start_writes_every_final() {
     let database_url = format!("sqlite://{}", db_path.display());
     let spill_dir = dir.path().join("spill");
     let wav = make_speech(dir.path());
-    let mock = MockGladia::start(MockConfig::default()).unwrap();
+    let mock = start_mock();
     let env = service_env(&mock, &database_url, &spill_dir);
     let mut service = Service::start(realtime_core_bin!(), &env);
     let slug = "sigterm-outage";

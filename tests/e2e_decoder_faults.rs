@@ -8,7 +8,6 @@ mod pipeline_support;
 use std::path::Path;
 use std::time::Duration;
 
-use mock_gladia::{MockConfig, MockGladia};
 use pipeline_support::flv_file::{read_flv, FlvTag, TAG_AUDIO};
 use test_harness::*;
 
@@ -68,17 +67,10 @@ async fn corrupted_aac_rebuilds_the_decoder_and_transcription_continues() {
     let dir = tempfile::tempdir().unwrap();
     // 3.5 s of garbage: well over the 50 consecutive errors avdec_aac tolerates.
     let flv = corrupted_speech_flv(dir.path(), 24.0, 8_000, 11_500);
-    let mock = MockGladia::start(MockConfig::default()).unwrap();
+    let mock = start_mock();
     let service = Service::start(
         realtime_core_bin!(),
-        &[
-            ("GLADIA_API_URL", mock.base_url()),
-            ("GLADIA_API_KEY", "test-key".to_owned()),
-            (
-                "DATABASE_URL",
-                format!("sqlite://{}/r.db", dir.path().display()),
-            ),
-        ],
+        &mock.service_env(&format!("sqlite://{}/r.db", dir.path().display())),
     );
     let slug = "corrupt-aac";
     let client = WsClient::connect(&service, &format!("sessionSlug={slug}")).await;
@@ -124,12 +116,8 @@ async fn corrupted_aac_rebuilds_the_decoder_and_transcription_continues() {
         "file descriptors grew: {before:?} → {after:?}"
     );
 
-    let ended = mock
-        .wait_for(Duration::from_secs(30), |s| {
-            s.len() == 1 && s[0].closed_with_1000
-        })
+    mock.assert_one_session_closed(&service, Duration::from_secs(30))
         .await;
-    assert!(ended);
     let session = &mock.sessions()[0];
     // Speech after the garbage was transcribed: finals that start after it began.
     let later = session
@@ -168,18 +156,14 @@ async fn a_decoder_that_keeps_failing_puts_the_session_in_the_error_state() {
     let dir = tempfile::tempdir().unwrap();
     // Garbage from 1 s to the end of the 12 s speech.
     let flv = corrupted_speech_flv(dir.path(), 12.0, 1_000, u32::MAX);
-    let mock = MockGladia::start(MockConfig::default()).unwrap();
+    let mock = start_mock();
     let service = Service::start(
         realtime_core_bin!(),
         &[
-            ("GLADIA_API_URL", mock.base_url()),
-            ("GLADIA_API_KEY", "test-key".to_owned()),
-            (
-                "DATABASE_URL",
-                format!("sqlite://{}/r.db", dir.path().display()),
-            ),
-            ("DECODER_MAX_RESTARTS", "2".to_owned()),
-        ],
+            mock.service_env(&format!("sqlite://{}/r.db", dir.path().display())),
+            vec![("DECODER_MAX_RESTARTS", "2".to_owned())],
+        ]
+        .concat(),
     );
     let slug = "garbage-aac";
     let client = WsClient::connect(&service, &format!("sessionSlug={slug}")).await;

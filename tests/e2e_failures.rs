@@ -4,7 +4,7 @@
 use std::process::Command;
 use std::time::Duration;
 
-use mock_gladia::{MockConfig, MockGladia};
+use mock_gladia::MockConfig;
 use test_harness::*;
 
 /// A key that would be easy to spot in a log.
@@ -16,23 +16,18 @@ async fn provider_failure_is_visible(status: u16, slug: &str, recovers: bool) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let mock = MockGladia::start(MockConfig {
+    let mock = start_mock_with(MockConfig {
         api_key: SECRET_KEY.into(),
         ..MockConfig::default()
-    })
-    .unwrap();
+    });
     mock.fail_next_inits(&[status]);
     let service = Service::start(
         realtime_core_bin!(),
         &[
-            ("GLADIA_API_URL", mock.base_url()),
-            ("GLADIA_API_KEY", SECRET_KEY.to_owned()),
-            (
-                "DATABASE_URL",
-                format!("sqlite://{}/r.db", dir.path().display()),
-            ),
-            ("RUST_LOG", "debug".to_owned()),
-        ],
+            mock.service_env(&format!("sqlite://{}/r.db", dir.path().display())),
+            vec![("RUST_LOG", "debug".to_owned())],
+        ]
+        .concat(),
     );
     let client = WsClient::connect(&service, &format!("sessionSlug={slug}")).await;
     let wav = make_speech(dir.path());
@@ -80,12 +75,8 @@ async fn provider_failure_is_visible(status: u16, slug: &str, recovers: bool) {
             client.snapshot()
         );
         publisher.await.unwrap();
-        let ended = mock
-            .wait_for(Duration::from_secs(30), |s| {
-                s.len() == 1 && s[0].closed_with_1000
-            })
+        mock.assert_one_session_closed(&service, Duration::from_secs(30))
             .await;
-        assert!(ended, "provider session did not complete after recovering");
         let expected = mock.sessions()[0].finals_sent.len();
         assert!(expected >= 3);
         let all = client

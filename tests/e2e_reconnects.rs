@@ -5,7 +5,6 @@
 use std::process::Stdio;
 use std::time::Duration;
 
-use mock_gladia::{MockConfig, MockGladia};
 use serde_json::Value;
 use test_harness::*;
 use tokio::process::{Child, Command};
@@ -74,16 +73,15 @@ async fn reconnects_keep_one_session(tool: &str, slug: &str) {
     }
     let dir = tempfile::tempdir().unwrap();
     let wav = make_long_speech(dir.path(), 30.0);
-    let mock = MockGladia::start(MockConfig::default()).unwrap();
+    let mock = start_mock();
     let database = format!("sqlite://{}/r.db", dir.path().display());
     let service = Service::start(
         realtime_core_bin!(),
         &[
-            ("GLADIA_API_URL", mock.base_url()),
-            ("GLADIA_API_KEY", "test-key".to_owned()),
-            ("DATABASE_URL", database.clone()),
-            ("PUBLISHER_RECONNECT_GRACE_MS", "5000".to_owned()),
-        ],
+            mock.service_env(&database),
+            vec![("PUBLISHER_RECONNECT_GRACE_MS", "5000".to_owned())],
+        ]
+        .concat(),
     );
     let client = WsClient::connect(&service, &format!("sessionSlug={slug}")).await;
     let url = service.rtmp_url(slug);
@@ -157,15 +155,8 @@ async fn reconnects_keep_one_session(tool: &str, slug: &str) {
     assert_eq!(sessions.len(), 1, "{list}");
     assert_eq!(snapshot["publishes"], RECONNECTS as u64 + 1);
     assert_eq!(snapshot["providerStreams"], 1, "{snapshot}");
-    let ended = mock
-        .wait_for(Duration::from_secs(30), |s| {
-            s.len() == 1 && s[0].closed_with_1000
-        })
+    mock.assert_one_session_closed(&service, Duration::from_secs(30))
         .await;
-    assert!(
-        ended,
-        "the provider session did not end after the last publisher left"
-    );
     let provider = &mock.sessions()[0];
     assert_eq!(
         provider.ws_connections, 1,

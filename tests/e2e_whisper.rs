@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use mock_gladia::{MockConfig, MockGladia};
+use mock_gladia::MockConfig;
 use serde_json::Value;
 use test_harness::*;
 
@@ -284,22 +284,12 @@ async fn the_same_audio_through_gladia_and_whisper_behaves_the_same_downstream()
     let dir = tempfile::tempdir().unwrap();
     let wav = make_speech(dir.path());
 
-    let mock = MockGladia::start(MockConfig {
+    let mock = start_mock_with(MockConfig {
         api_key: "parity-key".into(),
         ..MockConfig::default()
-    })
-    .expect("mock starts");
+    });
     let gladia_db = format!("sqlite://{}/gladia.db", dir.path().display());
-    let gladia = run_provider(
-        vec![
-            ("GLADIA_API_URL", mock.base_url()),
-            ("GLADIA_API_KEY", "parity-key".to_owned()),
-            ("DATABASE_URL", gladia_db.clone()),
-        ],
-        &gladia_db,
-        &wav,
-    )
-    .await;
+    let gladia = run_provider(mock.service_env(&gladia_db), &gladia_db, &wav).await;
     let whisper_db = format!("sqlite://{}/whisper.db", dir.path().display());
     let whisper = run_provider(whisper_env(&model, &whisper_db), &whisper_db, &wav).await;
 

@@ -44,6 +44,17 @@ impl MockProvider {
         env
     }
 
+    /// [`MockProvider::service_env`] followed by `extra` settings (which win over it).
+    pub fn service_env_with(
+        &self,
+        database_url: &str,
+        extra: &[(&'static str, &str)],
+    ) -> Vec<(&'static str, String)> {
+        let mut env = self.service_env(database_url);
+        env.extend(extra.iter().map(|(k, v)| (*k, (*v).to_owned())));
+        env
+    }
+
     /// Asserts that the only provider session ended the way a finished publish ends it: the
     /// service sent `stop_recording` and the mock closed with 1000 within `timeout`.
     pub async fn assert_one_session_closed(&self, service: &Service, timeout: Duration) {
