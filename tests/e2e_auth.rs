@@ -124,10 +124,7 @@ fn start_with_auth_secret(dir: &std::path::Path) -> Service {
         realtime_core_bin!(),
         &[
             ("REALTIME_AUTH_SECRET", AUTH_SECRET.to_owned()),
-            (
-                "DATABASE_URL",
-                format!("sqlite://{}/auth.db", dir.display()),
-            ),
+            ("DATABASE_URL", sqlite_url(dir, "auth.db")),
         ],
     )
 }
@@ -347,10 +344,7 @@ async fn anonymous_calls_work_on_loopback_without_a_secret() {
     let dir = tempfile::tempdir().unwrap();
     let service = Service::start(
         realtime_core_bin!(),
-        &[(
-            "DATABASE_URL",
-            format!("sqlite://{}/anon.db", dir.path().display()),
-        )],
+        &[("DATABASE_URL", sqlite_url(dir.path(), "anon.db"))],
     );
     assert!(service.http.ip().is_loopback());
     assert!(
@@ -465,7 +459,7 @@ async fn signed_stream_keys_are_enforced_at_publish() {
     let service = Service::start(
         realtime_core_bin!(),
         &[
-            mock.service_env(&format!("sqlite://{}/keys.db", dir.path().display())),
+            mock.service_env(&sqlite_url(dir.path(), "keys.db")),
             vec![("RTMP_STREAM_KEY_SECRET", KEY_SECRET.to_owned())],
         ]
         .concat(),
@@ -528,13 +522,7 @@ async fn signed_stream_keys_are_enforced_at_publish() {
     }
 
     // Accepted: FFmpeg with the issued key; the audio reaches the provider.
-    let wav_s = wav.to_str().expect("utf-8 path");
-    let args = ffmpeg_args(
-        &[
-            "-re", "-i", wav_s, "-c:a", "aac", "-b:a", "128k", "-ar", "44100", "-ac", "2",
-        ],
-        &service.rtmp_url(&key),
-    );
+    let args = ffmpeg_speech_args(&wav, &service.rtmp_url(&key));
     run_publisher("ffmpeg", &args, Duration::from_secs(90)).await;
     // 3 s of 16 kHz S16 mono: most of the ~8 s of speech, so audio flowed, not just a header.
     let enough = 3 * 16_000 * 2;

@@ -22,7 +22,7 @@ enum Database {
 
 fn database_url(database: &Database, dir: &std::path::Path, name: &str) -> Option<String> {
     match database {
-        Database::Sqlite => Some(format!("sqlite://{}/{name}.db", dir.display())),
+        Database::Sqlite => Some(sqlite_url(dir, &format!("{name}.db"))),
         Database::Postgres => fresh_postgres_database("rtcore_relay"),
     }
 }
@@ -98,7 +98,7 @@ async fn transcripts_reach_the_other_instance(database: Database, slug: &str) {
     let Some(b_database) = database_url(&database, dir.path(), "receiver") else {
         return;
     };
-    let a_database = format!("sqlite://{}/ingest.db", dir.path().display());
+    let a_database = sqlite_url(dir.path(), "ingest.db");
 
     // B: the WebSocket instance; it accepts relayed messages with the shared secret.
     let receiver = Service::start(
@@ -265,7 +265,7 @@ async fn broadcast_endpoint_checks_its_secret_and_the_message() {
     let _serial = SERIAL.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let slug = "relay-checks";
-    let database = format!("sqlite://{}/r.db", dir.path().display());
+    let database = sqlite_url(dir.path(), "r.db");
     // Client tokens are required everywhere else: the broadcast endpoint needs only its secret.
     let receiver = Service::start(
         realtime_core_bin!(),
@@ -451,10 +451,7 @@ async fn broadcast_endpoint_is_off_without_a_secret() {
     let dir = tempfile::tempdir().unwrap();
     let service = Service::start(
         realtime_core_bin!(),
-        &[(
-            "DATABASE_URL",
-            format!("sqlite://{}/r.db", dir.path().display()),
-        )],
+        &[("DATABASE_URL", sqlite_url(dir.path(), "r.db"))],
     );
     let message = transcript("relay-off", "u:1", "Hi", Some(1), 1_000);
     for secret in [Some(SECRET), None] {

@@ -20,7 +20,7 @@ async fn a_client_that_never_answers_pings_is_closed_removed_and_counted() {
     let service = Service::start(
         realtime_core_bin!(),
         &mock.service_env_with(
-            &format!("sqlite://{}/r.db", dir.path().display()),
+            &sqlite_url(dir.path(), "r.db"),
             &[("WS_PING_INTERVAL_MS", "200"), ("WS_MAX_MISSED_PONGS", "2")],
         ),
     );
@@ -97,7 +97,7 @@ async fn resume_replays_missed_finals_from_memory_and_after_a_restart_from_the_d
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let database_url = format!("sqlite://{}/r.db", dir.path().display());
+    let database_url = sqlite_url(dir.path(), "r.db");
     let wav = make_speech(dir.path());
     let mock = start_mock();
     let slug = "resume";
@@ -204,7 +204,7 @@ async fn transcripts_are_attributed_to_the_reported_active_speaker() {
     let service = Service::start(
         realtime_core_bin!(),
         &mock.service_env_with(
-            &format!("sqlite://{}/r.db", dir.path().display()),
+            &sqlite_url(dir.path(), "r.db"),
             &[("ACTIVE_SPEAKER_TTL_MS", "60000")],
         ),
     );
@@ -334,11 +334,7 @@ async fn ai_lock_contention_renewal_expiry_and_release(database_url: String) {
 async fn ai_lock_on_sqlite() {
     let _serial = SERIAL.lock().await;
     let dir = tempfile::tempdir().unwrap();
-    ai_lock_contention_renewal_expiry_and_release(format!(
-        "sqlite://{}/r.db",
-        dir.path().display()
-    ))
-    .await;
+    ai_lock_contention_renewal_expiry_and_release(sqlite_url(dir.path(), "r.db")).await;
 }
 
 #[actix_rt::test]
@@ -358,7 +354,7 @@ async fn limits_refuse_abuse_with_clear_errors() {
     let service = Service::start(
         realtime_core_bin!(),
         &mock.service_env_with(
-            &format!("sqlite://{}/r.db", dir.path().display()),
+            &sqlite_url(dir.path(), "r.db"),
             &[("MAX_CLIENTS_PER_SESSION", "2"), ("MAX_SESSIONS", "3")],
         ),
     );

@@ -290,6 +290,36 @@ async fn all_finals_delivered(
     assert_transcript_stream(&client.snapshot(), slug)
 }
 
+/// After an outage: the publish finishes, every final reaches the client and is stored
+/// exactly once, and the spill file is gone (all written). Returns the finals' ids in order.
+async fn recovered_exactly_once(
+    publisher: &mut tokio::process::Child,
+    mock: &MockProvider,
+    client: &WsClient,
+    service: &Service,
+    database_url: &str,
+    spill_dir: &Path,
+    slug: &str,
+) -> Vec<String> {
+    let status = tokio::time::timeout(Duration::from_secs(120), publisher.wait())
+        .await
+        .expect("publisher finishes")
+        .expect("publisher status");
+    assert!(status.success(), "ffmpeg failed: {status}");
+    let finals = all_finals_delivered(mock, client, service, slug).await;
+    let stored =
+        wait_for_stored_finals(database_url, slug, finals.len(), Duration::from_secs(60)).await;
+    assert_stored_exactly_once(&stored, &finals);
+    assert!(
+        poll(Duration::from_secs(30), || !spill_dir
+            .join(SPILL_FILE_NAME)
+            .exists())
+        .await,
+        "spill file still there after recovery"
+    );
+    finals
+}
+
 /// Every final the client received is stored exactly once, with seqs 1..=n in order.
 fn assert_stored_exactly_once(stored: &[StoredFinal], client_finals: &[String]) {
     let ids: Vec<&str> = stored.iter().map(|f| f.utterance_id.as_str()).collect();
@@ -383,22 +413,16 @@ async fn postgres_stopped_for_60s_mid_publish_every_final_stored_exactly_once() 
     pg.start_server();
     let outage = stopped.elapsed();
 
-    let status = tokio::time::timeout(Duration::from_secs(120), publisher.wait())
-        .await
-        .expect("publisher finishes")
-        .expect("publisher status");
-    assert!(status.success(), "ffmpeg failed: {status}");
-    let finals = all_finals_delivered(&mock, &client, &service, slug).await;
-    let stored =
-        wait_for_stored_finals(&pg.url(), slug, finals.len(), Duration::from_secs(60)).await;
-    assert_stored_exactly_once(&stored, &finals);
-    assert!(
-        poll(Duration::from_secs(30), || !spill_dir
-            .join(SPILL_FILE_NAME)
-            .exists())
-        .await,
-        "spill file still there after recovery"
-    );
+    let finals = recovered_exactly_once(
+        &mut publisher,
+        &mock,
+        &client,
+        &service,
+        &pg.url(),
+        &spill_dir,
+        slug,
+    )
+    .await;
     let log = service.log();
     assert!(log.contains("spilling finals to disk"), "log:\n{log}");
     assert!(log.contains("transcript writes recovered"), "log:\n{log}");
@@ -453,22 +477,16 @@ async fn sqlite_write_locked_mid_publish_every_final_stored_exactly_once() {
     );
     lock.release();
 
-    let status = tokio::time::timeout(Duration::from_secs(120), publisher.wait())
-        .await
-        .expect("publisher finishes")
-        .expect("publisher status");
-    assert!(status.success(), "ffmpeg failed: {status}");
-    let finals = all_finals_delivered(&mock, &client, &service, slug).await;
-    let stored =
-        wait_for_stored_finals(&database_url, slug, finals.len(), Duration::from_secs(60)).await;
-    assert_stored_exactly_once(&stored, &finals);
-    assert!(
-        poll(Duration::from_secs(30), || !spill_dir
-            .join(SPILL_FILE_NAME)
-            .exists())
-        .await,
-        "spill file still there after recovery"
-    );
+    let finals = recovered_exactly_once(
+        &mut publisher,
+        &mock,
+        &client,
+        &service,
+        &database_url,
+        &spill_dir,
+        slug,
+    )
+    .await;
     let log = service.log();
     assert!(log.contains("database is locked"), "log:\n{log}");
     assert!(log.contains("spilling finals to disk"), "log:\n{log}");

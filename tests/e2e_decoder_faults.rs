@@ -70,7 +70,7 @@ async fn corrupted_aac_rebuilds_the_decoder_and_transcription_continues() {
     let mock = start_mock();
     let service = Service::start(
         realtime_core_bin!(),
-        &mock.service_env(&format!("sqlite://{}/r.db", dir.path().display())),
+        &mock.service_env(&sqlite_url(dir.path(), "r.db")),
     );
     let slug = "corrupt-aac";
     let client = WsClient::connect(&service, &format!("sessionSlug={slug}")).await;
@@ -131,18 +131,9 @@ async fn corrupted_aac_rebuilds_the_decoder_and_transcription_continues() {
         session.finals_sent
     );
     let expected = session.finals_sent.len();
-    let all = client
-        .wait_until(Duration::from_secs(10), |m| {
-            m.iter().filter(|m| m["isFinal"] == true).count() >= expected
-        })
+    client
+        .assert_finals_numbered(expected, Duration::from_secs(10))
         .await;
-    assert!(all, "finals missing at the client");
-    let seqs: Vec<i64> = client
-        .finals()
-        .iter()
-        .map(|f| f["seq"].as_i64().unwrap())
-        .collect();
-    assert_eq!(seqs, (1..=expected as i64).collect::<Vec<_>>());
 }
 
 #[actix_rt::test]
@@ -160,7 +151,7 @@ async fn a_decoder_that_keeps_failing_puts_the_session_in_the_error_state() {
     let service = Service::start(
         realtime_core_bin!(),
         &[
-            mock.service_env(&format!("sqlite://{}/r.db", dir.path().display())),
+            mock.service_env(&sqlite_url(dir.path(), "r.db")),
             vec![("DECODER_MAX_RESTARTS", "2".to_owned())],
         ]
         .concat(),

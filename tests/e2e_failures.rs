@@ -24,7 +24,7 @@ async fn provider_failure_is_visible(status: u16, slug: &str, recovers: bool) {
     let service = Service::start(
         realtime_core_bin!(),
         &[
-            mock.service_env(&format!("sqlite://{}/r.db", dir.path().display())),
+            mock.service_env(&sqlite_url(dir.path(), "r.db")),
             vec![("RUST_LOG", "debug".to_owned())],
         ]
         .concat(),

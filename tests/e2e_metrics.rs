@@ -96,7 +96,7 @@ async fn a_publish_is_measured_in_json_and_prometheus_and_its_session_series_go_
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let database_url = format!("sqlite://{}/metrics.db", dir.path().display());
+    let database_url = sqlite_url(dir.path(), "metrics.db");
     let wav = make_speech(dir.path());
     let mock = start_mock();
     let service = Service::start(realtime_core_bin!(), &mock.service_env(&database_url));

@@ -194,7 +194,7 @@ async fn published_session_exports_its_span_tree_over_otlp() {
     let mut service = Service::start(
         realtime_core_bin!(),
         &[
-            mock.service_env(&format!("sqlite://{}/otel.db", dir.path().display())),
+            mock.service_env(&sqlite_url(dir.path(), "otel.db")),
             vec![
                 ("REALTIME_AUTH_SECRET", AUTH_SECRET.to_owned()),
                 ("RTMP_STREAM_KEY_SECRET", KEY_SECRET.to_owned()),

@@ -44,7 +44,7 @@ async fn ten_random_provider_drops_lose_no_audio_byte_and_no_final() {
     assert!(publish_s >= 59.0, "speech too short: {publish_s:.1} s");
 
     let mock = start_mock();
-    let database = format!("sqlite://{}/r.db", dir.path().display());
+    let database = sqlite_url(dir.path(), "r.db");
     let service = Service::start(realtime_core_bin!(), &mock.service_env(&database));
     let slug = "provider-drops";
     let client = WsClient::connect(&service, &format!("sessionSlug={slug}")).await;
@@ -196,7 +196,7 @@ async fn a_44xx_close_and_the_session_limit_continue_on_fresh_sessions_without_l
     let expected_pcm = direct_decode(&flv);
 
     let mock = start_mock();
-    let database = format!("sqlite://{}/r.db", dir.path().display());
+    let database = sqlite_url(dir.path(), "r.db");
     let service = Service::start(
         realtime_core_bin!(),
         &[
@@ -340,7 +340,7 @@ async fn a_draft_the_provider_never_finalizes_becomes_a_provisional_final() {
         drop_open_utterance_on_stop: true,
         ..MockConfig::default()
     });
-    let database = format!("sqlite://{}/r.db", dir.path().display());
+    let database = sqlite_url(dir.path(), "r.db");
     let service = Service::start(
         realtime_core_bin!(),
         &[

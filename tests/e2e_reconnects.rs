@@ -74,7 +74,7 @@ async fn reconnects_keep_one_session(tool: &str, slug: &str) {
     let dir = tempfile::tempdir().unwrap();
     let wav = make_long_speech(dir.path(), 30.0);
     let mock = start_mock();
-    let database = format!("sqlite://{}/r.db", dir.path().display());
+    let database = sqlite_url(dir.path(), "r.db");
     let service = Service::start(
         realtime_core_bin!(),
         &[
@@ -183,18 +183,9 @@ async fn reconnects_keep_one_session(tool: &str, slug: &str) {
     // Continuous numbering at the client and in the database.
     let expected = provider.finals_sent.len();
     assert!(expected >= 3, "only {expected} finals");
-    let all = client
-        .wait_until(Duration::from_secs(10), |m| {
-            m.iter().filter(|m| m["isFinal"] == true).count() >= expected
-        })
+    client
+        .assert_finals_numbered(expected, Duration::from_secs(10))
         .await;
-    assert!(all, "finals missing at the client");
-    let seqs: Vec<i64> = client
-        .finals()
-        .iter()
-        .map(|f| f["seq"].as_i64().unwrap())
-        .collect();
-    assert_eq!(seqs, (1..=expected as i64).collect::<Vec<_>>());
     let stored = wait_for_stored_finals(&database, slug, expected, Duration::from_secs(10)).await;
     assert_eq!(stored.len(), expected);
 }

@@ -17,7 +17,7 @@ async fn sigterm_mid_speech_delivers_and_saves_every_final_then_exits_0() {
     }
     let dir = tempfile::tempdir().unwrap();
     let mock = start_mock();
-    let database = format!("sqlite://{}/r.db", dir.path().display());
+    let database = sqlite_url(dir.path(), "r.db");
     let mut service = Service::start(
         realtime_core_bin!(),
         &[

@@ -35,36 +35,32 @@ async fn publish(publisher: Publisher, wav: &Path, url: &str) {
         Publisher::FfmpegAacWithH264 => {
             let args = ffmpeg_args(
                 &[
-                    "-re",
-                    "-i",
-                    wav_s,
-                    "-re",
-                    "-f",
-                    "lavfi",
-                    "-i",
-                    "testsrc=size=320x240:rate=25",
-                    "-map",
-                    "1:v",
-                    "-map",
-                    "0:a",
-                    "-shortest",
-                    "-c:v",
-                    "libx264",
-                    "-preset",
-                    "ultrafast",
-                    "-tune",
-                    "zerolatency",
-                    "-g",
-                    "50",
-                    "-c:a",
-                    "aac",
-                    "-b:a",
-                    "128k",
-                    "-ar",
-                    "44100",
-                    "-ac",
-                    "2",
-                ],
+                    &[
+                        "-re",
+                        "-i",
+                        wav_s,
+                        "-re",
+                        "-f",
+                        "lavfi",
+                        "-i",
+                        "testsrc=size=320x240:rate=25",
+                        "-map",
+                        "1:v",
+                        "-map",
+                        "0:a",
+                        "-shortest",
+                        "-c:v",
+                        "libx264",
+                        "-preset",
+                        "ultrafast",
+                        "-tune",
+                        "zerolatency",
+                        "-g",
+                        "50",
+                    ][..],
+                    &EGRESS_AAC,
+                ]
+                .concat(),
                 url,
             );
             run_publisher("ffmpeg", &args, timeout).await
@@ -83,7 +79,7 @@ async fn speech_reaches_clients_and_database(publisher: Publisher, database: Dat
     }
     let dir = tempfile::tempdir().unwrap();
     let database_url = match database {
-        Database::Sqlite => format!("sqlite://{}/realtime.db", dir.path().display()),
+        Database::Sqlite => sqlite_url(dir.path(), "realtime.db"),
         Database::Postgres => match fresh_postgres_database("rtcore_e2e") {
             Some(url) => url,
             None => return,
@@ -209,7 +205,7 @@ async fn start_and_stop_over_websocket_and_http() {
     let mock = start_mock();
     let service = Service::start(
         realtime_core_bin!(),
-        &mock.service_env(&format!("sqlite://{}/r.db", dir.path().display())),
+        &mock.service_env(&sqlite_url(dir.path(), "r.db")),
     );
     let client = WsClient::connect(&service, "sessionSlug=lifecycle").await;
 

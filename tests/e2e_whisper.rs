@@ -130,7 +130,7 @@ async fn espeak_speech_becomes_partials_then_finals_and_is_saved() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let database_url = format!("sqlite://{}/whisper.db", dir.path().display());
+    let database_url = sqlite_url(dir.path(), "whisper.db");
     let wav = make_speech(dir.path());
     let service = Service::start(realtime_core_bin!(), &whisper_env(&model, &database_url));
     let log = service.log();
@@ -288,9 +288,9 @@ async fn the_same_audio_through_gladia_and_whisper_behaves_the_same_downstream()
         api_key: "parity-key".into(),
         ..MockConfig::default()
     });
-    let gladia_db = format!("sqlite://{}/gladia.db", dir.path().display());
+    let gladia_db = sqlite_url(dir.path(), "gladia.db");
     let gladia = run_provider(mock.service_env(&gladia_db), &gladia_db, &wav).await;
-    let whisper_db = format!("sqlite://{}/whisper.db", dir.path().display());
+    let whisper_db = sqlite_url(dir.path(), "whisper.db");
     let whisper = run_provider(whisper_env(&model, &whisper_db), &whisper_db, &wav).await;
 
     for (name, run) in [("gladia", &gladia), ("whisper", &whisper)] {
@@ -354,7 +354,7 @@ async fn sessions_beyond_the_measured_capacity_are_refused_and_admitted_ones_sta
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let database_url = format!("sqlite://{}/capacity.db", dir.path().display());
+    let database_url = sqlite_url(dir.path(), "capacity.db");
     let wav = make_speech(dir.path());
     let service = Service::start(realtime_core_bin!(), &whisper_env(&model, &database_url));
     let (_, body) = service.get_json("/api/sessions").await;

@@ -5,6 +5,7 @@ use std::process::Command;
 
 use anyhow::{bail, ensure, Context as _};
 use bytes::Bytes;
+use test_harness::EGRESS_AAC;
 
 /// One FLV audio tag body (what an RTMP audio message carries), with its timestamp.
 #[derive(Debug, Clone)]
@@ -124,9 +125,8 @@ pub fn generated_speech_flv(dir: &Path) -> anyhow::Result<PathBuf> {
     run(Command::new("ffmpeg")
         .args(["-hide_banner", "-loglevel", "error", "-nostdin", "-y", "-i"])
         .arg(&long)
-        .args([
-            "-c:a", "aac", "-b:a", "128k", "-ar", "44100", "-ac", "2", "-f", "flv",
-        ])
+        .args(EGRESS_AAC)
+        .args(["-f", "flv"])
         .arg(&partial))?;
     std::fs::rename(&partial, &flv)?;
     Ok(flv)

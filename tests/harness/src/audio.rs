@@ -4,6 +4,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use crate::publishers::EGRESS_AAC;
+
 /// Speech made with espeak-ng: sentences separated by pauses, so the provider sees several
 /// utterances. Returns the WAV path (22.05 kHz mono).
 pub fn make_speech(dir: &Path) -> PathBuf {
@@ -134,9 +136,8 @@ pub fn encode_flv(wav: &Path, flv: &Path) {
     let status = Command::new("ffmpeg")
         .args(["-hide_banner", "-loglevel", "error", "-nostdin", "-y", "-i"])
         .arg(wav)
-        .args([
-            "-c:a", "aac", "-b:a", "128k", "-ar", "44100", "-ac", "2", "-f", "flv",
-        ])
+        .args(EGRESS_AAC)
+        .args(["-f", "flv"])
         .arg(flv)
         .status()
         .expect("ffmpeg runs");

@@ -1,9 +1,15 @@
 //! Test databases: a fresh PostgreSQL database per test, and the finals the service stored,
 //! read straight from the database it writes.
 
+use std::path::Path;
 use std::time::Duration;
 
 use crate::tools::unavailable;
+
+/// `sqlite://` URL of the database file `file` in `dir` (created by the service).
+pub fn sqlite_url(dir: &Path, file: &str) -> String {
+    format!("sqlite://{}/{file}", dir.display())
+}
 
 /// A fresh PostgreSQL database for one test; `None` (skip) outside CI when no server answers.
 pub fn fresh_postgres_database(prefix: &str) -> Option<String> {

@@ -32,16 +32,15 @@ pub fn ffmpeg_args(input_and_codec: &[&str], url: &str) -> Vec<String> {
     args
 }
 
-/// FFmpeg publishing a WAV the way a typical encoder does: paced in real time, AAC-LC
-/// 44.1 kHz stereo 128 kb/s (what LiveKit Egress sends by default).
+/// FFmpeg's audio options for what LiveKit Egress sends by default: AAC-LC 44.1 kHz stereo
+/// 128 kb/s.
+pub const EGRESS_AAC: [&str; 8] = ["-c:a", "aac", "-b:a", "128k", "-ar", "44100", "-ac", "2"];
+
+/// FFmpeg publishing a WAV the way a typical encoder does: paced in real time, encoded as
+/// [`EGRESS_AAC`].
 pub fn ffmpeg_speech_args(wav: &Path, url: &str) -> Vec<String> {
     let wav = wav.to_str().expect("utf-8 path");
-    ffmpeg_args(
-        &[
-            "-re", "-i", wav, "-c:a", "aac", "-b:a", "128k", "-ar", "44100", "-ac", "2",
-        ],
-        url,
-    )
+    ffmpeg_args(&[&["-re", "-i", wav][..], &EGRESS_AAC].concat(), url)
 }
 
 /// GStreamer `rtmp2sink`, the element LiveKit Egress publishes with, fed from a WAV file.

@@ -133,4 +133,18 @@ impl WsClient {
             .filter(|m| m["isFinal"] == true)
             .collect()
     }
+
+    /// Waits (up to `timeout`) for at least `expected` finals, then asserts they are numbered
+    /// `1..=expected`: none missing, none twice, in order.
+    pub async fn assert_finals_numbered(&self, expected: usize, timeout: Duration) {
+        let all = self
+            .wait_until(timeout, |m| {
+                m.iter().filter(|m| m["isFinal"] == true).count() >= expected
+            })
+            .await;
+        assert!(all, "finals missing at the client");
+        let seqs: Vec<Option<i64>> = self.finals().iter().map(|f| f["seq"].as_i64()).collect();
+        let numbered: Vec<Option<i64>> = (1..=expected as i64).map(Some).collect();
+        assert_eq!(seqs, numbered);
+    }
 }
