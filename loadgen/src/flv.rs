@@ -102,7 +102,9 @@ fn parse_flv(bytes: &[u8]) -> anyhow::Result<AacTrack> {
 
 /// Makes (once, cached in `dir`) about 30 s of espeak-ng speech with pauses, encoded the way
 /// egress sends it: AAC-LC 44.1 kHz stereo 128 kb/s in FLV. Same recipe as the e2e tests
-/// (`tests/support/mod.rs`: `make_speech`, `make_long_speech`, `encode_flv`).
+/// (`tests/harness/src/audio.rs`: `make_speech`, `make_long_speech`, `encode_flv`), kept apart:
+/// it reports errors instead of panicking, and its trailing pause (the seam where the track
+/// loops) is part of the audio the published figures were measured with.
 pub fn generated_speech_flv(dir: &Path) -> anyhow::Result<PathBuf> {
     let flv = dir.join("loadgen-speech.flv");
     if flv.exists() {
