@@ -38,3 +38,26 @@ pub fn require_tools(tools: &[&str]) -> bool {
     ));
     false
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The CI rule itself: the same missing tool is a skip outside CI and a failure in it.
+    /// One test, so no other test of this binary sees `CI` change.
+    #[test]
+    fn a_missing_tool_is_a_skip_outside_ci_and_a_failure_in_ci() {
+        let missing = ["no-such-tool-3c9e1f"];
+        let outer = std::env::var_os("CI");
+        std::env::set_var("CI", "false");
+        assert!(!require_tools(&missing));
+        assert!(require_tools(&["sh"]));
+        std::env::set_var("CI", "true");
+        let in_ci = std::panic::catch_unwind(|| require_tools(&missing));
+        match outer {
+            Some(value) => std::env::set_var("CI", value),
+            None => std::env::remove_var("CI"),
+        }
+        assert!(in_ci.is_err(), "a missing tool must fail the test in CI");
+    }
+}
