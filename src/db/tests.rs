@@ -701,6 +701,17 @@ async fn batcher_retries_the_same_batch_in_order() {
     );
 }
 
+/// The spill tests' batcher: batches of 4, a delay no test waits out (`Flush` writes), and
+/// `max_queued` finals held in memory before the spill file takes them.
+fn spill_test_config(max_queued: usize) -> BatcherConfig {
+    BatcherConfig {
+        batch_size: 4,
+        batch_delay: Duration::from_secs(60),
+        max_queued,
+        ..BatcherConfig::default()
+    }
+}
+
 /// A full queue spills to the file instead of dropping; after the outage every final is
 /// written exactly once, in arrival order (spilled ones before newer ones), and the file goes.
 #[actix_rt::test]
@@ -708,12 +719,7 @@ async fn batcher_spills_beyond_its_queue_and_replays_in_order() {
     let dir = TempDir::new();
     let (writer, _, committed, failures_left) = scripted_committing(usize::MAX);
     let metrics = Arc::new(StorageMetrics::default());
-    let config = BatcherConfig {
-        batch_size: 4,
-        batch_delay: Duration::from_secs(60),
-        max_queued: 10,
-        ..BatcherConfig::default()
-    };
+    let config = spill_test_config(10);
     let batcher = TranscriptBatcher::new(config, writer, Arc::clone(&metrics))
         .with_spill(spill_in(&dir, u64::MAX))
         .start();
@@ -776,12 +782,7 @@ async fn batcher_counts_finals_lost_beyond_the_spill_bound() {
     let dir = TempDir::new();
     let (writer, _, committed, failures_left) = scripted_committing(usize::MAX);
     let metrics = Arc::new(StorageMetrics::default());
-    let config = BatcherConfig {
-        batch_size: 4,
-        batch_delay: Duration::from_secs(60),
-        max_queued: 2,
-        ..BatcherConfig::default()
-    };
+    let config = spill_test_config(2);
     // Room for exactly the lines of seqs 3, 4 and 5 (the queue takes 1 and 2).
     let room = {
         let probe = TempDir::new();
@@ -822,12 +823,7 @@ async fn batcher_counts_finals_lost_beyond_the_spill_bound() {
 async fn spill_all_at_shutdown_then_restart_replays_everything_once() {
     let dir = TempDir::new();
     let (writer, _, committed, _) = scripted_committing(usize::MAX);
-    let config = BatcherConfig {
-        batch_size: 4,
-        batch_delay: Duration::from_secs(60),
-        max_queued: 10,
-        ..BatcherConfig::default()
-    };
+    let config = spill_test_config(10);
     let metrics = Arc::new(StorageMetrics::default());
     let batcher = TranscriptBatcher::new(config.clone(), writer, Arc::clone(&metrics))
         .with_spill(spill_in(&dir, u64::MAX))
