@@ -3,8 +3,6 @@
 //! a public bind without a secret, and signed RTMP stream keys with real publishers (FFmpeg and
 //! GStreamer `rtmp2sink`) and the mock provider.
 
-mod support;
-
 use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -13,10 +11,10 @@ use base64::Engine as _;
 use futures_util::StreamExt as _;
 use hmac::{Hmac, Mac};
 use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
-use mock_gladia::{MockConfig, MockGladia};
+use mock_gladia::MockConfig;
 use serde_json::{json, Value};
 use sha2::Sha256;
-use support::*;
+use test_harness::*;
 
 const AUTH_SECRET: &str = "e2e-auth-secret-0123456789";
 const KEY_SECRET: &str = "e2e-stream-key-secret-9876543210";
@@ -120,18 +118,23 @@ async fn wait_for_type(client: &WsClient, kind: &str) -> Value {
         .expect("message present")
 }
 
+/// The service with `REALTIME_AUTH_SECRET` set and a SQLite database in `dir`.
+fn start_with_auth_secret(dir: &std::path::Path) -> Service {
+    Service::start(
+        realtime_core_bin!(),
+        &[
+            ("REALTIME_AUTH_SECRET", AUTH_SECRET.to_owned()),
+            ("DATABASE_URL", sqlite_url(dir, "auth.db")),
+        ],
+    )
+}
+
 /// Every refusal of SPEC §4.1/§5, on the upgrade and on `/api` routes, with its status and body.
 #[actix_rt::test]
 async fn auth_matrix_refuses_with_documented_status_and_body() {
     let _serial = SERIAL.lock().await;
     let dir = tempfile::tempdir().unwrap();
-    let service = Service::start(&[
-        ("REALTIME_AUTH_SECRET", AUTH_SECRET.to_owned()),
-        (
-            "DATABASE_URL",
-            format!("sqlite://{}/auth.db", dir.path().display()),
-        ),
-    ]);
+    let service = start_with_auth_secret(dir.path());
 
     let expired = token(AUTH_SECRET, now() - 3600, json!(["weekly"]));
     let other_session = valid_for(json!(["other"]));
@@ -250,13 +253,7 @@ async fn auth_matrix_refuses_with_documented_status_and_body() {
 async fn valid_tokens_work_and_are_scoped_to_their_sessions() {
     let _serial = SERIAL.lock().await;
     let dir = tempfile::tempdir().unwrap();
-    let service = Service::start(&[
-        ("REALTIME_AUTH_SECRET", AUTH_SECRET.to_owned()),
-        (
-            "DATABASE_URL",
-            format!("sqlite://{}/auth.db", dir.path().display()),
-        ),
-    ]);
+    let service = start_with_auth_secret(dir.path());
     let weekly = valid_for(json!(["weekly"]));
     let service_token = valid_for(json!("*"));
 
@@ -345,10 +342,10 @@ async fn valid_tokens_work_and_are_scoped_to_their_sessions() {
 async fn anonymous_calls_work_on_loopback_without_a_secret() {
     let _serial = SERIAL.lock().await;
     let dir = tempfile::tempdir().unwrap();
-    let service = Service::start(&[(
-        "DATABASE_URL",
-        format!("sqlite://{}/anon.db", dir.path().display()),
-    )]);
+    let service = Service::start(
+        realtime_core_bin!(),
+        &[("DATABASE_URL", sqlite_url(dir.path(), "anon.db"))],
+    );
     assert!(service.http.ip().is_loopback());
     assert!(
         service.log().contains("REALTIME_AUTH_SECRET is not set"),
@@ -455,20 +452,18 @@ async fn signed_stream_keys_are_enforced_at_publish() {
     }
     let dir = tempfile::tempdir().unwrap();
     let wav = make_speech(dir.path());
-    let mock = MockGladia::start(MockConfig {
+    let mock = start_mock_with(MockConfig {
         api_key: GLADIA_KEY.into(),
         ..MockConfig::default()
-    })
-    .expect("mock starts");
-    let service = Service::start(&[
-        ("RTMP_STREAM_KEY_SECRET", KEY_SECRET.to_owned()),
-        ("GLADIA_API_URL", mock.base_url()),
-        ("GLADIA_API_KEY", GLADIA_KEY.to_owned()),
-        (
-            "DATABASE_URL",
-            format!("sqlite://{}/keys.db", dir.path().display()),
-        ),
-    ]);
+    });
+    let service = Service::start(
+        realtime_core_bin!(),
+        &[
+            mock.service_env(&sqlite_url(dir.path(), "keys.db")),
+            vec![("RTMP_STREAM_KEY_SECRET", KEY_SECRET.to_owned())],
+        ]
+        .concat(),
+    );
     let slug = "team.weekly-sync";
 
     // The HTTP start call and the WebSocket start both hand out a signed key.
@@ -527,13 +522,7 @@ async fn signed_stream_keys_are_enforced_at_publish() {
     }
 
     // Accepted: FFmpeg with the issued key; the audio reaches the provider.
-    let wav_s = wav.to_str().expect("utf-8 path");
-    let args = ffmpeg_args(
-        &[
-            "-re", "-i", wav_s, "-c:a", "aac", "-b:a", "128k", "-ar", "44100", "-ac", "2",
-        ],
-        &service.rtmp_url(&key),
-    );
+    let args = ffmpeg_speech_args(&wav, &service.rtmp_url(&key));
     run_publisher("ffmpeg", &args, Duration::from_secs(90)).await;
     // 3 s of 16 kHz S16 mono: most of the ~8 s of speech, so audio flowed, not just a header.
     let enough = 3 * 16_000 * 2;

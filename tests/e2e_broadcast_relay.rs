@@ -4,16 +4,13 @@
 //! receiving instance B, whose WebSocket clients get them as if B had transcribed them: the
 //! same finals with the same `seq` and text, in order, partials included, saved in B's database.
 
-mod support;
-
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
-use mock_gladia::{MockConfig, MockGladia};
-use serde_json::{json, Value};
-use support::*;
 
-const KEY: &str = "e2e-test-key";
+use serde_json::{json, Value};
+use test_harness::*;
+
 const SECRET: &str = "relay-shared-secret-5f1c2a";
 const AUTH_SECRET: &str = "relay-auth-secret-0123456789";
 const PATH: &str = "/api/realtime/transcribe/broadcast";
@@ -25,7 +22,7 @@ enum Database {
 
 fn database_url(database: &Database, dir: &std::path::Path, name: &str) -> Option<String> {
     match database {
-        Database::Sqlite => Some(format!("sqlite://{}/{name}.db", dir.display())),
+        Database::Sqlite => Some(sqlite_url(dir, &format!("{name}.db"))),
         Database::Postgres => fresh_postgres_database("rtcore_relay"),
     }
 }
@@ -101,30 +98,33 @@ async fn transcripts_reach_the_other_instance(database: Database, slug: &str) {
     let Some(b_database) = database_url(&database, dir.path(), "receiver") else {
         return;
     };
-    let a_database = format!("sqlite://{}/ingest.db", dir.path().display());
+    let a_database = sqlite_url(dir.path(), "ingest.db");
 
     // B: the WebSocket instance; it accepts relayed messages with the shared secret.
-    let receiver = Service::start(&[
-        ("DATABASE_URL", b_database.clone()),
-        ("REALTIME_BROADCAST_SECRET", SECRET.to_owned()),
-    ]);
+    let receiver = Service::start(
+        realtime_core_bin!(),
+        &[
+            ("DATABASE_URL", b_database.clone()),
+            ("REALTIME_BROADCAST_SECRET", SECRET.to_owned()),
+        ],
+    );
     // A: the ingest instance, with the provider, posting everything to B.
-    let mock = MockGladia::start(MockConfig {
-        api_key: KEY.into(),
-        ..MockConfig::default()
-    })
-    .expect("mock starts");
-    let mut ingest = Service::start(&[
-        ("GLADIA_API_URL", mock.base_url()),
-        ("GLADIA_API_KEY", KEY.to_owned()),
-        ("DATABASE_URL", a_database.clone()),
-        ("REALTIME_BROADCAST_MODE", "http".to_owned()),
-        (
-            "REALTIME_BROADCAST_URL",
-            format!("http://{}", receiver.http),
-        ),
-        ("REALTIME_BROADCAST_SECRET", SECRET.to_owned()),
-    ]);
+    let mock = start_mock();
+    let mut ingest = Service::start(
+        realtime_core_bin!(),
+        &[
+            mock.service_env(&a_database),
+            vec![
+                ("REALTIME_BROADCAST_MODE", "http".to_owned()),
+                (
+                    "REALTIME_BROADCAST_URL",
+                    format!("http://{}", receiver.http),
+                ),
+                ("REALTIME_BROADCAST_SECRET", SECRET.to_owned()),
+            ],
+        ]
+        .concat(),
+    );
     let on_b = WsClient::connect(&receiver, &format!("sessionSlug={slug}")).await;
     let on_a = WsClient::connect(&ingest, &format!("sessionSlug={slug}")).await;
 
@@ -135,16 +135,8 @@ async fn transcripts_reach_the_other_instance(database: Database, slug: &str) {
         Duration::from_secs(90),
     )
     .await;
-    let ended = mock
-        .wait_for(Duration::from_secs(30), |s| {
-            s.len() == 1 && s[0].closed_with_1000
-        })
+    mock.assert_one_session_closed(&ingest, Duration::from_secs(30))
         .await;
-    assert!(
-        ended,
-        "provider session did not end; ingest log:\n{}",
-        ingest.log()
-    );
     let provider = mock.sessions().remove(0);
     let expected = provider.finals_sent.len();
     assert!(
@@ -273,13 +265,16 @@ async fn broadcast_endpoint_checks_its_secret_and_the_message() {
     let _serial = SERIAL.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let slug = "relay-checks";
-    let database = format!("sqlite://{}/r.db", dir.path().display());
+    let database = sqlite_url(dir.path(), "r.db");
     // Client tokens are required everywhere else: the broadcast endpoint needs only its secret.
-    let receiver = Service::start(&[
-        ("DATABASE_URL", database.clone()),
-        ("REALTIME_BROADCAST_SECRET", SECRET.to_owned()),
-        ("REALTIME_AUTH_SECRET", AUTH_SECRET.to_owned()),
-    ]);
+    let receiver = Service::start(
+        realtime_core_bin!(),
+        &[
+            ("DATABASE_URL", database.clone()),
+            ("REALTIME_BROADCAST_SECRET", SECRET.to_owned()),
+            ("REALTIME_AUTH_SECRET", AUTH_SECRET.to_owned()),
+        ],
+    );
     let client = WsClient::connect(
         &receiver,
         &format!("sessionSlug={slug}&token={}", client_token(slug)),
@@ -454,10 +449,10 @@ async fn broadcast_endpoint_checks_its_secret_and_the_message() {
 async fn broadcast_endpoint_is_off_without_a_secret() {
     let _serial = SERIAL.lock().await;
     let dir = tempfile::tempdir().unwrap();
-    let service = Service::start(&[(
-        "DATABASE_URL",
-        format!("sqlite://{}/r.db", dir.path().display()),
-    )]);
+    let service = Service::start(
+        realtime_core_bin!(),
+        &[("DATABASE_URL", sqlite_url(dir.path(), "r.db"))],
+    );
     let message = transcript("relay-off", "u:1", "Hi", Some(1), 1_000);
     for secret in [Some(SECRET), None] {
         let (status, body) =

@@ -1,38 +1,11 @@
 //! What WebSocket clients rely on (SPEC §4.4, §4.5): heartbeat, resume with `lastSeq` (from
 //! memory and, after a restart, from the database) and active-speaker attribution.
 
-mod support;
-
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use mock_gladia::{MockConfig, MockGladia};
 use serde_json::{json, Value};
-use support::*;
-
-const KEY: &str = "e2e-clients-key";
-
-fn mock() -> MockGladia {
-    MockGladia::start(MockConfig {
-        api_key: KEY.into(),
-        ..MockConfig::default()
-    })
-    .unwrap()
-}
-
-fn env(
-    mock: &MockGladia,
-    database_url: &str,
-    extra: &[(&'static str, &str)],
-) -> Vec<(&'static str, String)> {
-    let mut env = vec![
-        ("GLADIA_API_URL", mock.base_url()),
-        ("GLADIA_API_KEY", KEY.to_owned()),
-        ("DATABASE_URL", database_url.to_owned()),
-    ];
-    env.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
-    env
-}
+use test_harness::*;
 
 async fn publish_speech(service: &Service, wav: &std::path::Path, slug: &str) {
     let args = ffmpeg_speech_args(wav, &service.rtmp_url(slug));
@@ -43,12 +16,14 @@ async fn publish_speech(service: &Service, wav: &std::path::Path, slug: &str) {
 async fn a_client_that_never_answers_pings_is_closed_removed_and_counted() {
     let _serial = SERIAL.lock().await;
     let dir = tempfile::tempdir().unwrap();
-    let mock = mock();
-    let service = Service::start(&env(
-        &mock,
-        &format!("sqlite://{}/r.db", dir.path().display()),
-        &[("WS_PING_INTERVAL_MS", "200"), ("WS_MAX_MISSED_PONGS", "2")],
-    ));
+    let mock = start_mock();
+    let service = Service::start(
+        realtime_core_bin!(),
+        &mock.service_env_with(
+            &sqlite_url(dir.path(), "r.db"),
+            &[("WS_PING_INTERVAL_MS", "200"), ("WS_MAX_MISSED_PONGS", "2")],
+        ),
+    );
     let answering = WsClient::connect(&service, "sessionSlug=heartbeat").await;
 
     // A raw client that reads nothing and sends nothing: it answers no ping.
@@ -122,20 +97,17 @@ async fn resume_replays_missed_finals_from_memory_and_after_a_restart_from_the_d
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let database_url = format!("sqlite://{}/r.db", dir.path().display());
+    let database_url = sqlite_url(dir.path(), "r.db");
     let wav = make_speech(dir.path());
-    let mock = mock();
+    let mock = start_mock();
     let slug = "resume";
 
     let first_run_finals = {
-        let service = Service::start(&env(&mock, &database_url, &[]));
+        let service = Service::start(realtime_core_bin!(), &mock.service_env(&database_url));
         let live = WsClient::connect(&service, &format!("sessionSlug={slug}")).await;
         publish_speech(&service, &wav, slug).await;
-        assert!(
-            mock.wait_for(Duration::from_secs(30), |s| s.len() == 1
-                && s[0].closed_with_1000)
-                .await
-        );
+        mock.assert_one_session_closed(&service, Duration::from_secs(30))
+            .await;
         let n = mock.sessions()[0].finals_sent.len() as i64;
         assert!(
             live.wait_until(Duration::from_secs(10), |m| finals_in(m).len() as i64 == n)
@@ -173,7 +145,7 @@ async fn resume_replays_missed_finals_from_memory_and_after_a_restart_from_the_d
     };
 
     // A new process: memory is empty, the database is not.
-    let service = Service::start(&env(&mock, &database_url, &[]));
+    let service = Service::start(realtime_core_bin!(), &mock.service_env(&database_url));
     let resumed = WsClient::connect(&service, &format!("sessionSlug={slug}&lastSeq=1")).await;
     assert!(
         resumed
@@ -228,12 +200,14 @@ async fn transcripts_are_attributed_to_the_reported_active_speaker() {
     }
     let dir = tempfile::tempdir().unwrap();
     let wav = make_speech(dir.path());
-    let mock = mock();
-    let service = Service::start(&env(
-        &mock,
-        &format!("sqlite://{}/r.db", dir.path().display()),
-        &[("ACTIVE_SPEAKER_TTL_MS", "60000")],
-    ));
+    let mock = start_mock();
+    let service = Service::start(
+        realtime_core_bin!(),
+        &mock.service_env_with(
+            &sqlite_url(dir.path(), "r.db"),
+            &[("ACTIVE_SPEAKER_TTL_MS", "60000")],
+        ),
+    );
     let slug = "speakers";
     let client = WsClient::connect(&service, &format!("sessionSlug={slug}")).await;
     let post = |body: Value| {
@@ -263,11 +237,8 @@ async fn transcripts_are_attributed_to_the_reported_active_speaker() {
         204
     );
     publish_speech(&service, &wav, slug).await;
-    assert!(
-        mock.wait_for(Duration::from_secs(30), |s| s.len() == 1
-            && s[0].closed_with_1000)
-            .await
-    );
+    mock.assert_one_session_closed(&service, Duration::from_secs(30))
+        .await;
     let n = mock.sessions()[0].finals_sent.len();
     assert!(
         client
@@ -290,8 +261,8 @@ async fn transcripts_are_attributed_to_the_reported_active_speaker() {
 }
 
 async fn ai_lock_contention_renewal_expiry_and_release(database_url: String) {
-    let mock = mock();
-    let service = Service::start(&env(&mock, &database_url, &[]));
+    let mock = start_mock();
+    let service = Service::start(realtime_core_bin!(), &mock.service_env(&database_url));
     let url = service.url("/api/sessions/meeting-ai/ai-lock");
     let acquire = |holder: &'static str, ttl: i64| {
         let url = url.clone();
@@ -363,11 +334,7 @@ async fn ai_lock_contention_renewal_expiry_and_release(database_url: String) {
 async fn ai_lock_on_sqlite() {
     let _serial = SERIAL.lock().await;
     let dir = tempfile::tempdir().unwrap();
-    ai_lock_contention_renewal_expiry_and_release(format!(
-        "sqlite://{}/r.db",
-        dir.path().display()
-    ))
-    .await;
+    ai_lock_contention_renewal_expiry_and_release(sqlite_url(dir.path(), "r.db")).await;
 }
 
 #[actix_rt::test]
@@ -383,12 +350,14 @@ async fn ai_lock_on_postgres() {
 async fn limits_refuse_abuse_with_clear_errors() {
     let _serial = SERIAL.lock().await;
     let dir = tempfile::tempdir().unwrap();
-    let mock = mock();
-    let service = Service::start(&env(
-        &mock,
-        &format!("sqlite://{}/r.db", dir.path().display()),
-        &[("MAX_CLIENTS_PER_SESSION", "2"), ("MAX_SESSIONS", "3")],
-    ));
+    let mock = start_mock();
+    let service = Service::start(
+        realtime_core_bin!(),
+        &mock.service_env_with(
+            &sqlite_url(dir.path(), "r.db"),
+            &[("MAX_CLIENTS_PER_SESSION", "2"), ("MAX_SESSIONS", "3")],
+        ),
+    );
 
     // Clients per session: the third subscriber gets a clear error, the first two are served.
     let first = WsClient::connect(&service, "sessionSlug=crowded").await;

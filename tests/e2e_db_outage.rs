@@ -11,18 +11,15 @@
 //! whatever its user: the service's writes really fail (`database is locked` after the busy
 //! timeout) until the lock is released.
 
-mod support;
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use diesel::connection::SimpleConnection;
 use diesel::Connection;
-use mock_gladia::{MockConfig, MockGladia};
 use realtime_core::db::spill::SPILL_FILE_NAME;
 use realtime_core::db::SpillFile;
-use support::*;
+use test_harness::*;
 
 /// The figure: PostgreSQL down for a minute.
 const PG_OUTAGE: Duration = Duration::from_secs(60);
@@ -221,21 +218,20 @@ fn pg_bin_dir() -> Option<PathBuf> {
 // Shared steps
 
 fn service_env(
-    mock: &MockGladia,
+    mock: &MockProvider,
     database_url: &str,
     spill_dir: &Path,
 ) -> Vec<(&'static str, String)> {
-    vec![
-        ("GLADIA_API_URL", mock.base_url()),
-        ("GLADIA_API_KEY", "test-key".to_owned()),
-        ("DATABASE_URL", database_url.to_owned()),
+    let mut env = mock.service_env(database_url);
+    env.extend([
         ("TRANSCRIPT_MAX_QUEUED", MAX_QUEUED.to_owned()),
         ("TRANSCRIPT_BATCH_SIZE", "2".to_owned()),
         (
             "TRANSCRIPT_SPILL_DIR",
             spill_dir.to_str().expect("utf-8 path").to_owned(),
         ),
-    ]
+    ]);
+    env
 }
 
 /// Complete lines in the spill file (0 when there is none). Only reads: the service may be
@@ -273,21 +269,13 @@ fn spawn_publisher(wav: &Path, url: &str) -> tokio::process::Child {
 /// The publish is over: the provider session ended and the client has every final the
 /// provider sent. Returns the finals' utterance ids in order (stream checked against SPEC).
 async fn all_finals_delivered(
-    mock: &MockGladia,
+    mock: &MockProvider,
     client: &WsClient,
     service: &Service,
     slug: &str,
 ) -> Vec<String> {
-    let ended = mock
-        .wait_for(Duration::from_secs(60), |s| {
-            s.len() == 1 && s[0].closed_with_1000
-        })
+    mock.assert_one_session_closed(service, Duration::from_secs(60))
         .await;
-    assert!(
-        ended,
-        "provider session did not end; log:\n{}",
-        service.log()
-    );
     let expected = mock.sessions()[0].finals_sent.len();
     let all = client
         .wait_until(Duration::from_secs(15), |m| {
@@ -300,6 +288,36 @@ async fn all_finals_delivered(
         client.finals().len()
     );
     assert_transcript_stream(&client.snapshot(), slug)
+}
+
+/// After an outage: the publish finishes, every final reaches the client and is stored
+/// exactly once, and the spill file is gone (all written). Returns the finals' ids in order.
+async fn recovered_exactly_once(
+    publisher: &mut tokio::process::Child,
+    mock: &MockProvider,
+    client: &WsClient,
+    service: &Service,
+    database_url: &str,
+    spill_dir: &Path,
+    slug: &str,
+) -> Vec<String> {
+    let status = tokio::time::timeout(Duration::from_secs(120), publisher.wait())
+        .await
+        .expect("publisher finishes")
+        .expect("publisher status");
+    assert!(status.success(), "ffmpeg failed: {status}");
+    let finals = all_finals_delivered(mock, client, service, slug).await;
+    let stored =
+        wait_for_stored_finals(database_url, slug, finals.len(), Duration::from_secs(60)).await;
+    assert_stored_exactly_once(&stored, &finals);
+    assert!(
+        poll(Duration::from_secs(30), || !spill_dir
+            .join(SPILL_FILE_NAME)
+            .exists())
+        .await,
+        "spill file still there after recovery"
+    );
+    finals
 }
 
 /// Every final the client received is stored exactly once, with seqs 1..=n in order.
@@ -350,8 +368,11 @@ async fn postgres_stopped_for_60s_mid_publish_every_final_stored_exactly_once() 
     let spill_dir = dir.path().join("spill");
     // Two minutes of speech: finals before, during and after the outage.
     let wav = make_long_speech(dir.path(), 120.0);
-    let mock = MockGladia::start(MockConfig::default()).unwrap();
-    let service = Service::start(&service_env(&mock, &pg.url(), &spill_dir));
+    let mock = start_mock();
+    let service = Service::start(
+        realtime_core_bin!(),
+        &service_env(&mock, &pg.url(), &spill_dir),
+    );
     let slug = "pg-outage";
     let client = WsClient::connect(&service, &format!("sessionSlug={slug}")).await;
     let mut publisher = spawn_publisher(&wav, &service.rtmp_url(slug));
@@ -392,22 +413,16 @@ async fn postgres_stopped_for_60s_mid_publish_every_final_stored_exactly_once() 
     pg.start_server();
     let outage = stopped.elapsed();
 
-    let status = tokio::time::timeout(Duration::from_secs(120), publisher.wait())
-        .await
-        .expect("publisher finishes")
-        .expect("publisher status");
-    assert!(status.success(), "ffmpeg failed: {status}");
-    let finals = all_finals_delivered(&mock, &client, &service, slug).await;
-    let stored =
-        wait_for_stored_finals(&pg.url(), slug, finals.len(), Duration::from_secs(60)).await;
-    assert_stored_exactly_once(&stored, &finals);
-    assert!(
-        poll(Duration::from_secs(30), || !spill_dir
-            .join(SPILL_FILE_NAME)
-            .exists())
-        .await,
-        "spill file still there after recovery"
-    );
+    let finals = recovered_exactly_once(
+        &mut publisher,
+        &mock,
+        &client,
+        &service,
+        &pg.url(),
+        &spill_dir,
+        slug,
+    )
+    .await;
     let log = service.log();
     assert!(log.contains("spilling finals to disk"), "log:\n{log}");
     assert!(log.contains("transcript writes recovered"), "log:\n{log}");
@@ -428,8 +443,11 @@ async fn sqlite_write_locked_mid_publish_every_final_stored_exactly_once() {
     let database_url = format!("sqlite://{}", db_path.display());
     let spill_dir = dir.path().join("spill");
     let wav = make_long_speech(dir.path(), 60.0);
-    let mock = MockGladia::start(MockConfig::default()).unwrap();
-    let service = Service::start(&service_env(&mock, &database_url, &spill_dir));
+    let mock = start_mock();
+    let service = Service::start(
+        realtime_core_bin!(),
+        &service_env(&mock, &database_url, &spill_dir),
+    );
     let slug = "sqlite-outage";
     let client = WsClient::connect(&service, &format!("sessionSlug={slug}")).await;
     let mut publisher = spawn_publisher(&wav, &service.rtmp_url(slug));
@@ -459,22 +477,16 @@ async fn sqlite_write_locked_mid_publish_every_final_stored_exactly_once() {
     );
     lock.release();
 
-    let status = tokio::time::timeout(Duration::from_secs(120), publisher.wait())
-        .await
-        .expect("publisher finishes")
-        .expect("publisher status");
-    assert!(status.success(), "ffmpeg failed: {status}");
-    let finals = all_finals_delivered(&mock, &client, &service, slug).await;
-    let stored =
-        wait_for_stored_finals(&database_url, slug, finals.len(), Duration::from_secs(60)).await;
-    assert_stored_exactly_once(&stored, &finals);
-    assert!(
-        poll(Duration::from_secs(30), || !spill_dir
-            .join(SPILL_FILE_NAME)
-            .exists())
-        .await,
-        "spill file still there after recovery"
-    );
+    let finals = recovered_exactly_once(
+        &mut publisher,
+        &mock,
+        &client,
+        &service,
+        &database_url,
+        &spill_dir,
+        slug,
+    )
+    .await;
     let log = service.log();
     assert!(log.contains("database is locked"), "log:\n{log}");
     assert!(log.contains("spilling finals to disk"), "log:\n{log}");
@@ -497,9 +509,9 @@ async fn sigterm_during_outage_spills_and_next_start_writes_every_final() {
     let database_url = format!("sqlite://{}", db_path.display());
     let spill_dir = dir.path().join("spill");
     let wav = make_speech(dir.path());
-    let mock = MockGladia::start(MockConfig::default()).unwrap();
+    let mock = start_mock();
     let env = service_env(&mock, &database_url, &spill_dir);
-    let mut service = Service::start(&env);
+    let mut service = Service::start(realtime_core_bin!(), &env);
     let slug = "sigterm-outage";
     let client = WsClient::connect(&service, &format!("sessionSlug={slug}")).await;
 
@@ -539,7 +551,7 @@ async fn sigterm_during_outage_spills_and_next_start_writes_every_final() {
     );
 
     // The next start writes the spill file before it reports ready.
-    let next = Service::start(&env);
+    let next = Service::start(realtime_core_bin!(), &env);
     assert_stored_exactly_once(&stored_finals(&database_url, slug), &finals);
     assert!(
         !spill_dir.join(SPILL_FILE_NAME).exists(),

@@ -2,17 +2,14 @@
 //! make GStreamer fail; the pipeline is rebuilt from the stored AudioSpecificConfig and
 //! transcription continues; a publisher sending only garbage ends in the `error` state.
 
-mod support;
-
 #[path = "../pipelines/tests/support/mod.rs"]
 mod pipeline_support;
 
 use std::path::Path;
 use std::time::Duration;
 
-use mock_gladia::{MockConfig, MockGladia};
 use pipeline_support::flv_file::{read_flv, FlvTag, TAG_AUDIO};
-use support::*;
+use test_harness::*;
 
 /// Writes tags back into an FLV file (audio-only header flags are enough for FFmpeg).
 fn write_flv(tags: &[FlvTag], path: &Path) {
@@ -70,15 +67,11 @@ async fn corrupted_aac_rebuilds_the_decoder_and_transcription_continues() {
     let dir = tempfile::tempdir().unwrap();
     // 3.5 s of garbage: well over the 50 consecutive errors avdec_aac tolerates.
     let flv = corrupted_speech_flv(dir.path(), 24.0, 8_000, 11_500);
-    let mock = MockGladia::start(MockConfig::default()).unwrap();
-    let service = Service::start(&[
-        ("GLADIA_API_URL", mock.base_url()),
-        ("GLADIA_API_KEY", "test-key".to_owned()),
-        (
-            "DATABASE_URL",
-            format!("sqlite://{}/r.db", dir.path().display()),
-        ),
-    ]);
+    let mock = start_mock();
+    let service = Service::start(
+        realtime_core_bin!(),
+        &mock.service_env(&sqlite_url(dir.path(), "r.db")),
+    );
     let slug = "corrupt-aac";
     let client = WsClient::connect(&service, &format!("sessionSlug={slug}")).await;
     let args = ffmpeg_copy_args(&flv, &service.rtmp_url(slug));
@@ -123,12 +116,8 @@ async fn corrupted_aac_rebuilds_the_decoder_and_transcription_continues() {
         "file descriptors grew: {before:?} → {after:?}"
     );
 
-    let ended = mock
-        .wait_for(Duration::from_secs(30), |s| {
-            s.len() == 1 && s[0].closed_with_1000
-        })
+    mock.assert_one_session_closed(&service, Duration::from_secs(30))
         .await;
-    assert!(ended);
     let session = &mock.sessions()[0];
     // Speech after the garbage was transcribed: finals that start after it began.
     let later = session
@@ -142,18 +131,9 @@ async fn corrupted_aac_rebuilds_the_decoder_and_transcription_continues() {
         session.finals_sent
     );
     let expected = session.finals_sent.len();
-    let all = client
-        .wait_until(Duration::from_secs(10), |m| {
-            m.iter().filter(|m| m["isFinal"] == true).count() >= expected
-        })
+    client
+        .assert_finals_numbered(expected, Duration::from_secs(10))
         .await;
-    assert!(all, "finals missing at the client");
-    let seqs: Vec<i64> = client
-        .finals()
-        .iter()
-        .map(|f| f["seq"].as_i64().unwrap())
-        .collect();
-    assert_eq!(seqs, (1..=expected as i64).collect::<Vec<_>>());
 }
 
 #[actix_rt::test]
@@ -167,16 +147,15 @@ async fn a_decoder_that_keeps_failing_puts_the_session_in_the_error_state() {
     let dir = tempfile::tempdir().unwrap();
     // Garbage from 1 s to the end of the 12 s speech.
     let flv = corrupted_speech_flv(dir.path(), 12.0, 1_000, u32::MAX);
-    let mock = MockGladia::start(MockConfig::default()).unwrap();
-    let service = Service::start(&[
-        ("GLADIA_API_URL", mock.base_url()),
-        ("GLADIA_API_KEY", "test-key".to_owned()),
-        (
-            "DATABASE_URL",
-            format!("sqlite://{}/r.db", dir.path().display()),
-        ),
-        ("DECODER_MAX_RESTARTS", "2".to_owned()),
-    ]);
+    let mock = start_mock();
+    let service = Service::start(
+        realtime_core_bin!(),
+        &[
+            mock.service_env(&sqlite_url(dir.path(), "r.db")),
+            vec![("DECODER_MAX_RESTARTS", "2".to_owned())],
+        ]
+        .concat(),
+    );
     let slug = "garbage-aac";
     let client = WsClient::connect(&service, &format!("sessionSlug={slug}")).await;
     let args = ffmpeg_copy_args(&flv, &service.rtmp_url(slug));

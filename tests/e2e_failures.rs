@@ -1,13 +1,11 @@
 //! What operators see when things go wrong: provider init failures (visible in the session
 //! state, key never logged, transient ones recovered), bad configuration, hostile publishers.
 
-mod support;
-
 use std::process::Command;
 use std::time::Duration;
 
-use mock_gladia::{MockConfig, MockGladia};
-use support::*;
+use mock_gladia::MockConfig;
+use test_harness::*;
 
 /// A key that would be easy to spot in a log.
 const SECRET_KEY: &str = "gk-e2e-DO-NOT-LOG-7f3a9c";
@@ -18,21 +16,19 @@ async fn provider_failure_is_visible(status: u16, slug: &str, recovers: bool) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let mock = MockGladia::start(MockConfig {
+    let mock = start_mock_with(MockConfig {
         api_key: SECRET_KEY.into(),
         ..MockConfig::default()
-    })
-    .unwrap();
+    });
     mock.fail_next_inits(&[status]);
-    let service = Service::start(&[
-        ("GLADIA_API_URL", mock.base_url()),
-        ("GLADIA_API_KEY", SECRET_KEY.to_owned()),
-        (
-            "DATABASE_URL",
-            format!("sqlite://{}/r.db", dir.path().display()),
-        ),
-        ("RUST_LOG", "debug".to_owned()),
-    ]);
+    let service = Service::start(
+        realtime_core_bin!(),
+        &[
+            mock.service_env(&sqlite_url(dir.path(), "r.db")),
+            vec![("RUST_LOG", "debug".to_owned())],
+        ]
+        .concat(),
+    );
     let client = WsClient::connect(&service, &format!("sessionSlug={slug}")).await;
     let wav = make_speech(dir.path());
     let url = service.rtmp_url(slug);
@@ -79,12 +75,8 @@ async fn provider_failure_is_visible(status: u16, slug: &str, recovers: bool) {
             client.snapshot()
         );
         publisher.await.unwrap();
-        let ended = mock
-            .wait_for(Duration::from_secs(30), |s| {
-                s.len() == 1 && s[0].closed_with_1000
-            })
+        mock.assert_one_session_closed(&service, Duration::from_secs(30))
             .await;
-        assert!(ended, "provider session did not complete after recovering");
         let expected = mock.sessions()[0].finals_sent.len();
         assert!(expected >= 3);
         let all = client

@@ -1,16 +1,12 @@
 //! The metrics endpoints (SPEC §4.6, §7) over a real publish: FFmpeg → the real binary →
 //! the mock Gladia → two WebSocket clients, then `GET /metrics` and `/metrics/prometheus`.
 
-mod support;
-
 use std::collections::HashMap;
 use std::time::Duration;
 
-use mock_gladia::{MockConfig, MockGladia};
 use serde_json::json;
-use support::*;
+use test_harness::*;
 
-const KEY: &str = "e2e-metrics-key";
 const SLUG: &str = "metrics-e2e";
 
 fn gauge_key(name: &str) -> String {
@@ -100,18 +96,10 @@ async fn a_publish_is_measured_in_json_and_prometheus_and_its_session_series_go_
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let database_url = format!("sqlite://{}/metrics.db", dir.path().display());
+    let database_url = sqlite_url(dir.path(), "metrics.db");
     let wav = make_speech(dir.path());
-    let mock = MockGladia::start(MockConfig {
-        api_key: KEY.into(),
-        ..MockConfig::default()
-    })
-    .expect("mock starts");
-    let service = Service::start(&[
-        ("GLADIA_API_URL", mock.base_url()),
-        ("GLADIA_API_KEY", KEY.to_owned()),
-        ("DATABASE_URL", database_url.clone()),
-    ]);
+    let mock = start_mock();
+    let service = Service::start(realtime_core_bin!(), &mock.service_env(&database_url));
 
     // Before anything happened, every SPEC §7 series is there at zero.
     let (status, before) = service.get_json("/metrics").await;
@@ -159,16 +147,8 @@ async fn a_publish_is_measured_in_json_and_prometheus_and_its_session_series_go_
 
     let args = ffmpeg_speech_args(&wav, &service.rtmp_url(SLUG));
     run_publisher("ffmpeg", &args, Duration::from_secs(90)).await;
-    let ended = mock
-        .wait_for(Duration::from_secs(30), |s| {
-            s.len() == 1 && s[0].closed_with_1000
-        })
+    mock.assert_one_session_closed(&service, Duration::from_secs(30))
         .await;
-    assert!(
-        ended,
-        "provider session did not end; log:\n{}",
-        service.log()
-    );
     let finals_sent = mock.sessions().remove(0).finals_sent.len();
     assert!(finals_sent >= 3, "only {finals_sent} utterances");
     for client in &clients {

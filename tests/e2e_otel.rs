@@ -3,15 +3,13 @@
 //! The receiver decodes every `POST /v1/traces` as an `ExportTraceServiceRequest`; the test
 //! checks span names, the tree, attributes, `service.name`, and that no secret leaves.
 
-mod support;
-
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use actix_web::{web, App, HttpResponse, HttpServer};
 use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
-use mock_gladia::{MockConfig, MockGladia};
+use mock_gladia::MockConfig;
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
@@ -19,7 +17,7 @@ use opentelemetry_proto::tonic::common::v1::{any_value, KeyValue};
 use opentelemetry_proto::tonic::trace::v1::Span;
 use prost::Message as _;
 use serde_json::json;
-use support::*;
+use test_harness::*;
 use tokio::sync::Notify;
 
 const GLADIA_KEY: &str = "e2e-otel-gladia-key-5f1c9a";
@@ -189,23 +187,23 @@ async fn published_session_exports_its_span_tree_over_otlp() {
     let dir = tempfile::tempdir().unwrap();
     let wav = make_speech(dir.path());
     let (receiver, endpoint) = start_receiver();
-    let mock = MockGladia::start(MockConfig {
+    let mock = start_mock_with(MockConfig {
         api_key: GLADIA_KEY.into(),
         ..MockConfig::default()
-    })
-    .expect("mock starts");
-    let mut service = Service::start(&[
-        ("GLADIA_API_URL", mock.base_url()),
-        ("GLADIA_API_KEY", GLADIA_KEY.to_owned()),
-        (
-            "DATABASE_URL",
-            format!("sqlite://{}/otel.db", dir.path().display()),
-        ),
-        ("REALTIME_AUTH_SECRET", AUTH_SECRET.to_owned()),
-        ("RTMP_STREAM_KEY_SECRET", KEY_SECRET.to_owned()),
-        ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint),
-        ("OTEL_BSP_SCHEDULE_DELAY", "100".to_owned()),
-    ]);
+    });
+    let mut service = Service::start(
+        realtime_core_bin!(),
+        &[
+            mock.service_env(&sqlite_url(dir.path(), "otel.db")),
+            vec![
+                ("REALTIME_AUTH_SECRET", AUTH_SECRET.to_owned()),
+                ("RTMP_STREAM_KEY_SECRET", KEY_SECRET.to_owned()),
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint),
+                ("OTEL_BSP_SCHEDULE_DELAY", "100".to_owned()),
+            ],
+        ]
+        .concat(),
+    );
     assert!(
         service.log().contains("exporting traces over OTLP/HTTP"),
         "{}",
@@ -252,16 +250,9 @@ async fn published_session_exports_its_span_tree_over_otlp() {
         Duration::from_secs(90),
     )
     .await;
-    let provider_ended = mock
-        .wait_for(Duration::from_secs(30), |s| {
-            s.len() == 1 && s[0].closed_with_1000
-        })
+    mock.assert_one_session_closed(&service, Duration::from_secs(30))
         .await;
-    assert!(
-        provider_ended,
-        "provider session did not end; log:\n{}",
-        service.log()
-    );
+
     let provider = mock.sessions().remove(0);
     let expected_finals = provider.finals_sent.len();
     assert!(expected_finals >= 3, "only {expected_finals} finals");

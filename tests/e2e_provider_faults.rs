@@ -1,16 +1,14 @@
 //! Provider faults during a real publish (issue #4): the mock provider drops the WebSocket at
 //! random moments, closes with 44xx, or reaches its session limit, and nothing is lost.
 
-mod support;
-
 #[path = "../pipelines/tests/support/mod.rs"]
 mod pipeline_support;
 
 use std::time::{Duration, Instant};
 
-use mock_gladia::{MockConfig, MockGladia};
+use mock_gladia::MockConfig;
 use rand::Rng;
-use support::*;
+use test_harness::*;
 
 /// What our decoder makes of the file's AAC frames when fed directly: the bytes the provider
 /// must receive, each exactly once and in order.
@@ -45,13 +43,9 @@ async fn ten_random_provider_drops_lose_no_audio_byte_and_no_final() {
     let publish_s = expected_pcm.len() as f64 / 32_000.0;
     assert!(publish_s >= 59.0, "speech too short: {publish_s:.1} s");
 
-    let mock = MockGladia::start(MockConfig::default()).unwrap();
-    let database = format!("sqlite://{}/r.db", dir.path().display());
-    let service = Service::start(&[
-        ("GLADIA_API_URL", mock.base_url()),
-        ("GLADIA_API_KEY", "test-key".to_owned()),
-        ("DATABASE_URL", database.clone()),
-    ]);
+    let mock = start_mock();
+    let database = sqlite_url(dir.path(), "r.db");
+    let service = Service::start(realtime_core_bin!(), &mock.service_env(&database));
     let slug = "provider-drops";
     let client = WsClient::connect(&service, &format!("sessionSlug={slug}")).await;
     let args = ffmpeg_copy_args(&flv, &service.rtmp_url(slug));
@@ -96,16 +90,9 @@ async fn ten_random_provider_drops_lose_no_audio_byte_and_no_final() {
     }
 
     publisher.await.unwrap();
-    let ended = mock
-        .wait_for(Duration::from_secs(60), |s| {
-            s.len() == 1 && s[0].closed_with_1000
-        })
+    mock.assert_one_session_closed(&service, Duration::from_secs(60))
         .await;
     let sessions = mock.sessions();
-    assert!(
-        ended,
-        "the provider session did not end with 1000 after the publish"
-    );
     assert_eq!(
         sessions.len(),
         1,
@@ -208,14 +195,16 @@ async fn a_44xx_close_and_the_session_limit_continue_on_fresh_sessions_without_l
     encode_flv(&wav, &flv);
     let expected_pcm = direct_decode(&flv);
 
-    let mock = MockGladia::start(MockConfig::default()).unwrap();
-    let database = format!("sqlite://{}/r.db", dir.path().display());
-    let service = Service::start(&[
-        ("GLADIA_API_URL", mock.base_url()),
-        ("GLADIA_API_KEY", "test-key".to_owned()),
-        ("DATABASE_URL", database.clone()),
-        ("GLADIA_MAX_SESSION_SECS", "12".to_owned()),
-    ]);
+    let mock = start_mock();
+    let database = sqlite_url(dir.path(), "r.db");
+    let service = Service::start(
+        realtime_core_bin!(),
+        &[
+            mock.service_env(&database),
+            vec![("GLADIA_MAX_SESSION_SECS", "12".to_owned())],
+        ]
+        .concat(),
+    );
     let slug = "provider-rollover";
     let client = WsClient::connect(&service, &format!("sessionSlug={slug}")).await;
     let args = ffmpeg_copy_args(&flv, &service.rtmp_url(slug));
@@ -347,30 +336,29 @@ async fn a_draft_the_provider_never_finalizes_becomes_a_provisional_final() {
         .unwrap();
     assert!(status.success());
 
-    let mock = MockGladia::start(MockConfig {
+    let mock = start_mock_with(MockConfig {
         drop_open_utterance_on_stop: true,
         ..MockConfig::default()
-    })
-    .unwrap();
-    let database = format!("sqlite://{}/r.db", dir.path().display());
-    let service = Service::start(&[
-        ("GLADIA_API_URL", mock.base_url()),
-        ("GLADIA_API_KEY", "test-key".to_owned()),
-        ("DATABASE_URL", database.clone()),
-        // The stream ends with the publish, mid-sentence (no silence to end the utterance).
-        ("PUBLISHER_RECONNECT_GRACE_MS", "0".to_owned()),
-    ]);
+    });
+    let database = sqlite_url(dir.path(), "r.db");
+    let service = Service::start(
+        realtime_core_bin!(),
+        &[
+            mock.service_env(&database),
+            vec![
+                // The stream ends with the publish, mid-sentence (no silence to end the utterance).
+                ("PUBLISHER_RECONNECT_GRACE_MS", "0".to_owned()),
+            ],
+        ]
+        .concat(),
+    );
     let slug = "provisional";
     let client = WsClient::connect(&service, &format!("sessionSlug={slug}")).await;
     let args = ffmpeg_speech_args(&wav, &service.rtmp_url(slug));
     run_publisher("ffmpeg", &args, Duration::from_secs(60)).await;
 
-    let ended = mock
-        .wait_for(Duration::from_secs(30), |s| {
-            s.len() == 1 && s[0].closed_with_1000
-        })
+    mock.assert_one_session_closed(&service, Duration::from_secs(30))
         .await;
-    assert!(ended);
     let provider_finals = mock.sessions()[0].finals_sent.len();
     assert_eq!(
         provider_finals, 3,

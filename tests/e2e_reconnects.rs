@@ -2,14 +2,11 @@
 //! connection closed, still alive, or frozen half-dead, by real FFmpeg and GStreamer
 //! `rtmp2sink` processes. One session, one provider session, continuous `seq`, nothing leaked.
 
-mod support;
-
 use std::process::Stdio;
 use std::time::Duration;
 
-use mock_gladia::{MockConfig, MockGladia};
 use serde_json::Value;
-use support::*;
+use test_harness::*;
 use tokio::process::{Child, Command};
 
 const RECONNECTS: usize = 20;
@@ -76,14 +73,16 @@ async fn reconnects_keep_one_session(tool: &str, slug: &str) {
     }
     let dir = tempfile::tempdir().unwrap();
     let wav = make_long_speech(dir.path(), 30.0);
-    let mock = MockGladia::start(MockConfig::default()).unwrap();
-    let database = format!("sqlite://{}/r.db", dir.path().display());
-    let service = Service::start(&[
-        ("GLADIA_API_URL", mock.base_url()),
-        ("GLADIA_API_KEY", "test-key".to_owned()),
-        ("DATABASE_URL", database.clone()),
-        ("PUBLISHER_RECONNECT_GRACE_MS", "5000".to_owned()),
-    ]);
+    let mock = start_mock();
+    let database = sqlite_url(dir.path(), "r.db");
+    let service = Service::start(
+        realtime_core_bin!(),
+        &[
+            mock.service_env(&database),
+            vec![("PUBLISHER_RECONNECT_GRACE_MS", "5000".to_owned())],
+        ]
+        .concat(),
+    );
     let client = WsClient::connect(&service, &format!("sessionSlug={slug}")).await;
     let url = service.rtmp_url(slug);
     let args = if tool == "ffmpeg" {
@@ -156,15 +155,8 @@ async fn reconnects_keep_one_session(tool: &str, slug: &str) {
     assert_eq!(sessions.len(), 1, "{list}");
     assert_eq!(snapshot["publishes"], RECONNECTS as u64 + 1);
     assert_eq!(snapshot["providerStreams"], 1, "{snapshot}");
-    let ended = mock
-        .wait_for(Duration::from_secs(30), |s| {
-            s.len() == 1 && s[0].closed_with_1000
-        })
+    mock.assert_one_session_closed(&service, Duration::from_secs(30))
         .await;
-    assert!(
-        ended,
-        "the provider session did not end after the last publisher left"
-    );
     let provider = &mock.sessions()[0];
     assert_eq!(
         provider.ws_connections, 1,
@@ -191,18 +183,9 @@ async fn reconnects_keep_one_session(tool: &str, slug: &str) {
     // Continuous numbering at the client and in the database.
     let expected = provider.finals_sent.len();
     assert!(expected >= 3, "only {expected} finals");
-    let all = client
-        .wait_until(Duration::from_secs(10), |m| {
-            m.iter().filter(|m| m["isFinal"] == true).count() >= expected
-        })
+    client
+        .assert_finals_numbered(expected, Duration::from_secs(10))
         .await;
-    assert!(all, "finals missing at the client");
-    let seqs: Vec<i64> = client
-        .finals()
-        .iter()
-        .map(|f| f["seq"].as_i64().unwrap())
-        .collect();
-    assert_eq!(seqs, (1..=expected as i64).collect::<Vec<_>>());
     let stored = wait_for_stored_finals(&database, slug, expected, Duration::from_secs(10)).await;
     assert_eq!(stored.len(), expected);
 }

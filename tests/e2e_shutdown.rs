@@ -1,13 +1,10 @@
 //! Graceful shutdown (issue #4, SPEC §7): SIGTERM in the middle of speech sends the provider
 //! its stop, delivers and saves the trailing finals, closes clients with 1001 and exits 0.
 
-mod support;
-
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use mock_gladia::{MockConfig, MockGladia};
-use support::*;
+use test_harness::*;
 
 /// SIGTERM must be done within this: the provider's stop wait plus the database flush.
 const SHUTDOWN_BOUND: Duration = Duration::from_secs(60);
@@ -19,16 +16,20 @@ async fn sigterm_mid_speech_delivers_and_saves_every_final_then_exits_0() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let mock = MockGladia::start(MockConfig::default()).unwrap();
-    let database = format!("sqlite://{}/r.db", dir.path().display());
-    let mut service = Service::start(&[
-        ("GLADIA_API_URL", mock.base_url()),
-        ("GLADIA_API_KEY", "test-key".to_owned()),
-        ("DATABASE_URL", database.clone()),
-        // Longer than the test: only the shutdown flush can save the finals.
-        ("TRANSCRIPT_BATCH_DELAY_MS", "600000".to_owned()),
-        ("TRANSCRIPT_BATCH_SIZE", "1000".to_owned()),
-    ]);
+    let mock = start_mock();
+    let database = sqlite_url(dir.path(), "r.db");
+    let mut service = Service::start(
+        realtime_core_bin!(),
+        &[
+            mock.service_env(&database),
+            vec![
+                // Longer than the test: only the shutdown flush can save the finals.
+                ("TRANSCRIPT_BATCH_DELAY_MS", "600000".to_owned()),
+                ("TRANSCRIPT_BATCH_SIZE", "1000".to_owned()),
+            ],
+        ]
+        .concat(),
+    );
     let slug = "shutdown";
     let client = WsClient::connect(&service, &format!("sessionSlug={slug}")).await;
     let wav = make_speech(dir.path());

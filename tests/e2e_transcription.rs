@@ -2,32 +2,11 @@
 //! binary's RTMP listener → GStreamer decode → the mock Gladia over real HTTP/WebSocket →
 //! a real WebSocket client → a real database (SQLite file and PostgreSQL server).
 
-mod support;
-
 use std::path::Path;
 use std::time::Duration;
 
-use mock_gladia::{MockConfig, MockGladia};
 use serde_json::json;
-use support::*;
-
-const KEY: &str = "e2e-test-key";
-
-fn start_mock() -> MockGladia {
-    MockGladia::start(MockConfig {
-        api_key: KEY.into(),
-        ..MockConfig::default()
-    })
-    .expect("mock starts")
-}
-
-fn service_env(mock: &MockGladia, database_url: &str) -> Vec<(&'static str, String)> {
-    vec![
-        ("GLADIA_API_URL", mock.base_url()),
-        ("GLADIA_API_KEY", KEY.to_owned()),
-        ("DATABASE_URL", database_url.to_owned()),
-    ]
-}
+use test_harness::*;
 
 enum Publisher {
     FfmpegAacStereo44k,
@@ -56,36 +35,32 @@ async fn publish(publisher: Publisher, wav: &Path, url: &str) {
         Publisher::FfmpegAacWithH264 => {
             let args = ffmpeg_args(
                 &[
-                    "-re",
-                    "-i",
-                    wav_s,
-                    "-re",
-                    "-f",
-                    "lavfi",
-                    "-i",
-                    "testsrc=size=320x240:rate=25",
-                    "-map",
-                    "1:v",
-                    "-map",
-                    "0:a",
-                    "-shortest",
-                    "-c:v",
-                    "libx264",
-                    "-preset",
-                    "ultrafast",
-                    "-tune",
-                    "zerolatency",
-                    "-g",
-                    "50",
-                    "-c:a",
-                    "aac",
-                    "-b:a",
-                    "128k",
-                    "-ar",
-                    "44100",
-                    "-ac",
-                    "2",
-                ],
+                    &[
+                        "-re",
+                        "-i",
+                        wav_s,
+                        "-re",
+                        "-f",
+                        "lavfi",
+                        "-i",
+                        "testsrc=size=320x240:rate=25",
+                        "-map",
+                        "1:v",
+                        "-map",
+                        "0:a",
+                        "-shortest",
+                        "-c:v",
+                        "libx264",
+                        "-preset",
+                        "ultrafast",
+                        "-tune",
+                        "zerolatency",
+                        "-g",
+                        "50",
+                    ][..],
+                    &EGRESS_AAC,
+                ]
+                .concat(),
                 url,
             );
             run_publisher("ffmpeg", &args, timeout).await
@@ -104,7 +79,7 @@ async fn speech_reaches_clients_and_database(publisher: Publisher, database: Dat
     }
     let dir = tempfile::tempdir().unwrap();
     let database_url = match database {
-        Database::Sqlite => format!("sqlite://{}/realtime.db", dir.path().display()),
+        Database::Sqlite => sqlite_url(dir.path(), "realtime.db"),
         Database::Postgres => match fresh_postgres_database("rtcore_e2e") {
             Some(url) => url,
             None => return,
@@ -112,22 +87,14 @@ async fn speech_reaches_clients_and_database(publisher: Publisher, database: Dat
     };
     let wav = make_speech(dir.path());
     let mock = start_mock();
-    let service = Service::start(&service_env(&mock, &database_url));
+    let service = Service::start(realtime_core_bin!(), &mock.service_env(&database_url));
     let client = WsClient::connect(&service, &format!("sessionSlug={slug}")).await;
 
     publish(publisher, &wav, &service.rtmp_url(slug)).await;
 
     // The publish is over: the service sends stop_recording and the mock closes with 1000.
-    let ended = mock
-        .wait_for(Duration::from_secs(30), |s| {
-            s.len() == 1 && s[0].closed_with_1000
-        })
+    mock.assert_one_session_closed(&service, Duration::from_secs(30))
         .await;
-    assert!(
-        ended,
-        "provider session did not end cleanly; log:\n{}",
-        service.log()
-    );
     let provider = mock.sessions().remove(0);
     assert!(provider.stop_received);
     assert!(provider.init_body["custom_metadata"]
@@ -157,14 +124,8 @@ async fn speech_reaches_clients_and_database(publisher: Publisher, database: Dat
     }
 
     // Saved in batches: wait for the batch delay to pass, then read the database itself.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    let stored = loop {
-        let stored = stored_finals(&database_url, slug);
-        if stored.len() >= finals.len() || tokio::time::Instant::now() > deadline {
-            break stored;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let stored =
+        wait_for_stored_finals(&database_url, slug, finals.len(), Duration::from_secs(10)).await;
     let stored_ids: Vec<String> = stored.iter().map(|f| f.utterance_id.clone()).collect();
     assert_eq!(
         stored_ids, finals,
@@ -242,10 +203,10 @@ async fn start_and_stop_over_websocket_and_http() {
     let _serial = SERIAL.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let mock = start_mock();
-    let service = Service::start(&service_env(
-        &mock,
-        &format!("sqlite://{}/r.db", dir.path().display()),
-    ));
+    let service = Service::start(
+        realtime_core_bin!(),
+        &mock.service_env(&sqlite_url(dir.path(), "r.db")),
+    );
     let client = WsClient::connect(&service, "sessionSlug=lifecycle").await;
 
     client.send(json!({"type": "start_transcription", "sessionSlug": "lifecycle"}));

@@ -5,15 +5,13 @@
 //! Needs the model (scripts/install-whisper-model.sh, which scripts/run-tests.sh runs): with
 //! CI=true a missing model fails these tests.
 
-mod support;
-
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use mock_gladia::{MockConfig, MockGladia};
+use mock_gladia::MockConfig;
 use serde_json::Value;
-use support::*;
+use test_harness::*;
 
 /// What [`make_speech`] says.
 const SPOKEN: [&str; 4] = [
@@ -132,9 +130,9 @@ async fn espeak_speech_becomes_partials_then_finals_and_is_saved() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let database_url = format!("sqlite://{}/whisper.db", dir.path().display());
+    let database_url = sqlite_url(dir.path(), "whisper.db");
     let wav = make_speech(dir.path());
-    let service = Service::start(&whisper_env(&model, &database_url));
+    let service = Service::start(realtime_core_bin!(), &whisper_env(&model, &database_url));
     let log = service.log();
     let line = log
         .lines()
@@ -258,7 +256,7 @@ struct Run {
 }
 
 async fn run_provider(env: Vec<(&'static str, String)>, database_url: &str, wav: &Path) -> Run {
-    let service = Service::start(&env);
+    let service = Service::start(realtime_core_bin!(), &env);
     let slug = "parity";
     let client = WsClient::connect(&service, &format!("sessionSlug={slug}")).await;
     publish_and_collect(&service, &client, wav, slug).await;
@@ -286,23 +284,13 @@ async fn the_same_audio_through_gladia_and_whisper_behaves_the_same_downstream()
     let dir = tempfile::tempdir().unwrap();
     let wav = make_speech(dir.path());
 
-    let mock = MockGladia::start(MockConfig {
+    let mock = start_mock_with(MockConfig {
         api_key: "parity-key".into(),
         ..MockConfig::default()
-    })
-    .expect("mock starts");
-    let gladia_db = format!("sqlite://{}/gladia.db", dir.path().display());
-    let gladia = run_provider(
-        vec![
-            ("GLADIA_API_URL", mock.base_url()),
-            ("GLADIA_API_KEY", "parity-key".to_owned()),
-            ("DATABASE_URL", gladia_db.clone()),
-        ],
-        &gladia_db,
-        &wav,
-    )
-    .await;
-    let whisper_db = format!("sqlite://{}/whisper.db", dir.path().display());
+    });
+    let gladia_db = sqlite_url(dir.path(), "gladia.db");
+    let gladia = run_provider(mock.service_env(&gladia_db), &gladia_db, &wav).await;
+    let whisper_db = sqlite_url(dir.path(), "whisper.db");
     let whisper = run_provider(whisper_env(&model, &whisper_db), &whisper_db, &wav).await;
 
     for (name, run) in [("gladia", &gladia), ("whisper", &whisper)] {
@@ -366,9 +354,9 @@ async fn sessions_beyond_the_measured_capacity_are_refused_and_admitted_ones_sta
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let database_url = format!("sqlite://{}/capacity.db", dir.path().display());
+    let database_url = sqlite_url(dir.path(), "capacity.db");
     let wav = make_speech(dir.path());
-    let service = Service::start(&whisper_env(&model, &database_url));
+    let service = Service::start(realtime_core_bin!(), &whisper_env(&model, &database_url));
     let (_, body) = service.get_json("/api/sessions").await;
     let provider = body["provider"].clone();
     let capacity = provider["capacity"].as_u64().expect("capacity reported") as usize;

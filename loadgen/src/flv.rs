@@ -5,6 +5,7 @@ use std::process::Command;
 
 use anyhow::{bail, ensure, Context as _};
 use bytes::Bytes;
+use test_harness::EGRESS_AAC;
 
 /// One FLV audio tag body (what an RTMP audio message carries), with its timestamp.
 #[derive(Debug, Clone)]
@@ -101,7 +102,9 @@ fn parse_flv(bytes: &[u8]) -> anyhow::Result<AacTrack> {
 
 /// Makes (once, cached in `dir`) about 30 s of espeak-ng speech with pauses, encoded the way
 /// egress sends it: AAC-LC 44.1 kHz stereo 128 kb/s in FLV. Same recipe as the e2e tests
-/// (`tests/support/mod.rs`: `make_speech`, `make_long_speech`, `encode_flv`).
+/// (`tests/harness/src/audio.rs`: `make_speech`, `make_long_speech`, `encode_flv`), kept apart:
+/// it reports errors instead of panicking, and its trailing pause (the seam where the track
+/// loops) is part of the audio the published figures were measured with.
 pub fn generated_speech_flv(dir: &Path) -> anyhow::Result<PathBuf> {
     let flv = dir.join("loadgen-speech.flv");
     if flv.exists() {
@@ -124,9 +127,8 @@ pub fn generated_speech_flv(dir: &Path) -> anyhow::Result<PathBuf> {
     run(Command::new("ffmpeg")
         .args(["-hide_banner", "-loglevel", "error", "-nostdin", "-y", "-i"])
         .arg(&long)
-        .args([
-            "-c:a", "aac", "-b:a", "128k", "-ar", "44100", "-ac", "2", "-f", "flv",
-        ])
+        .args(EGRESS_AAC)
+        .args(["-f", "flv"])
         .arg(&partial))?;
     std::fs::rename(&partial, &flv)?;
     Ok(flv)

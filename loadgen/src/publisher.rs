@@ -7,11 +7,9 @@ use std::rc::Rc;
 use std::time::{Duration, SystemTime};
 
 use anyhow::{bail, Context as _};
-use rml_rtmp::handshake::{Handshake, HandshakeProcessResult, PeerType};
-use rml_rtmp::sessions::{
-    ClientSession, ClientSessionConfig, ClientSessionEvent, ClientSessionResult, PublishRequestType,
-};
+use rml_rtmp::sessions::{ClientSession, ClientSessionResult};
 use rml_rtmp::time::RtmpTimestamp;
+use test_harness::rtmp_client::{outbound_bytes, start_publishing, Publishing};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::{timeout, Instant};
@@ -86,47 +84,15 @@ async fn run(
     socket
         .bind(SocketAddr::from((source, 0)))
         .with_context(|| format!("cannot bind {source}"))?;
-    let mut stream: TcpStream = timeout(SETUP_TIMEOUT, socket.connect(addr))
+    let stream: TcpStream = timeout(SETUP_TIMEOUT, socket.connect(addr))
         .await
         .context("RTMP connect timed out")?
         .context("RTMP connect")?;
     stream.set_nodelay(true)?;
-    let mut pending = timeout(SETUP_TIMEOUT, handshake(&mut stream))
-        .await
-        .context("RTMP handshake timed out")??;
-    let (mut session, initial) = ClientSession::new(ClientSessionConfig::new())
-        .map_err(|e| anyhow::anyhow!("client session: {e:?}"))?;
-    let mut out = Vec::new();
-    collect(initial, &mut out);
-    collect(
-        vec![session
-            .request_connection("live".into())
-            .map_err(|e| anyhow::anyhow!("connect request: {e:?}"))?],
-        &mut out,
-    );
-    stream.write_all(&out).await?;
-    timeout(
-        SETUP_TIMEOUT,
-        pump_until(&mut stream, &mut session, &mut pending, |e| {
-            matches!(e, ClientSessionEvent::ConnectionRequestAccepted)
-        }),
-    )
-    .await
-    .context("RTMP connect not accepted in time")??;
-    let request = session
-        .request_publishing(key.to_owned(), PublishRequestType::Live)
-        .map_err(|e| anyhow::anyhow!("publish request: {e:?}"))?;
-    let mut out = Vec::new();
-    collect(vec![request], &mut out);
-    stream.write_all(&out).await?;
-    timeout(
-        SETUP_TIMEOUT,
-        pump_until(&mut stream, &mut session, &mut pending, |e| {
-            matches!(e, ClientSessionEvent::PublishRequestAccepted)
-        }),
-    )
-    .await
-    .context("RTMP publish not accepted in time")??;
+    let Publishing {
+        mut stream,
+        mut session,
+    } = start_publishing(stream, key, SETUP_TIMEOUT).await?;
     *publishing = true;
     gauges.publishing.set(gauges.publishing.get() + 1);
 
@@ -160,11 +126,10 @@ async fn run(
                         if n == 0 {
                             bail!("server closed the RTMP connection after {sent_frames} frames");
                         }
-                        let mut out = Vec::new();
                         let results = session
                             .handle_input(&buf[..n])
                             .map_err(|e| anyhow::anyhow!("server bytes: {e:?}"))?;
-                        collect(results, &mut out);
+                        let out = outbound_bytes(results);
                         if !out.is_empty() {
                             stream.write_all(&out).await?;
                         }
@@ -181,91 +146,8 @@ async fn run(
     }
     // Like an encoder that stops: close the stream, then the socket.
     if let Ok(results) = session.stop_publishing() {
-        let mut out = Vec::new();
-        collect(results, &mut out);
-        let _ = stream.write_all(&out).await;
+        let _ = stream.write_all(&outbound_bytes(results)).await;
     }
     let _ = stream.shutdown().await;
     Ok(())
-}
-
-async fn handshake(stream: &mut TcpStream) -> anyhow::Result<Vec<u8>> {
-    let mut handshake = Handshake::new(PeerType::Client);
-    let c0c1 = handshake
-        .generate_outbound_p0_and_p1()
-        .map_err(|e| anyhow::anyhow!("handshake: {e:?}"))?;
-    stream.write_all(&c0c1).await?;
-    let mut buf = vec![0_u8; 8192];
-    loop {
-        let n = stream.read(&mut buf).await?;
-        if n == 0 {
-            bail!("server closed during the handshake");
-        }
-        match handshake
-            .process_bytes(&buf[..n])
-            .map_err(|e| anyhow::anyhow!("handshake: {e:?}"))?
-        {
-            HandshakeProcessResult::InProgress { response_bytes } => {
-                stream.write_all(&response_bytes).await?;
-            }
-            HandshakeProcessResult::Completed {
-                response_bytes,
-                remaining_bytes,
-            } => {
-                stream.write_all(&response_bytes).await?;
-                return Ok(remaining_bytes);
-            }
-        }
-    }
-}
-
-fn collect(results: Vec<ClientSessionResult>, out: &mut Vec<u8>) {
-    for result in results {
-        if let ClientSessionResult::OutboundResponse(packet) = result {
-            out.extend_from_slice(&packet.bytes);
-        }
-    }
-}
-
-async fn pump_until(
-    stream: &mut TcpStream,
-    session: &mut ClientSession,
-    pending: &mut Vec<u8>,
-    done: impl Fn(&ClientSessionEvent) -> bool,
-) -> anyhow::Result<()> {
-    let mut buf = vec![0_u8; 8192];
-    loop {
-        let input = if pending.is_empty() {
-            let n = stream.read(&mut buf).await?;
-            if n == 0 {
-                bail!("server closed the connection (publish refused?)");
-            }
-            buf[..n].to_vec()
-        } else {
-            std::mem::take(pending)
-        };
-        let mut out = Vec::new();
-        let mut finished = false;
-        for result in session
-            .handle_input(&input)
-            .map_err(|e| anyhow::anyhow!("server bytes: {e:?}"))?
-        {
-            match result {
-                ClientSessionResult::OutboundResponse(packet) => {
-                    out.extend_from_slice(&packet.bytes)
-                }
-                ClientSessionResult::RaisedEvent(
-                    ClientSessionEvent::ConnectionRequestRejected { description },
-                ) => bail!("connect rejected: {description}"),
-                ClientSessionResult::RaisedEvent(event) => finished |= done(&event),
-                ClientSessionResult::UnhandleableMessageReceived(_) => {}
-            }
-        }
-        if !out.is_empty() {
-            stream.write_all(&out).await?;
-        }
-        if finished {
-            return Ok(());
-        }
-    }
 }

@@ -433,6 +433,38 @@ on_both_backends!(
 // ---------------------------------------------------------------------------------------
 // Outages
 
+/// Sends five finals of `slug` (one batch, `start_test_storage(.., 5, ..)`) into an outage
+/// and waits for the first failed write: the batch must stay queued.
+async fn send_five_until_a_write_fails(handles: &StorageHandles, slug: &str) -> Vec<FinalRecord> {
+    let sent: Vec<FinalRecord> = (1..=5).map(|seq| numbered(slug, seq)).collect();
+    for r in &sent {
+        handles.storage.save_final.do_send(SaveFinal(r.clone()));
+    }
+    eventually("a failed write", || {
+        handles.metrics.snapshot().write_errors >= 1
+    })
+    .await;
+    let m = handles.metrics.snapshot();
+    assert_eq!(
+        (m.finals_written, m.queue_len),
+        (0, 5),
+        "batch must stay queued: {m:?}"
+    );
+    sent
+}
+
+/// After the outage: flushed, the batch is written exactly once and nothing stays queued.
+async fn assert_batch_written_once(handles: &StorageHandles, slug: &str, sent: &[FinalRecord]) {
+    flush(handles).await;
+    assert_eq!(load_all(handles, slug).await, sent);
+    let m = handles.metrics.snapshot();
+    assert_eq!(
+        (m.batches_written, m.finals_written, m.queue_len),
+        (1, 5, 0),
+        "{m:?}"
+    );
+}
+
 /// SQLite locked by another writer (an outage that also works as root, where file modes
 /// do not stop writes): the batch waits, then is written exactly once.
 #[actix_rt::test]
@@ -447,33 +479,13 @@ async fn sqlite_locked_database_delays_but_keeps_batch() {
         .batch_execute("BEGIN EXCLUSIVE")
         .expect("take the write lock");
 
-    let sent: Vec<FinalRecord> = (1..=5).map(|seq| numbered("locked", seq)).collect();
-    for r in &sent {
-        handles.storage.save_final.do_send(SaveFinal(r.clone()));
-    }
     // The first attempt waits out the busy timeout, then fails and is retried.
-    eventually("a failed write", || {
-        handles.metrics.snapshot().write_errors >= 1
-    })
-    .await;
-    let m = handles.metrics.snapshot();
-    assert_eq!(
-        (m.finals_written, m.queue_len),
-        (0, 5),
-        "batch must stay queued: {m:?}"
-    );
+    let sent = send_five_until_a_write_fails(&handles, "locked").await;
 
     blocker
         .batch_execute("COMMIT")
         .expect("release the write lock");
-    flush(&handles).await;
-    assert_eq!(load_all(&handles, "locked").await, sent);
-    let m = handles.metrics.snapshot();
-    assert_eq!(
-        (m.batches_written, m.finals_written, m.queue_len),
-        (1, 5, 0),
-        "{m:?}"
-    );
+    assert_batch_written_once(&handles, "locked", &sent).await;
 }
 
 /// SQLite file made read-only: writes fail, the batch is kept, and after the permissions are
@@ -503,20 +515,7 @@ async fn sqlite_read_only_file_delays_but_keeps_batch() {
     }
     // Started on the read-only file: migrations find nothing to do, writes must fail.
     let (handles, _spill_dir) = start_test_storage(&url, 5, Duration::from_secs(60));
-    let sent: Vec<FinalRecord> = (1..=5).map(|seq| numbered("readonly", seq)).collect();
-    for r in &sent {
-        handles.storage.save_final.do_send(SaveFinal(r.clone()));
-    }
-    eventually("a failed write", || {
-        handles.metrics.snapshot().write_errors >= 1
-    })
-    .await;
-    let m = handles.metrics.snapshot();
-    assert_eq!(
-        (m.finals_written, m.queue_len),
-        (0, 5),
-        "batch must stay queued: {m:?}"
-    );
+    let sent = send_five_until_a_write_fails(&handles, "readonly").await;
 
     // SQLite creates the -wal and -shm files of a read-only database read-only too, so the
     // repair is the operator's `chmod 644 data/rt.db*`, not the main file alone.
@@ -526,14 +525,7 @@ async fn sqlite_read_only_file_delays_but_keeps_batch() {
             set_mode(&file, 0o644);
         }
     }
-    flush(&handles).await;
-    assert_eq!(load_all(&handles, "readonly").await, sent);
-    let m = handles.metrics.snapshot();
-    assert_eq!(
-        (m.batches_written, m.finals_written, m.queue_len),
-        (1, 5, 0),
-        "{m:?}"
-    );
+    assert_batch_written_once(&handles, "readonly", &sent).await;
 }
 
 /// PostgreSQL drops every connection (as on a restart): the executor reconnects on the next
@@ -710,6 +702,17 @@ async fn batcher_retries_the_same_batch_in_order() {
     );
 }
 
+/// The spill tests' batcher: batches of 4, a delay no test waits out (`Flush` writes), and
+/// `max_queued` finals held in memory before the spill file takes them.
+fn spill_test_config(max_queued: usize) -> BatcherConfig {
+    BatcherConfig {
+        batch_size: 4,
+        batch_delay: Duration::from_secs(60),
+        max_queued,
+        ..BatcherConfig::default()
+    }
+}
+
 /// A full queue spills to the file instead of dropping; after the outage every final is
 /// written exactly once, in arrival order (spilled ones before newer ones), and the file goes.
 #[actix_rt::test]
@@ -717,12 +720,7 @@ async fn batcher_spills_beyond_its_queue_and_replays_in_order() {
     let dir = TempDir::new();
     let (writer, _, committed, failures_left) = scripted_committing(usize::MAX);
     let metrics = Arc::new(StorageMetrics::default());
-    let config = BatcherConfig {
-        batch_size: 4,
-        batch_delay: Duration::from_secs(60),
-        max_queued: 10,
-        ..BatcherConfig::default()
-    };
+    let config = spill_test_config(10);
     let batcher = TranscriptBatcher::new(config, writer, Arc::clone(&metrics))
         .with_spill(spill_in(&dir, u64::MAX))
         .start();
@@ -785,12 +783,7 @@ async fn batcher_counts_finals_lost_beyond_the_spill_bound() {
     let dir = TempDir::new();
     let (writer, _, committed, failures_left) = scripted_committing(usize::MAX);
     let metrics = Arc::new(StorageMetrics::default());
-    let config = BatcherConfig {
-        batch_size: 4,
-        batch_delay: Duration::from_secs(60),
-        max_queued: 2,
-        ..BatcherConfig::default()
-    };
+    let config = spill_test_config(2);
     // Room for exactly the lines of seqs 3, 4 and 5 (the queue takes 1 and 2).
     let room = {
         let probe = TempDir::new();
@@ -831,12 +824,7 @@ async fn batcher_counts_finals_lost_beyond_the_spill_bound() {
 async fn spill_all_at_shutdown_then_restart_replays_everything_once() {
     let dir = TempDir::new();
     let (writer, _, committed, _) = scripted_committing(usize::MAX);
-    let config = BatcherConfig {
-        batch_size: 4,
-        batch_delay: Duration::from_secs(60),
-        max_queued: 10,
-        ..BatcherConfig::default()
-    };
+    let config = spill_test_config(10);
     let metrics = Arc::new(StorageMetrics::default());
     let batcher = TranscriptBatcher::new(config.clone(), writer, Arc::clone(&metrics))
         .with_spill(spill_in(&dir, u64::MAX))

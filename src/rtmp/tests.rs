@@ -14,7 +14,6 @@ use ::actors::messages::{
 };
 use actix::prelude::*;
 use rml_rtmp::chunk_io::ChunkSerializer;
-use rml_rtmp::handshake::{Handshake, HandshakeProcessResult, PeerType};
 use rml_rtmp::messages::{MessagePayload, RtmpMessage};
 use rml_rtmp::rml_amf0::Amf0Value;
 use rml_rtmp::sessions::{
@@ -23,6 +22,7 @@ use rml_rtmp::sessions::{
     ServerSessionResult,
 };
 use rml_rtmp::time::RtmpTimestamp;
+use test_harness::{rtmp_client, EGRESS_AAC};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
@@ -381,32 +381,19 @@ impl Publisher {
 
     fn ffmpeg(url: &str, secs: u32) -> Publisher {
         let source = format!("sine=frequency=440:sample_rate=44100:duration={secs}");
-        Publisher::spawn(
-            "ffmpeg",
-            "ffmpeg",
-            &[
-                "-nostdin",
-                "-hide_banner",
-                "-loglevel",
-                "warning",
-                "-re",
-                "-f",
-                "lavfi",
-                "-i",
-                &source,
-                "-c:a",
-                "aac",
-                "-b:a",
-                "128k",
-                "-ar",
-                "44100",
-                "-ac",
-                "2",
-                "-f",
-                "flv",
-                url,
-            ],
-        )
+        let input = [
+            "-nostdin",
+            "-hide_banner",
+            "-loglevel",
+            "warning",
+            "-re",
+            "-f",
+            "lavfi",
+            "-i",
+            &source,
+        ];
+        let args = [&input[..], &EGRESS_AAC, &["-f", "flv", url]].concat();
+        Publisher::spawn("ffmpeg", "ffmpeg", &args)
     }
 
     fn gst(name: &'static str, pipeline: &str) -> Publisher {
@@ -435,107 +422,23 @@ impl Publisher {
 // Hand-driven RTMP client (rml_rtmp client side)
 // ---------------------------------------------------------------------------------------------
 
-async fn read_some(stream: &mut TcpStream, buf: &mut [u8]) -> usize {
-    timeout(EVENT_TIMEOUT, stream.read(buf))
-        .await
-        .expect("client read timed out")
-        .expect("client read")
-}
-
 /// Client side of the handshake; returns bytes the server sent after S2.
 async fn client_handshake(stream: &mut TcpStream) -> Vec<u8> {
-    let mut handshake = Handshake::new(PeerType::Client);
-    let c0c1 = handshake.generate_outbound_p0_and_p1().expect("c0c1");
-    stream.write_all(&c0c1).await.expect("write c0c1");
-    let mut buf = vec![0_u8; 8192];
-    loop {
-        let n = read_some(stream, &mut buf).await;
-        assert!(n > 0, "server closed during handshake");
-        match handshake.process_bytes(&buf[..n]).expect("handshake") {
-            HandshakeProcessResult::InProgress { response_bytes } => {
-                stream.write_all(&response_bytes).await.expect("write");
-            }
-            HandshakeProcessResult::Completed {
-                response_bytes,
-                remaining_bytes,
-            } => {
-                stream.write_all(&response_bytes).await.expect("write");
-                return remaining_bytes;
-            }
-        }
-    }
+    timeout(EVENT_TIMEOUT, rtmp_client::handshake(stream))
+        .await
+        .expect("handshake timed out")
+        .expect("handshake")
 }
 
 /// A raw publisher that got `NetStream.Publish.Start` on `live/{key}`.
 async fn raw_publisher(port: u16, key: &str) -> TcpStream {
-    let mut stream = TcpStream::connect(("127.0.0.1", port))
+    let stream = TcpStream::connect(("127.0.0.1", port))
         .await
         .expect("connect");
-    let mut pending = client_handshake(&mut stream).await;
-    let (mut session, initial) = ClientSession::new(ClientSessionConfig::new()).expect("client");
-    let mut out = Vec::new();
-    collect_packets(initial, &mut out);
-    collect_packets(
-        vec![session.request_connection("live".into()).expect("connect")],
-        &mut out,
-    );
-    stream.write_all(&out).await.expect("write connect");
-    pump_until(&mut stream, &mut session, &mut pending, |e| {
-        matches!(e, ClientSessionEvent::ConnectionRequestAccepted)
-    })
-    .await;
-    let publish = session
-        .request_publishing(key.into(), PublishRequestType::Live)
-        .expect("publish");
-    let mut out = Vec::new();
-    collect_packets(vec![publish], &mut out);
-    stream.write_all(&out).await.expect("write publish");
-    pump_until(&mut stream, &mut session, &mut pending, |e| {
-        matches!(e, ClientSessionEvent::PublishRequestAccepted)
-    })
-    .await;
-    stream
-}
-
-fn collect_packets(results: Vec<ClientSessionResult>, out: &mut Vec<u8>) {
-    for result in results {
-        if let ClientSessionResult::OutboundResponse(packet) = result {
-            out.extend_from_slice(&packet.bytes);
-        }
-    }
-}
-
-async fn pump_until(
-    stream: &mut TcpStream,
-    session: &mut ClientSession,
-    pending: &mut Vec<u8>,
-    done: impl Fn(&ClientSessionEvent) -> bool,
-) {
-    let mut buf = vec![0_u8; 8192];
-    loop {
-        let input = if pending.is_empty() {
-            let n = read_some(stream, &mut buf).await;
-            assert!(n > 0, "server closed the raw publisher");
-            buf[..n].to_vec()
-        } else {
-            std::mem::take(pending)
-        };
-        let mut out = Vec::new();
-        let mut finished = false;
-        for result in session.handle_input(&input).expect("client input") {
-            match result {
-                ClientSessionResult::OutboundResponse(packet) => {
-                    out.extend_from_slice(&packet.bytes)
-                }
-                ClientSessionResult::RaisedEvent(event) => finished |= done(&event),
-                ClientSessionResult::UnhandleableMessageReceived(_) => {}
-            }
-        }
-        stream.write_all(&out).await.expect("client write");
-        if finished {
-            return;
-        }
-    }
+    rtmp_client::start_publishing(stream, key, EVENT_TIMEOUT)
+        .await
+        .expect("publish accepted")
+        .stream
 }
 
 /// `["@setDataFrame"]` on message stream 1: panics rml_rtmp 0.8 at sessions/server/mod.rs:938.
@@ -678,12 +581,10 @@ async fn malformed_set_data_frame_closes_only_that_connection() {
 fn library_panic_on_malformed_set_data_frame_is_caught() {
     let (mut server, mut results) = ServerSession::new(ServerSessionConfig::new()).expect("server");
     let (mut client, initial) = ClientSession::new(ClientSessionConfig::new()).expect("client");
-    let mut to_server = Vec::new();
-    collect_packets(initial, &mut to_server);
-    collect_packets(
-        vec![client.request_connection("live".into()).expect("connect")],
-        &mut to_server,
-    );
+    let mut to_server = rtmp_client::outbound_bytes(initial);
+    to_server.extend(rtmp_client::outbound_bytes(vec![client
+        .request_connection("live".into())
+        .expect("connect")]));
     let mut publish_sent = false;
     let mut published = false;
     // Ping-pong bytes between the two in memory, accepting every request, until publishing.
@@ -706,12 +607,9 @@ fn library_panic_on_malformed_set_data_frame_is_caught() {
             match result {
                 ClientSessionResult::OutboundResponse(p) => to_server.extend_from_slice(&p.bytes),
                 ClientSessionResult::RaisedEvent(ClientSessionEvent::ConnectionRequestAccepted) => {
-                    collect_packets(
-                        vec![client
-                            .request_publishing("k".into(), PublishRequestType::Live)
-                            .expect("publish")],
-                        &mut to_server,
-                    );
+                    to_server.extend(rtmp_client::outbound_bytes(vec![client
+                        .request_publishing("k".into(), PublishRequestType::Live)
+                        .expect("publish")]));
                     publish_sent = true;
                 }
                 ClientSessionResult::RaisedEvent(ClientSessionEvent::PublishRequestAccepted) => {

@@ -1,0 +1,65 @@
+//! The command line: how much load, for how long, against which binary, and where the
+//! result goes.
+
+use std::path::PathBuf;
+
+use clap::Parser;
+
+#[derive(Parser, Debug, Clone)]
+#[command(
+    about = "Publishes N real RTMP streams and opens M WebSocket clients per session \
+                   against realtime-core with the mock provider; reports latency, CPU, RSS."
+)]
+pub struct Args {
+    /// Concurrent sessions, each with its own RTMP publisher.
+    #[arg(long, default_value_t = 1)]
+    pub sessions: u32,
+    /// WebSocket clients per session.
+    #[arg(long, default_value_t = 10)]
+    pub clients: u32,
+    /// How long each stream publishes (keep runs bounded on shared machines).
+    #[arg(long, default_value_t = 30)]
+    pub seconds: u64,
+    /// Extra clients connected, before any load, to a session nobody publishes to: the RSS
+    /// they add is the memory of an idle client.
+    #[arg(long, default_value_t = 0)]
+    pub idle_clients: u32,
+    /// The service binary (a release build: `cargo build --release -p realtime-core`).
+    #[arg(long, default_value = "target/release/realtime-core")]
+    pub service_bin: PathBuf,
+    /// An FLV with AAC audio to publish (looped); default: espeak-ng speech generated once
+    /// into --work-dir with espeak-ng, sox and ffmpeg.
+    #[arg(long)]
+    pub flv: Option<PathBuf>,
+    /// Where the generated FLV is cached.
+    #[arg(long, default_value = "target/loadgen")]
+    pub work_dir: PathBuf,
+    /// Write the result here as well as on stdout.
+    #[arg(long)]
+    pub json_out: Option<PathBuf>,
+    /// PCM_CHUNK_SIZE_MS given to the service.
+    #[arg(long, default_value_t = 100)]
+    pub pcm_chunk_ms: u32,
+    /// Seconds after the last publisher started before CPU and RSS are averaged.
+    #[arg(long, default_value_t = 3)]
+    pub warmup_seconds: u64,
+    /// Store finals in a fresh PostgreSQL database that logs every statement, and count the
+    /// statements per final (needs psql and read access to --pg-log).
+    #[arg(long)]
+    pub postgres: bool,
+    #[arg(
+        long,
+        env = "DATABASE_URL_PG_ADMIN",
+        default_value = "postgres://postgres:postgres@127.0.0.1:5432/postgres",
+        hide_env_values = true
+    )]
+    pub pg_admin: String,
+    #[arg(long, default_value = "/var/log/postgresql/postgresql-15-main.log")]
+    pub pg_log: PathBuf,
+    /// Extra KEY=VALUE environment for the service (repeatable).
+    #[arg(long = "service-env")]
+    pub service_env: Vec<String>,
+    /// Echo the service's log on stderr.
+    #[arg(long)]
+    pub show_service_log: bool,
+}

@@ -1,0 +1,255 @@
+//! The result, as JSON: ingest-added and fan-out latency (matched against the mock's own
+//! stamps), the service's CPU and memory per session and per client, drops and disconnects.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::time::SystemTime;
+
+use serde_json::{json, Value};
+
+use crate::args::Args;
+use crate::clients::{ClientGauges, ClientTally, SessionInbox};
+use crate::flv;
+use crate::pg;
+use crate::process::{self, cpu_percent, ProcSample};
+use crate::publisher::PublishLog;
+use crate::sampling::Phase;
+use crate::stats::{self, summarize};
+
+pub struct ReportInput<'a> {
+    pub args: &'a Args,
+    pub track: &'a flv::AacTrack,
+    pub slugs: &'a [String],
+    pub mock: &'a mock_gladia::MockGladia,
+    pub logs: &'a [PublishLog],
+    pub inboxes: &'a [Rc<RefCell<SessionInbox>>],
+    pub tallies: &'a [Vec<Rc<RefCell<ClientTally>>>],
+    pub gauges: &'a ClientGauges,
+    pub phases: &'a [Phase],
+    pub steady: &'a [ProcSample],
+    pub loadgen_steady: &'a [ProcSample],
+    pub after: Option<ProcSample>,
+    pub metrics: Value,
+    pub service_log: (u64, u64),
+    pub log_kinds: std::collections::BTreeMap<String, u64>,
+    pub thread_cpu: std::collections::BTreeMap<String, f64>,
+    pub exit_code: Option<i32>,
+    pub died: bool,
+    pub load_at_start: Option<f64>,
+    pub db: Option<pg::StatementCounts>,
+}
+
+pub fn report(input: ReportInput<'_>) -> Value {
+    let args = input.args;
+    let mock_sessions = input.mock.sessions();
+    // The mock session of each slug: the service sends the slug in custom_metadata.
+    let by_slug = |slug: &str| {
+        mock_sessions
+            .iter()
+            .filter(|s| s.init_body["custom_metadata"]["sessionSlug"] == slug)
+            .collect::<Vec<_>>()
+    };
+
+    // Ingest-added latency.
+    let bytes_per_ms = 32.0;
+    let mut ingest = Vec::new();
+    let mut ingest_aligned = Vec::new();
+    let mut uncovered = 0;
+    let mut backlogs = Vec::new();
+    let mut provider_sessions = 0;
+    let (mut pcm_sent, mut pcm_received) = (0u64, 0u64);
+    for (slug, log) in input.slugs.iter().zip(input.logs) {
+        let sessions = by_slug(slug);
+        provider_sessions += sessions.len();
+        let Some(first) = sessions.first() else {
+            uncovered += log.sends.len();
+            continue;
+        };
+        pcm_sent += log.sends.last().map_or(0, |s| s.1);
+        pcm_received += first.pcm.len() as u64;
+        let (lat, missing) = stats::ingest_latencies(&log.sends, &first.pcm_arrivals, 0);
+        ingest.extend(lat);
+        uncovered += missing;
+        if let Some(backlog) = stats::min_backlog(&log.sends, &first.pcm_arrivals) {
+            backlogs.push(backlog as f64 / bytes_per_ms);
+            let (lat, _) = stats::ingest_latencies(&log.sends, &first.pcm_arrivals, backlog);
+            ingest_aligned.extend(lat);
+        }
+    }
+
+    // Fan-out latency, and finals every client should have.
+    let mut finals_latency = Vec::new();
+    let mut partials_latency = Vec::new();
+    let mut unmatched = 0;
+    let (mut finals_missing, mut partials_missing) = (0i64, 0i64);
+    let (mut finals_sent_total, mut partials_sent_total) = (0usize, 0usize);
+    for ((slug, inbox), tallies) in input.slugs.iter().zip(input.inboxes).zip(input.tallies) {
+        let mut sent: HashMap<(String, String, bool), Vec<SystemTime>> = HashMap::new();
+        let (mut finals_sent, mut partials_sent) = (0, 0);
+        for session in by_slug(slug) {
+            let prefix: String = session
+                .id
+                .chars()
+                .filter(char::is_ascii_alphanumeric)
+                .take(8)
+                .collect();
+            for (list, is_final) in [
+                (&session.finals_sent, true),
+                (&session.partials_sent, false),
+            ] {
+                for t in list {
+                    sent.entry((
+                        format!("{prefix}:{}", t.id),
+                        t.text.trim_start().to_owned(),
+                        is_final,
+                    ))
+                    .or_default()
+                    .push(t.sent_at);
+                }
+            }
+            finals_sent += session.finals_sent.len();
+            partials_sent += session.partials_sent.len();
+        }
+        finals_sent_total += finals_sent;
+        partials_sent_total += partials_sent;
+        let (f, p, u) = stats::fanout_latencies(&sent, &inbox.borrow().arrivals);
+        finals_latency.extend(f);
+        partials_latency.extend(p);
+        unmatched += u;
+        for tally in tallies {
+            let tally = tally.borrow();
+            finals_missing += (finals_sent as i64 - tally.finals as i64).max(0);
+            partials_missing += (partials_sent as i64 - tally.partials as i64).max(0);
+        }
+    }
+    let mut all_fanout = finals_latency.clone();
+    all_fanout.extend(partials_latency.iter().copied());
+
+    // CPU and memory.
+    let phase = |name: &str| {
+        input
+            .phases
+            .iter()
+            .find(|p| p.name == name)
+            .map(|p| p.sample)
+    };
+    let started = phase("started");
+    let idle = phase("idle_clients_connected");
+    let connected = phase("clients_connected");
+    let steady_cpu = match (input.steady.first(), input.steady.last()) {
+        (Some(a), Some(b)) if input.steady.len() >= 2 => Some(cpu_percent(a, b)),
+        _ => None,
+    };
+    let loadgen_cpu = match (input.loadgen_steady.first(), input.loadgen_steady.last()) {
+        (Some(a), Some(b)) if input.loadgen_steady.len() >= 2 => Some(cpu_percent(a, b)),
+        _ => None,
+    };
+    let steady_rss = (!input.steady.is_empty()).then(|| {
+        input.steady.iter().map(|s| s.rss_kb as f64).sum::<f64>() / input.steady.len() as f64
+    });
+    let peak_rss = input.steady.iter().map(|s| s.rss_kb).max();
+    let sessions = f64::from(args.sessions);
+    let clients_total = f64::from(args.sessions * args.clients);
+    let before_load = idle.or(started);
+    let round1 = |v: f64| (v * 10.0).round() / 10.0;
+    let per = |a: Option<f64>, b: Option<f64>, n: f64| match (a, b) {
+        (Some(a), Some(b)) if n > 0.0 => Some(round1((a - b) / n)),
+        _ => None,
+    };
+    let rss = |s: Option<ProcSample>| s.map(|s| s.rss_kb as f64);
+    let idle_client_kb = per(rss(idle), rss(started), f64::from(args.idle_clients));
+    let load_client_kb = per(rss(connected), rss(before_load), clients_total);
+    let session_kb_without_clients = per(steady_rss, rss(connected), sessions);
+    let session_kb_with_clients = per(steady_rss, rss(before_load), sessions);
+    let cpu_per_session = steady_cpu.map(|c| c / sessions);
+
+    let publish_errors: Vec<String> = input.logs.iter().filter_map(|l| l.error.clone()).collect();
+    let close_codes: HashMap<String, u32> = input
+        .gauges
+        .close_codes
+        .borrow()
+        .iter()
+        .map(|(k, v)| (k.to_string(), *v))
+        .collect();
+    let db = input.db.map(|d| {
+        let per_final =
+            |n: u64| (n > 0).then(|| (d.finals_stored as f64 / n as f64 * 10.0).round() / 10.0);
+        json!({
+            "counts": d,
+            "finals_per_transcript_write": per_final(d.transcript_writes),
+            "finals_per_statement_any": per_final(d.total),
+        })
+    });
+
+    json!({
+        "config": {
+            "sessions": args.sessions,
+            "clients_per_session": args.clients,
+            "idle_clients": args.idle_clients,
+            "seconds": args.seconds,
+            "pcm_chunk_ms": args.pcm_chunk_ms,
+            "flv_sample_rate": input.track.sample_rate,
+            "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+            "load_average_at_start": input.load_at_start,
+            "load_average_at_end": process::load_average(),
+            "database": if input.db.is_some() { "postgres" } else { "sqlite" },
+        },
+        "ingest_latency_ms": summarize(ingest),
+        "ingest_latency_aligned_ms": summarize(ingest_aligned),
+        "ingest": {
+            "frames_never_delivered": uncovered,
+            "pipeline_min_backlog_ms": summarize(backlogs),
+            "pcm_sent_seconds": pcm_sent as f64 / 32_000.0,
+            "pcm_received_seconds": pcm_received as f64 / 32_000.0,
+            "provider_sessions": provider_sessions,
+        },
+        "fanout_latency_ms": summarize(all_fanout),
+        "fanout_final_latency_ms": summarize(finals_latency),
+        "fanout_partial_latency_ms": summarize(partials_latency),
+        "fanout": {
+            "finals_sent_by_provider": finals_sent_total,
+            "partials_sent_by_provider": partials_sent_total,
+            "client_messages_without_provider_match": unmatched,
+            "finals_missing_at_clients": finals_missing,
+            "partials_missing_at_clients": partials_missing,
+        },
+        "service": {
+            "cpu_percent_of_one_core": steady_cpu.map(round1),
+            "cpu_percent_of_machine": steady_cpu.map(|c| round1(c / f64::from(std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1)))),
+            "cpu_percent_per_session": cpu_per_session.map(|c| (c * 1000.0).round() / 1000.0),
+            "rss_kb_started": started.map(|s| s.rss_kb),
+            "rss_kb_idle_clients_connected": idle.map(|s| s.rss_kb),
+            "rss_kb_clients_connected": connected.map(|s| s.rss_kb),
+            "rss_kb_steady_mean": steady_rss.map(|v| v.round()),
+            "rss_kb_steady_peak": peak_rss,
+            "rss_kb_after_drain": input.after.map(|s| s.rss_kb),
+            "threads_steady": input.steady.last().map(|s| s.threads),
+            "rss_kb_per_idle_client": idle_client_kb,
+            "rss_kb_per_connected_client": load_client_kb,
+            "rss_kb_per_session_without_clients": session_kb_without_clients,
+            "rss_kb_per_session_with_clients": session_kb_with_clients,
+            "steady_window_seconds": match (input.steady.first(), input.steady.last()) {
+                (Some(a), Some(b)) => round1(b.at.duration_since(a.at).as_secs_f64()),
+                _ => 0.0,
+            },
+            "log_warnings": input.service_log.0,
+            "log_errors": input.service_log.1,
+            "log_warning_and_error_kinds": input.log_kinds,
+            "cpu_percent_of_one_core_by_thread_kind": input.thread_cpu,
+            "exit_code_after_sigterm": input.exit_code,
+            "died_during_run": input.died,
+            "metrics": input.metrics,
+        },
+        "loadgen_cpu_percent_of_one_core": loadgen_cpu.map(round1),
+        "drops": {
+            "publishers_failed": publish_errors.len(),
+            "publisher_errors": publish_errors.iter().take(5).collect::<Vec<_>>(),
+            "client_connect_failures": input.gauges.connect_failures.get(),
+            "client_unexpected_disconnects": input.gauges.unexpected_disconnects.get(),
+            "client_close_codes": close_codes,
+            "client_unparsable_messages": input.gauges.unparsable.get(),
+        },
+        "database": db,
+    })
+}
