@@ -17,7 +17,15 @@ import os
 import re
 import sys
 
-CRATES = ["src", "actors/src", "pipelines/src", "whisper/src", "tests/mock-gladia/src", "loadgen/src"]
+CRATES = [
+    "src",
+    "actors/src",
+    "pipelines/src",
+    "whisper/src",
+    "tests/mock-gladia/src",
+    "tests/harness/src",
+    "loadgen/src",
+]
 
 COMMENT = re.compile(r"//[^\n]*|/\*.*?\*/", re.S)
 STRING = re.compile(r'r#*"(?:.|\n)*?"#*|"(?:\\.|[^"\\])*"')

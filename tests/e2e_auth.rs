@@ -1,4 +1,4 @@
-//! SPEC §5 and §3 end to end, against the real binary: client tokens on the WebSocket upgrade
+//! docs/PROTOCOL.md#security, #rtmp-ingest end to end, against the real binary: client tokens on the WebSocket upgrade
 //! and on the HTTP API (the auth matrix), anonymous access on loopback, the refusal to start on
 //! a public bind without a secret, and signed RTMP stream keys with real publishers (FFmpeg and
 //! GStreamer `rtmp2sink`) and the mock provider.
@@ -129,7 +129,7 @@ fn start_with_auth_secret(dir: &std::path::Path) -> Service {
     )
 }
 
-/// Every refusal of SPEC §4.1/§5, on the upgrade and on `/api` routes, with its status and body.
+/// Every refusal of docs/PROTOCOL.md#websocket-connection, #security, on the upgrade and on `/api` routes, with its status and body.
 #[actix_rt::test]
 async fn auth_matrix_refuses_with_documented_status_and_body() {
     let _serial = SERIAL.lock().await;
@@ -386,7 +386,7 @@ fn public_bind_without_a_secret_refuses_to_start() {
     assert!(lines[0].contains("HTTP_HOST"), "{}", lines[0]);
 }
 
-/// SPEC §3's key, computed here independently of the service's code.
+/// docs/PROTOCOL.md#rtmp-ingest's key, computed here independently of the service's code.
 fn signed_key(secret: &str, slug: &str, expiry: u64) -> String {
     let signed = format!("{slug}.{expiry}");
     let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("hmac key");
@@ -416,7 +416,7 @@ fn key_of(rtmp_url: &str, service: &Service, slug: &str) -> String {
     assert_eq!(
         key,
         signed_key(KEY_SECRET, slug, expiry),
-        "signature per SPEC §3"
+        "signature per docs/PROTOCOL.md#rtmp-ingest"
     );
     key
 }

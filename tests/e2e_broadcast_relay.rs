@@ -1,4 +1,4 @@
-//! HTTP broadcast mode (SPEC §2 `REALTIME_BROADCAST_MODE=http`, §4.6 `POST
+//! HTTP broadcast mode (docs/PROTOCOL.md#configuration `REALTIME_BROADCAST_MODE=http`, §4.6 `POST
 //! /api/realtime/transcribe/broadcast`): two real service instances. The ingest instance A
 //! transcribes an FFmpeg publish through the mock provider and posts every message to the
 //! receiving instance B, whose WebSocket clients get them as if B had transcribed them: the

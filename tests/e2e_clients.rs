@@ -1,4 +1,4 @@
-//! What WebSocket clients rely on (SPEC §4.4, §4.5): heartbeat, resume with `lastSeq` (from
+//! What WebSocket clients rely on (docs/PROTOCOL.md#resume-and-delivery-guarantees, #active-speaker): heartbeat, resume with `lastSeq` (from
 //! memory and, after a restart, from the database) and active-speaker attribution.
 
 use std::time::Duration;

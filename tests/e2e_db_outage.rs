@@ -267,7 +267,7 @@ fn spawn_publisher(wav: &Path, url: &str) -> tokio::process::Child {
 }
 
 /// The publish is over: the provider session ended and the client has every final the
-/// provider sent. Returns the finals' utterance ids in order (stream checked against SPEC).
+/// provider sent. Returns the finals' utterance ids in order (stream checked against docs/PROTOCOL.md#transcript-messages).
 async fn all_finals_delivered(
     mock: &MockProvider,
     client: &WsClient,

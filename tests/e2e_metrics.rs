@@ -1,4 +1,4 @@
-//! The metrics endpoints (SPEC §4.6, §7) over a real publish: FFmpeg → the real binary →
+//! The metrics endpoints (docs/PROTOCOL.md#metrics) over a real publish: FFmpeg → the real binary →
 //! the mock Gladia → two WebSocket clients, then `GET /metrics` and `/metrics/prometheus`.
 
 use std::collections::HashMap;
@@ -101,7 +101,7 @@ async fn a_publish_is_measured_in_json_and_prometheus_and_its_session_series_go_
     let mock = start_mock();
     let service = Service::start(realtime_core_bin!(), &mock.service_env(&database_url));
 
-    // Before anything happened, every SPEC §7 series is there at zero.
+    // Before anything happened, every docs/PROTOCOL.md#observability series is there at zero.
     let (status, before) = service.get_json("/metrics").await;
     assert_eq!(status, 200);
     for name in [

@@ -1,4 +1,4 @@
-//! Traces end to end (SPEC §7, issue #5): the real binary exports its span tree over OTLP/HTTP
+//! Traces end to end (docs/PROTOCOL.md#traces, issue #5): the real binary exports its span tree over OTLP/HTTP
 //! to an in-process receiver while FFmpeg publishes speech transcribed by the mock provider.
 //! The receiver decodes every `POST /v1/traces` as an `ExportTraceServiceRequest`; the test
 //! checks span names, the tree, attributes, `service.name`, and that no secret leaves.

@@ -1,4 +1,4 @@
-//! Egress reconnects (issue #4, SPEC §3): the same key published again and again, with the old
+//! Egress reconnects (issue #4, docs/PROTOCOL.md#rtmp-ingest): the same key published again and again, with the old
 //! connection closed, still alive, or frozen half-dead, by real FFmpeg and GStreamer
 //! `rtmp2sink` processes. One session, one provider session, continuous `seq`, nothing leaked.
 

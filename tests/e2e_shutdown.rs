@@ -1,4 +1,4 @@
-//! Graceful shutdown (issue #4, SPEC §7): SIGTERM in the middle of speech sends the provider
+//! Graceful shutdown (issue #4, docs/PROTOCOL.md#shutdown): SIGTERM in the middle of speech sends the provider
 //! its stop, delivers and saves the trailing finals, closes clients with 1001 and exits 0.
 
 use std::process::Stdio;

@@ -200,7 +200,7 @@ async fn espeak_speech_becomes_partials_then_finals_and_is_saved() {
     );
     eprintln!("GET /api/sessions provider: {provider}");
 
-    // SPEC §7: the offline path has its own latency and counters next to Gladia's. Every
+    // docs/PROTOCOL.md#observability: the offline path has its own latency and counters next to Gladia's. Every
     // final the clients got was decoded as a final (a provisional one would be counted too).
     let (_, metrics) = service.get_json("/metrics").await;
     let decoded = metrics["counters"]["whisper.finals_total"].as_u64();

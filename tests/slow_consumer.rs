@@ -1,4 +1,4 @@
-//! SPEC §4.4 under load: one client stops reading (its TCP receive window fills) while the
+//! docs/PROTOCOL.md#resume-and-delivery-guarantees under load: one client stops reading (its TCP receive window fills) while the
 //! session pushes 100,000 partials and 2,000 finals. The server's memory stays bounded, the
 //! other clients keep receiving with p99 latency within 2x of a run without the slow client,
 //! the slow client is closed with 1013 `slow_consumer`, and when it reconnects with `lastSeq`
@@ -14,7 +14,8 @@ use ::actors::client::ClientSettings;
 use ::actors::messages::{now_ms, TranscriptEvent};
 use ::actors::metrics::counter_value;
 use ::actors::metrics::names::WS_SLOW_CONSUMER_CLOSES_TOTAL;
-use ::actors::persistence::*;
+use ::actors::persistence::memory::MemoryStorage;
+use ::actors::persistence::StorageError;
 use ::actors::registry::{GetOrCreateSession, SessionRegistry};
 use ::actors::settings::{SessionContext, SessionSettings};
 use ::actors::supervisor::GetBroadcast;
@@ -33,56 +34,20 @@ const FAST_CLIENTS: usize = 3;
 /// stalled client's window fills however the partials coalesce on a busy machine.
 const FINAL_TEXT_BYTES: usize = 2048;
 
-/// Finals kept in memory instead of a database.
-#[derive(Default)]
-struct MemoryStore {
-    finals: Vec<FinalRecord>,
-}
-impl Actor for MemoryStore {
+/// The database-only endpoints the routes hold (readiness, the AI lock), answered without one;
+/// the finals themselves go to `MemoryStorage`.
+struct NoDatabase;
+impl Actor for NoDatabase {
     type Context = Context<Self>;
 }
-impl Handler<SaveFinal> for MemoryStore {
-    type Result = ();
-    fn handle(&mut self, SaveFinal(r): SaveFinal, _: &mut Self::Context) {
-        self.finals.push(r);
-    }
-}
-impl Handler<LoadLastSeq> for MemoryStore {
-    type Result = Result<i64, StorageError>;
-    fn handle(&mut self, m: LoadLastSeq, _: &mut Self::Context) -> Self::Result {
-        Ok(self
-            .finals
-            .iter()
-            .filter(|f| f.session_slug == m.session_slug)
-            .map(|f| f.seq)
-            .max()
-            .unwrap_or(0))
-    }
-}
-impl Handler<LoadFinalsAfter> for MemoryStore {
-    type Result = Result<Vec<FinalRecord>, StorageError>;
-    fn handle(&mut self, m: LoadFinalsAfter, _: &mut Self::Context) -> Self::Result {
-        Ok(self
-            .finals
-            .iter()
-            .filter(|f| f.session_slug == m.session_slug && f.seq > m.after_seq)
-            .take(m.limit as usize)
-            .cloned()
-            .collect())
-    }
-}
-impl Handler<SaveSessionState> for MemoryStore {
-    type Result = ();
-    fn handle(&mut self, _: SaveSessionState, _: &mut Self::Context) {}
-}
-impl Handler<Ping> for MemoryStore {
+impl Handler<Ping> for NoDatabase {
     type Result = Result<(), StorageError>;
     fn handle(&mut self, _: Ping, _: &mut Self::Context) -> Self::Result {
         Ok(())
     }
 }
 
-impl Handler<realtime_core::db::AcquireAiLock> for MemoryStore {
+impl Handler<realtime_core::db::AcquireAiLock> for NoDatabase {
     type Result = Result<realtime_core::db::AiLockState, StorageError>;
     fn handle(
         &mut self,
@@ -92,7 +57,7 @@ impl Handler<realtime_core::db::AcquireAiLock> for MemoryStore {
         Err(StorageError("not used here".into()))
     }
 }
-impl Handler<realtime_core::db::ReleaseAiLock> for MemoryStore {
+impl Handler<realtime_core::db::ReleaseAiLock> for NoDatabase {
     type Result = Result<bool, StorageError>;
     fn handle(
         &mut self,
@@ -111,13 +76,8 @@ struct Server {
 fn start_server() -> Server {
     // The cut-off is watched through the `ws.slow_consumer_closes_total` counter.
     ::actors::metrics::install();
-    let store = MemoryStore::default().start();
-    let storage = Storage {
-        save_final: store.clone().recipient(),
-        load_last_seq: store.clone().recipient(),
-        load_finals_after: store.clone().recipient(),
-        save_session_state: store.clone().recipient(),
-    };
+    let (_, storage) = MemoryStorage::default().start_storage();
+    let store = NoDatabase.start();
     let settings = SessionSettings {
         rtmp_url_base: "rtmp://localhost:1937/live/".into(),
         provider: None,

@@ -1,4 +1,4 @@
-//! WebSocket clients of the service (SPEC §4.1): each stamps every transcript on arrival.
+//! WebSocket clients of the service (docs/PROTOCOL.md#websocket-connection): each stamps every transcript on arrival.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;

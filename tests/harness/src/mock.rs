@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use mock_gladia::{MockConfig, MockGladia};
 
-use crate::Service;
+use crate::service::Service;
 
 /// A running mock Gladia and the API key it accepts. Derefs to the mock, whose records the
 /// tests read; stops when dropped.

@@ -2,14 +2,14 @@
 
 use serde_json::Value;
 
-/// Checks every transcript message against SPEC §4.3 and the delivery order of §4.4; returns
+/// Checks every transcript message against docs/PROTOCOL.md#transcript-messages and the delivery order of §4.4; returns
 /// the finals' utterance ids in order. Every final must have had a partial before it.
 pub fn assert_transcript_stream(messages: &[Value], slug: &str) -> Vec<String> {
     assert_transcript_stream_with(messages, slug, true)
 }
 
 /// [`assert_transcript_stream`]; with `partial_before_each_final` false a final may come
-/// without a partial (partials are best-effort, SPEC §4.4: a short utterance may have none).
+/// without a partial (partials are best-effort, docs/PROTOCOL.md#resume-and-delivery-guarantees: a short utterance may have none).
 pub fn assert_transcript_stream_with(
     messages: &[Value],
     slug: &str,

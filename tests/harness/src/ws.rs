@@ -7,7 +7,7 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
 use tokio::sync::Notify;
 
-use crate::Service;
+use crate::service::Service;
 
 /// A WebSocket client of the service, collecting every JSON message it receives.
 pub struct WsClient {
