@@ -82,6 +82,99 @@ async fn a_client_that_never_answers_pings_is_closed_removed_and_counted() {
     );
 }
 
+/// A client that floods ping frames and never reads used to make the service spawn a task per
+/// ping, each waiting on a full pong channel (3.7 GB in 20 s). Now pongs go through the
+/// client's writer, one at most, and a client over the frame rate is closed with 1008.
+#[actix_rt::test]
+async fn a_ping_flood_that_never_reads_is_closed_with_1008_and_memory_stays_bounded() {
+    let _serial = SERIAL.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mock = start_mock();
+    let service = Service::start(
+        realtime_core_bin!(),
+        &mock.service_env(&sqlite_url(dir.path(), "flood.db")),
+    );
+    let bystander = WsClient::connect(&service, "sessionSlug=flood").await;
+    let url = format!(
+        "ws://{}/api/realtime/transcribe?sessionSlug=flood",
+        service.http
+    );
+    let rss_before = service.rss_kb();
+    assert!(rss_before > 0, "cannot read the service's RSS");
+
+    // For 20 s: connect, send pings as fast as the socket takes them without reading until
+    // the connection refuses more, then read what the server sent (a few pongs, its close);
+    // again, on a new connection.
+    let started = std::time::Instant::now();
+    let (mut sent, mut connections, mut pongs_max, mut rss_peak) = (0u64, 0u64, 0u64, rss_before);
+    while started.elapsed() < Duration::from_secs(20) && connections < 500 {
+        let (_, framed) = awc::Client::new().ws(url.as_str()).connect().await.unwrap();
+        let (mut sink, mut stream) = framed.split();
+        connections += 1;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let ping = awc::ws::Message::Ping(bytes::Bytes::from_static(b"flood"));
+            match tokio::time::timeout_at(deadline, futures_util::SinkExt::send(&mut sink, ping))
+                .await
+            {
+                Ok(Ok(())) => sent += 1,
+                Ok(Err(_)) | Err(_) => break,
+            }
+            if sent % 500 == 0 {
+                rss_peak = rss_peak.max(service.rss_kb());
+            }
+        }
+        rss_peak = rss_peak.max(service.rss_kb());
+        let (mut pongs, mut close) = (0u64, None);
+        let _ = tokio::time::timeout(Duration::from_secs(10), async {
+            while let Some(frame) = stream.next().await {
+                match frame {
+                    Ok(awc::ws::Frame::Pong(_)) => pongs += 1,
+                    Ok(awc::ws::Frame::Close(reason)) => {
+                        close = reason;
+                        break;
+                    }
+                    Ok(_) => {}
+                    Err(_) => break,
+                }
+            }
+        })
+        .await;
+        let close = close.expect("the server closed the flooding socket with a close frame");
+        assert_eq!(u16::from(close.code), 1008, "{close:?}");
+        assert_eq!(close.description.as_deref(), Some("policy_violation"));
+        assert!(
+            pongs <= u64::from(::actors::inbound_limit::MAX_FRAMES_PER_SECOND),
+            "a pong only for pings admitted before the close: {pongs}"
+        );
+        pongs_max = pongs_max.max(pongs);
+    }
+    let rss_after = service.rss_kb();
+    let growth_mb = rss_peak.saturating_sub(rss_before) as f64 / 1024.0;
+    eprintln!(
+        "ping flood: {sent} pings over {connections} connections in {:.1?}, each closed with \
+         1008 (at most {pongs_max} pongs read back); RSS {rss_before} KiB -> peak {rss_peak} \
+         KiB (+{growth_mb:.1} MB), {rss_after} KiB at the end",
+        started.elapsed()
+    );
+    assert!(growth_mb <= 20.0, "RSS grew by {growth_mb:.1} MB");
+
+    let (_, metrics) = service.get_json("/metrics").await;
+    assert_eq!(
+        metrics["counters"]["ws.policy_violation_closes_total"],
+        connections
+    );
+    // The session and its other client are untouched.
+    bystander.send(json!({"type": "ping"}));
+    assert!(
+        bystander
+            .wait_until(Duration::from_secs(2), |m| m
+                .iter()
+                .any(|m| m["type"] == "pong"))
+            .await
+    );
+}
+
 fn finals_in(messages: &[Value]) -> Vec<i64> {
     messages
         .iter()

@@ -14,10 +14,11 @@ use actix_ws::{CloseCode, CloseReason, Message as WsMessage, ProtocolError};
 use bytestring::ByteString;
 
 use crate::access::SessionAccess;
+use crate::inbound_limit::{Inbound, InboundLimit};
 use crate::messages::{ClientId, Deliver};
 use crate::metrics::names::{
-    WS_BROADCAST_ERRORS_TOTAL, WS_HEARTBEAT_TIMEOUTS_TOTAL, WS_QUEUE_DROPS_TOTAL,
-    WS_SLOW_CONSUMER_CLOSES_TOTAL,
+    WS_BROADCAST_ERRORS_TOTAL, WS_HEARTBEAT_TIMEOUTS_TOTAL, WS_POLICY_VIOLATION_CLOSES_TOTAL,
+    WS_QUEUE_DROPS_TOTAL, WS_SLOW_CONSUMER_CLOSES_TOTAL,
 };
 use crate::outbound_frames::{error_frame, pong_frame};
 use crate::outbox::{Outbound, Outbox, Pushed};
@@ -73,6 +74,18 @@ pub struct ClientActor {
     settings: ClientSettings,
     /// Pings sent since the client last sent any frame.
     unanswered_pings: u32,
+    /// The pong owed to the client's latest ping, written before the next outbox frame. One at
+    /// most: a newer ping replaces it (RFC 6455 §5.5.3 lets an endpoint answer only the most
+    /// recent), so pings from a client that never reads cannot pile up pongs.
+    pong: Option<bytes::Bytes>,
+    /// Frames the client may send per second (1008 `policy_violation` beyond).
+    inbound: InboundLimit,
+}
+
+/// One frame the actor writes.
+enum Outgoing {
+    Text(ByteString),
+    Pong(bytes::Bytes),
 }
 
 impl ClientActor {
@@ -98,6 +111,8 @@ impl ClientActor {
             leaving: false,
             settings,
             unanswered_pings: 0,
+            pong: None,
+            inbound: InboundLimit::default(),
         }
     }
 
@@ -128,15 +143,27 @@ impl ClientActor {
         if self.in_flight || self.closing {
             return;
         }
-        let Some(frame) = self.outbox.pop() else {
-            if self.leaving {
-                self.close(ctx, CloseCode::Away, "server shutting down");
-            }
-            return;
+        let frame = match self.pong.take() {
+            Some(payload) => Outgoing::Pong(payload),
+            None => match self.outbox.pop() {
+                Some(frame) => Outgoing::Text(frame),
+                None => {
+                    if self.leaving {
+                        self.close(ctx, CloseCode::Away, "server shutting down");
+                    }
+                    return;
+                }
+            },
         };
         self.in_flight = true;
         let mut socket = self.socket.clone();
-        async move { tokio::time::timeout(SEND_TIMEOUT, socket.text(frame)).await }
+        let send = async move {
+            match frame {
+                Outgoing::Text(text) => socket.text(text).await,
+                Outgoing::Pong(payload) => socket.pong(&payload).await,
+            }
+        };
+        async move { tokio::time::timeout(SEND_TIMEOUT, send).await }
             .into_actor(self)
             .map(|result, act, ctx| {
                 act.in_flight = false;
@@ -341,14 +368,20 @@ impl StreamHandler<Result<WsMessage, ProtocolError>> for ClientActor {
     fn handle(&mut self, message: Result<WsMessage, ProtocolError>, ctx: &mut Self::Context) {
         if message.is_ok() {
             self.unanswered_pings = 0;
+            if self.inbound.admit(std::time::Instant::now()) == Inbound::OverLimit {
+                if !self.closing {
+                    tracing::info!(client = self.id.0, "client sends too many frames: closing");
+                    ::metrics::counter!(WS_POLICY_VIOLATION_CLOSES_TOTAL).increment(1);
+                }
+                self.close(ctx, CloseCode::Policy, "policy_violation");
+                return;
+            }
         }
         match message {
             Ok(WsMessage::Text(text)) => self.handle_command(&text, ctx),
             Ok(WsMessage::Ping(payload)) => {
-                let mut socket = self.socket.clone();
-                actix_rt::spawn(async move {
-                    let _ = socket.pong(&payload).await;
-                });
+                self.pong = Some(payload);
+                self.pump(ctx);
             }
             Ok(WsMessage::Close(_)) => {
                 self.closing = true;

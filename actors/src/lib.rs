@@ -17,6 +17,7 @@ pub mod access;
 pub mod broadcast;
 pub mod client;
 pub mod gladia;
+pub mod inbound_limit;
 pub mod ingest;
 pub mod messages;
 pub mod metrics;

@@ -36,6 +36,8 @@ pub const WS_HEARTBEAT_TIMEOUTS_TOTAL: &str = "ws.heartbeat_timeouts_total";
 pub const WS_QUEUE_DROPS_TOTAL: &str = "ws.queue_drops_total";
 /// Clients closed with 1013 `slow_consumer`.
 pub const WS_SLOW_CONSUMER_CLOSES_TOTAL: &str = "ws.slow_consumer_closes_total";
+/// Clients closed with 1008 `policy_violation` (too many frames a second).
+pub const WS_POLICY_VIOLATION_CLOSES_TOTAL: &str = "ws.policy_violation_closes_total";
 /// FLV audio payload bytes received from publishers.
 pub const INGEST_AUDIO_BYTES_TOTAL: &str = "ingest.audio_bytes_total";
 /// PCM bytes the decoder produced.
@@ -95,6 +97,7 @@ pub const COUNTERS: &[&str] = &[
     WS_HEARTBEAT_TIMEOUTS_TOTAL,
     WS_QUEUE_DROPS_TOTAL,
     WS_SLOW_CONSUMER_CLOSES_TOTAL,
+    WS_POLICY_VIOLATION_CLOSES_TOTAL,
     INGEST_AUDIO_BYTES_TOTAL,
     INGEST_PCM_BYTES_TOTAL,
     INGEST_DECODER_RESTARTS_TOTAL,

@@ -275,6 +275,19 @@ impl Service {
         self.child.id()
     }
 
+    /// Resident memory of the service process in KiB (`VmRSS`), 0 when it cannot be read.
+    pub fn rss_kb(&self) -> u64 {
+        std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .ok()
+            .and_then(|status| {
+                status
+                    .lines()
+                    .find_map(|l| l.strip_prefix("VmRSS:"))
+                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            })
+            .unwrap_or(0)
+    }
+
     /// Threads and open file descriptors of the service process (for leak checks).
     pub fn threads_and_fds(&self) -> (usize, usize) {
         let count = |dir: String| std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0);
