@@ -5,10 +5,11 @@
 //! clients). Here:
 //! - `config`: docs/PROTOCOL.md#configuration settings, validated to one-line errors.
 //! - `rtmp`: the RTMP listener (rml_rtmp, one isolated task per connection).
-//! - `http`: HTTP API and the WebSocket upgrade.
-//! - `auth`: client tokens (HS256 JWT) and the middleware guarding `/api/*`.
+//! - `http`: HTTP API, the WebSocket upgrade, the middleware guarding `/api/*`, `ApiError`.
+//! - `auth`: client tokens (HS256 JWT): who a caller is and which sessions it may use.
 //! - `db`: diesel storage (SQLite or PostgreSQL), batched writes off the async arbiters.
 //! - `telemetry`: stderr logs and, with `OTEL_EXPORTER_OTLP_ENDPOINT`, OTLP trace export.
+//! - `escaped_log`: the stderr writer that keeps every log event on one line.
 //! - `whisper_engine`: the offline provider's Whisper engine (CTranslate2), loaded and measured.
 //! - `app`: wiring it all together; `main.rs` only parses, logs and runs.
 //!
@@ -18,6 +19,7 @@ pub mod app;
 pub mod auth;
 pub mod config;
 pub mod db;
+pub mod escaped_log;
 pub mod http;
 pub mod rtmp;
 pub mod telemetry;

@@ -125,7 +125,8 @@ fn tracer_provider() -> Result<SdkTracerProvider, TelemetryError> {
 pub fn init(rust_log: &str) -> Result<Telemetry, TelemetryError> {
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let logs = tracing_subscriber::fmt::layer()
-        .with_writer(std::io::stderr)
+        // Values from the network are in the fields: no raw control character reaches a line.
+        .with_writer(crate::escaped_log::EscapedStderr { ansi })
         .with_ansi(ansi)
         .with_filter(EnvFilter::new(rust_log));
     let provider = match configured_endpoint() {

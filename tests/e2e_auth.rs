@@ -337,6 +337,47 @@ async fn valid_tokens_work_and_are_scoped_to_their_sessions() {
     assert!(pong.is_some(), "bearer-authenticated socket answers");
 }
 
+/// A path is logged when its call is refused; a newline in it must not start a line of its own
+/// (forged log entries). Every log event is one line: control characters are escaped.
+#[actix_rt::test]
+async fn a_refused_path_cannot_forge_a_log_line() {
+    let _serial = SERIAL.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let service = start_with_auth_secret(dir.path());
+    const FORGED: &str = "2099-01-01T00:00:00Z ERROR FORGED";
+    let (status, body, _) = call(
+        &service,
+        "GET",
+        "/api/x%0A2099-01-01T00:00:00Z%20ERROR%20FORGED",
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (401, Some("missing_token"))
+    );
+    // The refusal is logged (escaped) ...
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !service
+        .log()
+        .contains("\\n2099-01-01T00:00:00Z ERROR FORGED")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the refusal was not logged:\n{}",
+            service.log()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // ... and no line begins with the forged text.
+    let log = service.log();
+    assert!(
+        !log.lines()
+            .any(|line| line.trim_start().starts_with(FORGED)),
+        "{log}"
+    );
+}
+
 /// Without REALTIME_AUTH_SECRET on loopback (the default), calls are anonymous.
 #[actix_rt::test]
 async fn anonymous_calls_work_on_loopback_without_a_secret() {
