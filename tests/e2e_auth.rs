@@ -337,6 +337,39 @@ async fn valid_tokens_work_and_are_scoped_to_their_sessions() {
     assert!(pong.is_some(), "bearer-authenticated socket answers");
 }
 
+/// A socket lives no longer than its token: at `exp` (plus the clock-skew leeway the token was
+/// accepted with) it is closed with 4001 `token_expired`.
+#[actix_rt::test]
+async fn a_socket_is_closed_with_4001_when_its_token_expires() {
+    let _serial = SERIAL.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let service = start_with_auth_secret(dir.path());
+    // Past its exp, but within the leeway: accepted, and valid for 4 more seconds.
+    let leeway = realtime_core::auth::CLOCK_SKEW_LEEWAY_SECS;
+    let valid_until = now() + 4;
+    let expiring = token(AUTH_SECRET, valid_until - leeway, json!(["a"]));
+    let lasting = valid_for(json!(["a"]));
+    let opened = std::time::Instant::now();
+    let client = WsClient::connect(&service, &format!("sessionSlug=a&token={expiring}")).await;
+    let other = WsClient::connect(&service, &format!("sessionSlug=a&token={lasting}")).await;
+    let closed = client.wait_closed(Duration::from_secs(15)).await;
+    let after = opened.elapsed();
+    assert_eq!(closed, Some((4001, "token_expired".to_owned())));
+    assert!(
+        after >= Duration::from_secs(2),
+        "closed after {after:?}, before its exp"
+    );
+    // A socket with a valid token is still served.
+    other.send(json!({"type": "ping"}));
+    assert!(
+        other
+            .wait_until(Duration::from_secs(2), |m| m
+                .iter()
+                .any(|m| m["type"] == "pong"))
+            .await
+    );
+}
+
 /// A path is logged when its call is refused; a newline in it must not start a line of its own
 /// (forged log entries). Every log event is one line: control characters are escaped.
 #[actix_rt::test]

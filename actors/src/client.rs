@@ -28,6 +28,9 @@ use crate::supervisor::{
 };
 use crate::wire::{to_json, ClientCommand, TranscriptionStartedMessage};
 
+/// Close code of a socket whose token expired (private-use range 4000-4999, RFC 6455 §7.4.2).
+const TOKEN_EXPIRED: u16 = 4001;
+
 /// A socket that has not accepted a frame for this long is a slow consumer (docs/PROTOCOL.md#resume-and-delivery-guarantees).
 const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -80,6 +83,9 @@ pub struct ClientActor {
     pong: Option<bytes::Bytes>,
     /// Frames the client may send per second (1008 `policy_violation` beyond).
     inbound: InboundLimit,
+    /// When the token the socket was opened with stops being valid: the socket is closed
+    /// then with 4001 `token_expired`. `None`: no token (anonymous mode).
+    token_valid_until: Option<std::time::SystemTime>,
 }
 
 /// One frame the actor writes.
@@ -96,6 +102,7 @@ impl ClientActor {
         access: SessionAccess,
         initial_subscription: Option<InitialSubscription>,
         settings: ClientSettings,
+        token_valid_until: Option<std::time::SystemTime>,
     ) -> Self {
         ClientActor {
             id: ClientId::next(),
@@ -113,6 +120,7 @@ impl ClientActor {
             unanswered_pings: 0,
             pong: None,
             inbound: InboundLimit::default(),
+            token_valid_until,
         }
     }
 
@@ -123,10 +131,10 @@ impl ClientActor {
                 ::metrics::counter!(WS_QUEUE_DROPS_TOTAL).increment(1);
                 self.pump(ctx);
             }
-            Pushed::TooManyFinals => {
+            Pushed::TooManyQueued => {
                 tracing::warn!(
                     client = self.id.0,
-                    "client too far behind on finals: closing"
+                    "client too far behind on finals and replies: closing"
                 );
                 ::metrics::counter!(WS_SLOW_CONSUMER_CLOSES_TOTAL).increment(1);
                 self.close(ctx, CloseCode::Again, "slow_consumer");
@@ -342,6 +350,15 @@ impl Actor for ClientActor {
             self.subscribe(initial.session_slug, initial.last_seq, Then::Nothing, ctx);
         }
         ctx.run_interval(self.settings.ping_interval, |act, ctx| act.heartbeat(ctx));
+        if let Some(until) = self.token_valid_until {
+            let left = until
+                .duration_since(std::time::SystemTime::now())
+                .unwrap_or(Duration::ZERO);
+            ctx.run_later(left, |act, ctx| {
+                tracing::info!(client = act.id.0, "token expired: closing");
+                act.close(ctx, CloseCode::Other(TOKEN_EXPIRED), "token_expired");
+            });
+        }
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {

@@ -32,8 +32,10 @@ pub enum Pushed {
     Queued,
     /// An older partial of the same utterance was replaced, or the partial came after its final.
     PartialDropped,
-    /// The client is more than the allowed number of finals behind: it must be disconnected.
-    TooManyFinals,
+    /// The client has the allowed number of finals and control frames (replies, errors,
+    /// statuses) waiting already: it must be disconnected. Replies count too, so a client that
+    /// sends commands and never reads cannot grow its queue.
+    TooManyQueued,
     /// A final this client already has (replay overlapping live delivery): sent once only.
     DuplicateFinal,
 }
@@ -43,30 +45,27 @@ const FINALIZED_MEMORY: usize = 4096;
 
 #[derive(Debug)]
 pub struct Outbox {
-    /// Finals (in seq order) and control frames, FIFO.
+    /// Finals (in seq order) and control frames, FIFO; at most `max_queued` of them.
     reliable: VecDeque<ByteString>,
-    finals_queued: usize,
-    max_queued_finals: usize,
+    max_queued: usize,
     /// At most one partial per utterance, oldest utterance first.
     partials: VecDeque<(Arc<str>, ByteString)>,
     finalized: HashSet<Arc<str>>,
     finalized_order: VecDeque<Arc<str>>,
-    /// Frames popped from `reliable` that were finals, in order: lets `pop` keep the count right.
-    reliable_is_final: VecDeque<bool>,
     /// Highest final `seq` queued per session: finals are exactly-once and in order.
     last_final_seq: HashMap<Arc<str>, i64>,
 }
 
 impl Outbox {
-    pub fn new(max_queued_finals: usize) -> Self {
+    /// `max_queued`: `CLIENT_MAX_QUEUED_FINALS`, the finals and control frames one client may
+    /// have waiting.
+    pub fn new(max_queued: usize) -> Self {
         Outbox {
             reliable: VecDeque::new(),
-            finals_queued: 0,
-            max_queued_finals,
+            max_queued,
             partials: VecDeque::new(),
             finalized: HashSet::new(),
             finalized_order: VecDeque::new(),
-            reliable_is_final: VecDeque::new(),
             last_final_seq: HashMap::new(),
         }
     }
@@ -75,8 +74,10 @@ impl Outbox {
         match outbound {
             Outbound::Goodbye => Pushed::Queued,
             Outbound::Control(frame) => {
+                if self.reliable.len() >= self.max_queued {
+                    return Pushed::TooManyQueued;
+                }
                 self.reliable.push_back(frame);
-                self.reliable_is_final.push_back(false);
                 Pushed::Queued
             }
             Outbound::Final {
@@ -92,16 +93,14 @@ impl Outbox {
                 {
                     return Pushed::DuplicateFinal;
                 }
-                if self.finals_queued >= self.max_queued_finals {
-                    return Pushed::TooManyFinals;
+                if self.reliable.len() >= self.max_queued {
+                    return Pushed::TooManyQueued;
                 }
                 self.last_final_seq.insert(session, seq);
                 // The final supersedes any pending partial of its utterance.
                 self.partials.retain(|(id, _)| *id != utterance_id);
                 self.remember_final(utterance_id);
                 self.reliable.push_back(frame);
-                self.reliable_is_final.push_back(true);
-                self.finals_queued += 1;
                 Pushed::Queued
             }
             Outbound::Partial {
@@ -124,9 +123,6 @@ impl Outbox {
     /// The next frame to write: finals and control first, then partials.
     pub fn pop(&mut self) -> Option<ByteString> {
         if let Some(frame) = self.reliable.pop_front() {
-            if self.reliable_is_final.pop_front().unwrap_or(false) {
-                self.finals_queued -= 1;
-            }
             return Some(frame);
         }
         self.partials.pop_front().map(|(_, frame)| frame)
@@ -193,9 +189,27 @@ mod tests {
         let mut o = Outbox::new(2);
         assert_eq!(o.push(final_(1, "a")), Pushed::Queued);
         assert_eq!(o.push(final_(2, "b")), Pushed::Queued);
-        assert_eq!(o.push(final_(3, "c")), Pushed::TooManyFinals);
+        assert_eq!(o.push(final_(3, "c")), Pushed::TooManyQueued);
         o.pop();
         assert_eq!(o.push(final_(3, "c")), Pushed::Queued);
+    }
+
+    #[test]
+    fn replies_count_toward_the_cap() {
+        let mut o = Outbox::new(3);
+        assert_eq!(o.push(final_(1, "a")), Pushed::Queued);
+        for _ in 0..2 {
+            assert_eq!(o.push(Outbound::Control("{}".into())), Pushed::Queued);
+        }
+        assert_eq!(
+            o.push(Outbound::Control("{}".into())),
+            Pushed::TooManyQueued
+        );
+        assert_eq!(o.push(final_(2, "b")), Pushed::TooManyQueued);
+        // Partials are bounded by utterance instead, and still replace each other.
+        assert_eq!(o.push(partial("c", "x")), Pushed::Queued);
+        o.pop();
+        assert_eq!(o.push(Outbound::Control("{}".into())), Pushed::Queued);
     }
 
     #[test]

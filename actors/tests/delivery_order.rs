@@ -72,7 +72,7 @@ fn simulate(
                 continue;
             }
             if let Some(o) = outbound.clone() {
-                if outbox.push(o) == Pushed::TooManyFinals {
+                if outbox.push(o) == Pushed::TooManyQueued {
                     *closed = true;
                     continue;
                 }

@@ -11,6 +11,9 @@ pub struct Principal {
     /// The token's `sub`; `None` for anonymous calls (no secret configured).
     pub user_id: Option<String>,
     pub access: SessionAccess,
+    /// The token's `exp` (seconds since the Unix epoch); `None` for anonymous calls. A
+    /// WebSocket opened with the token is closed when it expires.
+    pub expires_at: Option<u64>,
 }
 
 impl Principal {
@@ -19,6 +22,7 @@ impl Principal {
         Principal {
             user_id: None,
             access: SessionAccess::Any,
+            expires_at: None,
         }
     }
 

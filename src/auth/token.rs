@@ -49,6 +49,7 @@ impl SessionsClaim {
 #[derive(Deserialize)]
 struct PayloadClaims {
     sub: Option<serde_json::Value>,
+    exp: Option<serde_json::Value>,
     sessions: Option<serde_json::Value>,
 }
 
@@ -91,9 +92,19 @@ impl TokenVerifier {
             Some(value) => access_from_claim(value)?,
             None => return Err(AuthError::Malformed("the `sessions` claim is missing")),
         };
+        // jsonwebtoken has checked that `exp` is there and not past (within the leeway).
+        let expires_at = data
+            .claims
+            .exp
+            .as_ref()
+            .and_then(serde_json::Value::as_u64)
+            .ok_or(AuthError::Malformed(
+                "`exp` must be a number of seconds since the epoch",
+            ))?;
         Ok(Principal {
             user_id: Some(user_id),
             access,
+            expires_at: Some(expires_at),
         })
     }
 }

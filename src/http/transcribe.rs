@@ -8,7 +8,7 @@ use serde::Deserialize;
 
 use super::error::ApiError;
 use super::state::AppState;
-use crate::auth::Principal;
+use crate::auth::{Principal, CLOCK_SKEW_LEEWAY_SECS};
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -41,8 +41,15 @@ pub async fn upgrade(
     principal.require_session(&slug)?;
     let (response, socket, incoming) = actix_ws::handle(&req, body)
         .map_err(|error| ApiError::bad_request("not_a_websocket", error.to_string()))?;
-    // The ClientActor enforces the same access on every later subscribe/start/stop.
+    // The ClientActor enforces the same access on every later subscribe/start/stop, and closes
+    // the socket when the token runs out (with the clock-skew leeway it was accepted with).
     let access = principal.access;
+    // `exp` is from a token we signed, but still a number: an absurd one means no timer.
+    let token_valid_until = principal.expires_at.and_then(|exp| {
+        std::time::UNIX_EPOCH.checked_add(std::time::Duration::from_secs(
+            exp.saturating_add(CLOCK_SKEW_LEEWAY_SECS),
+        ))
+    });
     ClientActor::new(
         socket,
         incoming,
@@ -53,6 +60,7 @@ pub async fn upgrade(
             last_seq,
         }),
         state.client_settings,
+        token_valid_until,
     )
     .start();
     Ok(response)
