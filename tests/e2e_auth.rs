@@ -370,6 +370,60 @@ async fn a_socket_is_closed_with_4001_when_its_token_expires() {
     );
 }
 
+/// Active-speaker poisoning: a report from far in the future would win attribution for every
+/// transcript until then, and a token claiming many identities would get the rate limit of
+/// each. Both are refused.
+#[actix_rt::test]
+async fn active_speaker_reports_far_from_now_or_from_many_identities_are_refused() {
+    let _serial = SERIAL.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let service = start_with_auth_secret(dir.path());
+    let bearer = valid_for(json!("*"));
+    // A client makes the session exist.
+    let _client = WsClient::connect(&service, &format!("sessionSlug=spk&token={bearer}")).await;
+    let report = |identity: String, timestamp: Option<i64>| {
+        let mut body = json!({"sessionSlug": "spk", "identity": identity});
+        if let Some(ts) = timestamp {
+            body["timestamp"] = json!(ts);
+        }
+        awc::Client::new()
+            .post(service.url("/api/active-speaker"))
+            .bearer_auth(&bearer)
+            .send_json(&body)
+    };
+    let now_ms = (now() * 1000) as i64;
+    for ts in [now_ms + 3_600_000, now_ms - 3_600_000, i64::MIN, i64::MAX] {
+        let mut response = report("alice".into(), Some(ts)).await.expect("http call");
+        let body: Value = response.json().await.unwrap_or(Value::Null);
+        assert_eq!(
+            (response.status().as_u16(), body["error"].as_str()),
+            (400, Some("bad_timestamp")),
+            "timestamp {ts}"
+        );
+    }
+    // 520 identities from one token, as fast as they go: the token's 10 a second apply.
+    let started = std::time::Instant::now();
+    let (mut accepted, mut limited) = (0u64, 0u64);
+    for i in 0..520 {
+        let response = report(format!("fake-{i}"), None).await.expect("http call");
+        match response.status().as_u16() {
+            204 => accepted += 1,
+            429 => limited += 1,
+            other => panic!("report {i}: {other}"),
+        }
+    }
+    let windows = started.elapsed().as_secs() + 1;
+    eprintln!(
+        "520 identities in {:?}: {accepted} accepted, {limited} limited",
+        started.elapsed()
+    );
+    assert!(
+        accepted >= 1 && accepted <= 10 * windows,
+        "{accepted} accepted in {windows} s"
+    );
+    assert_eq!(accepted + limited, 520);
+}
+
 /// A path is logged when its call is refused; a newline in it must not start a line of its own
 /// (forged log entries). Every log event is one line: control characters are escaped.
 #[actix_rt::test]

@@ -28,6 +28,28 @@ pub struct ActiveSpeakerBody {
     timestamp: Option<i64>,
 }
 
+/// How far a report's `timestamp` may be from the server's clock. Reports are sent as speech
+/// happens; one far in the future would win attribution for everything until then.
+const MAX_TIMESTAMP_SKEW_MS: u64 = 10_000;
+
+/// `timestamp` if it is within [`MAX_TIMESTAMP_SKEW_MS`] of `now_ms` (no arithmetic overflow
+/// whatever the number), else the 400 to answer.
+fn check_timestamp(timestamp: Option<i64>, now_ms: i64) -> Result<i64, ApiError> {
+    let Some(timestamp) = timestamp else {
+        return Ok(now_ms);
+    };
+    match timestamp.checked_sub(now_ms) {
+        Some(skew) if skew.unsigned_abs() <= MAX_TIMESTAMP_SKEW_MS => Ok(timestamp),
+        _ => Err(ApiError::bad_request(
+            "bad_timestamp",
+            format!(
+                "timestamp must be within {} s of the server's clock (ms since the epoch)",
+                MAX_TIMESTAMP_SKEW_MS / 1000
+            ),
+        )),
+    }
+}
+
 pub async fn report(
     state: web::Data<AppState>,
     principal: Principal,
@@ -45,10 +67,11 @@ pub async fn report(
             "identity and name must be 1-256 characters",
         ));
     }
-    if !state
-        .speaker_limits
-        .allow(&body.session_slug, &body.identity)
-    {
+    let timestamp_ms = check_timestamp(body.timestamp, now_ms())?;
+    // Limited per caller (the token's `sub`), not per identity it claims: one token cannot
+    // flood a session by reporting many identities. Anonymous callers have only the identity.
+    let reporter = principal.user_id.as_deref().unwrap_or(&body.identity);
+    if !state.speaker_limits.allow(&body.session_slug, reporter) {
         return Err(ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
             "rate_limited",
@@ -67,7 +90,27 @@ pub async fn report(
     supervisor.do_send(ReportSpeaker(SpeakerReport {
         identity: body.identity.into(),
         name: name.into(),
-        timestamp_ms: body.timestamp.unwrap_or_else(now_ms),
+        timestamp_ms,
     }));
     Ok(HttpResponse::NoContent().finish())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_far_from_now_are_refused_without_overflow() {
+        let now = 1_800_000_000_000;
+        assert_eq!(check_timestamp(None, now), Ok(now));
+        assert_eq!(check_timestamp(Some(now - 10_000), now), Ok(now - 10_000));
+        assert_eq!(check_timestamp(Some(now + 10_000), now), Ok(now + 10_000));
+        for bad in [now + 10_001, now - 10_001, i64::MAX, i64::MIN, 0, -1] {
+            let refused = check_timestamp(Some(bad), now).unwrap_err();
+            assert_eq!(refused.code(), "bad_timestamp", "{bad}");
+        }
+        // The extreme clock readings do not overflow either.
+        assert!(check_timestamp(Some(i64::MAX), i64::MIN).is_err());
+        assert!(check_timestamp(Some(i64::MIN), i64::MAX).is_err());
+    }
 }
