@@ -117,6 +117,11 @@ pub struct IncomingTranscript {
 /// Longest utterance id, speaker and language accepted from another instance.
 const MAX_RELAYED_FIELD: usize = 256;
 
+/// The highest `seq` accepted: 2^53 - 1, the largest integer a browser's JSON parser reads
+/// exactly. A relayed `seq` near `i64::MAX` would also make the receiver's next local final
+/// overflow its numbering.
+pub const MAX_SEQ: i64 = (1 << 53) - 1;
+
 impl IncomingTranscript {
     /// What serde cannot check; the error names the field.
     pub fn validate(&self) -> Result<(), String> {
@@ -133,8 +138,12 @@ impl IncomingTranscript {
             }
         }
         match (self.is_final, self.seq) {
-            (true, Some(seq)) if seq >= 1 => {}
-            (true, _) => return Err("a final needs seq, a whole number from 1".into()),
+            (true, Some(seq)) if (1..=MAX_SEQ).contains(&seq) => {}
+            (true, _) => {
+                return Err(format!(
+                    "a final needs seq, a whole number from 1 to {MAX_SEQ}"
+                ))
+            }
             (false, Some(_)) => return Err("a partial carries no seq".into()),
             (false, None) => {}
         }
@@ -163,6 +172,20 @@ pub fn to_json<T: Serialize>(value: &T) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_relayed_seq_outside_what_clients_read_exactly_is_refused() {
+        let mut message: IncomingTranscript = serde_json::from_value(serde_json::json!({
+            "type": "transcript", "sessionSlug": "s", "utteranceId": "u", "text": "t",
+            "isFinal": true, "speaker": "A", "speakerId": "a", "ts": 1, "seq": MAX_SEQ,
+        }))
+        .expect("parses");
+        assert_eq!(message.validate(), Ok(()));
+        for seq in [0, -1, MAX_SEQ + 1, i64::MAX, i64::MIN] {
+            message.seq = Some(seq);
+            assert!(message.validate().is_err(), "{seq}");
+        }
+    }
 
     #[test]
     fn transcript_message_has_the_contract_fields() {
