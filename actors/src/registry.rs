@@ -301,15 +301,36 @@ mod tests {
         .start()
     }
 
-    /// What `POST /api/realtime/transcribe/broadcast` does with one relayed final.
-    async fn post_final(registry: &Addr<SessionRegistry>, slug: &str, seq: i64) -> RelayOutcome {
-        let supervisor = registry
+    async fn session(registry: &Addr<SessionRegistry>, slug: &str) -> Addr<SessionSupervisor> {
+        registry
             .send(GetOrCreateSession {
                 session_slug: slug.into(),
             })
             .await
             .unwrap()
+            .unwrap()
+    }
+
+    /// Subscribes a client that collects what it is sent.
+    async fn subscribe(
+        supervisor: &Addr<SessionSupervisor>,
+        seen: std::sync::Arc<std::sync::Mutex<Vec<Outbound>>>,
+        last_seq: Option<i64>,
+    ) {
+        supervisor
+            .send(Subscribe {
+                client: ClientId::next(),
+                deliver: Collect(seen).start().recipient(),
+                last_seq,
+            })
+            .await
+            .unwrap()
             .unwrap();
+    }
+
+    /// What `POST /api/realtime/transcribe/broadcast` does with one relayed final.
+    async fn post_final(registry: &Addr<SessionRegistry>, slug: &str, seq: i64) -> RelayOutcome {
+        let supervisor = session(registry, slug).await;
         let broadcast = supervisor.send(GetBroadcast).await.unwrap().unwrap();
         let message = IncomingTranscript {
             kind: "transcript".into(),
@@ -387,25 +408,10 @@ mod tests {
                 RelayOutcome::Delivered
             );
         }
-        let supervisor = registry
-            .send(GetOrCreateSession {
-                session_slug: "resume".into(),
-            })
-            .await
-            .unwrap()
-            .unwrap();
+        let supervisor = session(&registry, "resume").await;
         let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let client = Collect(seen.clone()).start();
         // A client may send any i64; the lowest one used to overflow the replay arithmetic.
-        supervisor
-            .send(Subscribe {
-                client: ClientId::next(),
-                deliver: client.recipient(),
-                last_seq: Some(i64::MIN),
-            })
-            .await
-            .unwrap()
-            .unwrap();
+        subscribe(&supervisor, seen.clone(), Some(i64::MIN)).await;
         let started = Instant::now();
         let finals = loop {
             let finals: Vec<i64> = seen
@@ -429,24 +435,9 @@ mod tests {
     #[actix_rt::test]
     async fn a_session_stopped_by_a_shutdown_is_not_reopened_by_a_start() {
         let registry = registry(Duration::from_secs(60));
-        let supervisor = registry
-            .send(GetOrCreateSession {
-                session_slug: "closing".into(),
-            })
-            .await
-            .unwrap()
-            .unwrap();
+        let supervisor = session(&registry, "closing").await;
         // A client keeps the session alive through the shutdown.
-        let client = Collect(Default::default()).start();
-        supervisor
-            .send(Subscribe {
-                client: ClientId::next(),
-                deliver: client.recipient(),
-                last_seq: None,
-            })
-            .await
-            .unwrap()
-            .unwrap();
+        subscribe(&supervisor, Default::default(), None).await;
         let started = supervisor.send(StartTranscription).await.unwrap();
         assert_eq!(started.state, SessionState::WaitingForEgress);
         supervisor.send(ShutDown).await.unwrap();
