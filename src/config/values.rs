@@ -146,12 +146,7 @@ pub(crate) fn millis(
     min: u64,
     max: u64,
 ) -> impl Fn(&str) -> Result<Duration, String> + Clone + Send + Sync {
-    move |value| match value.trim().parse::<u64>() {
-        Ok(n) if n >= min && n <= max => Ok(Duration::from_millis(n)),
-        _ => Err(format!(
-            "a whole number of milliseconds from {min} to {max}"
-        )),
-    }
+    whole_duration("milliseconds", Duration::from_millis, min, max)
 }
 
 /// A duration given in whole seconds, in `min..=max` s.
@@ -159,9 +154,19 @@ pub(crate) fn seconds(
     min: u64,
     max: u64,
 ) -> impl Fn(&str) -> Result<Duration, String> + Clone + Send + Sync {
+    whole_duration("seconds", Duration::from_secs, min, max)
+}
+
+/// A whole number of `unit`s in `min..=max`, as a duration.
+fn whole_duration(
+    unit: &'static str,
+    from: fn(u64) -> Duration,
+    min: u64,
+    max: u64,
+) -> impl Fn(&str) -> Result<Duration, String> + Clone + Send + Sync {
     move |value| match value.trim().parse::<u64>() {
-        Ok(n) if n >= min && n <= max => Ok(Duration::from_secs(n)),
-        _ => Err(format!("a whole number of seconds from {min} to {max}")),
+        Ok(n) if n >= min && n <= max => Ok(from(n)),
+        _ => Err(format!("a whole number of {unit} from {min} to {max}")),
     }
 }
 
