@@ -27,18 +27,31 @@ fn now() -> u64 {
         .as_secs()
 }
 
-/// A token as the product's back end would mint it.
+/// A token as the product's back end would mint it: a viewer's (no `role`).
 fn token(secret: &str, exp: u64, sessions: Value) -> String {
+    token_with_role(secret, exp, sessions, None)
+}
+
+fn token_with_role(secret: &str, exp: u64, sessions: Value, role: Option<&str>) -> String {
+    let mut claims = json!({ "sub": "user-17", "exp": exp, "sessions": sessions });
+    if let Some(role) = role {
+        claims["role"] = json!(role);
+    }
     encode(
         &Header::new(Algorithm::HS256),
-        &json!({ "sub": "user-17", "exp": exp, "sessions": sessions }),
+        &claims,
         &EncodingKey::from_secret(secret.as_bytes()),
     )
     .expect("encode token")
 }
 
+/// A viewer's token.
 fn valid_for(sessions: Value) -> String {
     token(AUTH_SECRET, now() + 600, sessions)
+}
+
+fn with_role(role: &str, sessions: Value) -> String {
+    token_with_role(AUTH_SECRET, now() + 600, sessions, Some(role))
 }
 
 /// An HTTP call; `(status, JSON body or null, WWW-Authenticate)`.
@@ -254,8 +267,8 @@ async fn valid_tokens_work_and_are_scoped_to_their_sessions() {
     let _serial = SERIAL.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let service = start_with_auth_secret(dir.path());
-    let weekly = valid_for(json!(["weekly"]));
-    let service_token = valid_for(json!("*"));
+    let weekly = with_role("host", json!(["weekly"]));
+    let service_token = with_role("service", json!("*"));
 
     // HTTP with the session token, and with a service token on another session.
     let (status, body, _) = call(
@@ -378,7 +391,7 @@ async fn active_speaker_reports_far_from_now_or_from_many_identities_are_refused
     let _serial = SERIAL.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let service = start_with_auth_secret(dir.path());
-    let bearer = valid_for(json!("*"));
+    let bearer = with_role("service", json!("*"));
     // A client makes the session exist.
     let _client = WsClient::connect(&service, &format!("sessionSlug=spk&token={bearer}")).await;
     let report = |identity: String, timestamp: Option<i64>| {
@@ -514,9 +527,9 @@ fn public_bind_without_a_secret_refuses_to_start() {
     assert!(lines[0].contains("HTTP_HOST"), "{}", lines[0]);
 }
 
-/// docs/PROTOCOL.md#rtmp-ingest's key, computed here independently of the service's code.
-fn signed_key(secret: &str, slug: &str, expiry: u64) -> String {
-    let signed = format!("{slug}.{expiry}");
+/// docs/PROTOCOL.md#stream-keys's key, computed here independently of the service's code.
+fn signed_key(secret: &str, slug: &str, nonce: &str, expiry: u64) -> String {
+    let signed = format!("{slug}.{nonce}.{expiry}");
     let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("hmac key");
     mac.update(signed.as_bytes());
     format!(
@@ -525,28 +538,32 @@ fn signed_key(secret: &str, slug: &str, expiry: u64) -> String {
     )
 }
 
-/// The key part of an `rtmpUrl`, checked to be a signed key for `slug` valid about a day.
-fn key_of(rtmp_url: &str, service: &Service, slug: &str) -> String {
+/// The key part of an `rtmpUrl`, checked to be a signed key for `slug` valid for the default
+/// `RTMP_STREAM_KEY_TTL_SECS` (6 h); returns it and its nonce.
+fn key_of(rtmp_url: &str, service: &Service, slug: &str) -> (String, String) {
     let prefix = format!("rtmp://localhost:{}/live/", service.rtmp.port());
     let key = rtmp_url
         .strip_prefix(&prefix)
         .unwrap_or_else(|| panic!("rtmpUrl {rtmp_url:?} does not start with {prefix}"))
         .to_owned();
     let (rest, _) = key.rsplit_once('.').expect("signed key has a signature");
-    let (key_slug, expiry) = rest.rsplit_once('.').expect("signed key has an expiry");
+    let (rest, expiry) = rest.rsplit_once('.').expect("signed key has an expiry");
+    let (key_slug, nonce) = rest.rsplit_once('.').expect("signed key has a nonce");
+    let nonce = nonce.to_owned();
     assert_eq!(key_slug, slug);
+    assert_eq!(nonce.len(), 32, "a 128-bit nonce in hex: {nonce}");
     let expiry: u64 = expiry.parse().expect("numeric expiry");
-    let day = 24 * 3600;
+    let ttl = 6 * 3600;
     assert!(
-        expiry > now() + day - 300 && expiry <= now() + day + 5,
-        "key valid for about 24 h"
+        expiry > now() + ttl - 300 && expiry <= now() + ttl + 5,
+        "key valid for about 6 h"
     );
     assert_eq!(
         key,
-        signed_key(KEY_SECRET, slug, expiry),
-        "signature per docs/PROTOCOL.md#rtmp-ingest"
+        signed_key(KEY_SECRET, slug, &nonce, expiry),
+        "signature per docs/PROTOCOL.md#stream-keys"
     );
-    key
+    (key, nonce)
 }
 
 fn tone_args(url: &str) -> Vec<String> {
@@ -603,14 +620,18 @@ async fn signed_stream_keys_are_enforced_at_publish() {
     )
     .await;
     assert_eq!(status, 200, "{body}");
-    let key = key_of(body["rtmpUrl"].as_str().expect("rtmpUrl"), &service, slug);
+    let (key, nonce) = key_of(body["rtmpUrl"].as_str().expect("rtmpUrl"), &service, slug);
     let client = WsClient::connect(&service, &format!("sessionSlug={slug}")).await;
     client.send(json!({"type": "start_transcription", "sessionSlug": slug}));
     let started = wait_for_type(&client, "transcription_started").await;
-    key_of(
+    let (again, _) = key_of(
         started["rtmpUrl"].as_str().expect("rtmpUrl"),
         &service,
         slug,
+    );
+    assert_eq!(
+        again, key,
+        "a second start keeps the key egress may be using"
     );
 
     // Refused: the bare slug, a key signed with another secret, a stretched expiry, an expired
@@ -620,13 +641,13 @@ async fn signed_stream_keys_are_enforced_at_publish() {
         ("bare slug", slug.to_owned()),
         (
             "other secret",
-            signed_key("guessed-secret", slug, now() + 3600),
+            signed_key("guessed-secret", slug, &nonce, now() + 3600),
         ),
         (
             "stretched expiry",
-            format!("{slug}.{}.{signature}", now() + 7 * 24 * 3600),
+            format!("{slug}.{nonce}.{}.{signature}", now() + 7 * 24 * 3600),
         ),
-        ("expired", signed_key(KEY_SECRET, slug, now() - 60)),
+        ("expired", signed_key(KEY_SECRET, slug, &nonce, now() - 60)),
     ];
     for (what, bad_key) in &refused {
         let stderr = run_refused_publisher(
@@ -689,4 +710,65 @@ async fn signed_stream_keys_are_enforced_at_publish() {
         !service.log().contains(&key),
         "the valid stream key was logged"
     );
+
+    // A stop revokes the key: FFmpeg's publish with it is refused, here and after a restart
+    // of the service on the same database, and nothing more reaches the provider.
+    let (status, body, _) = call(
+        &service,
+        "DELETE",
+        &format!("/api/sessions/{slug}/transcription"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body.get("rtmpUrl").is_none(),
+        "no publish URL after a stop: {body}"
+    );
+    let sessions_before = mock.sessions().len();
+    let stderr = run_refused_publisher(
+        "ffmpeg",
+        &tone_args(&service.rtmp_url(&key)),
+        Duration::from_secs(30),
+    )
+    .await;
+    eprintln!(
+        "ffmpeg on a revoked key: {}",
+        stderr.lines().last().unwrap_or("")
+    );
+    assert!(
+        service.log().contains("stream key revoked"),
+        "the refusal says why"
+    );
+    drop(service);
+    let service = Service::start(
+        realtime_core_bin!(),
+        &[
+            mock.service_env(&sqlite_url(dir.path(), "keys.db")),
+            vec![("RTMP_STREAM_KEY_SECRET", KEY_SECRET.to_owned())],
+        ]
+        .concat(),
+    );
+    run_refused_publisher(
+        "ffmpeg",
+        &tone_args(&service.rtmp_url(&key)),
+        Duration::from_secs(30),
+    )
+    .await;
+    assert_eq!(
+        mock.sessions().len(),
+        sessions_before,
+        "a revoked key's audio reached the provider"
+    );
+    // The next start mints a new key.
+    let (status, body, _) = call(
+        &service,
+        "POST",
+        &format!("/api/sessions/{slug}/transcription"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let (_, new_nonce) = key_of(body["rtmpUrl"].as_str().expect("rtmpUrl"), &service, slug);
+    assert_ne!(new_nonce, nonce, "every start after a stop mints a new key");
 }

@@ -88,7 +88,7 @@ fn start_server() -> Server {
         decoder_max_restarts: 5,
         max_sessions: 10,
         max_clients_per_session: 100,
-        stream_key_issuer: Arc::new(|s: &str| s.to_owned()),
+        stream_key_issuer: ::actors::stream_keys::slug_as_key(),
         relay: None,
         relayed_session_idle: Duration::from_secs(60),
     };
@@ -112,6 +112,7 @@ fn start_server() -> Server {
         },
         broadcast_secret: None,
         speaker_limits: Default::default(),
+        auth: realtime_core::auth::Authenticator::new(None),
     };
     let auth = realtime_core::auth::Authenticator::new(None);
     let server = HttpServer::new(move || {

@@ -13,7 +13,7 @@ use actix::prelude::*;
 use actix_ws::{CloseCode, CloseReason, Message as WsMessage, ProtocolError};
 use bytestring::ByteString;
 
-use crate::access::SessionAccess;
+use crate::access::{Action, Grant};
 use crate::inbound_limit::{Inbound, InboundLimit};
 use crate::messages::{ClientId, Deliver};
 use crate::metrics::names::{
@@ -66,7 +66,8 @@ pub struct ClientActor {
     socket: actix_ws::Session,
     incoming: Option<actix_ws::MessageStream>,
     registry: Addr<SessionRegistry>,
-    access: SessionAccess,
+    /// The sessions and role the token granted (docs/PROTOCOL.md#roles).
+    grant: Grant,
     subscriptions: HashMap<String, Addr<SessionSupervisor>>,
     initial_subscription: Option<InitialSubscription>,
     outbox: Outbox,
@@ -99,7 +100,7 @@ impl ClientActor {
         socket: actix_ws::Session,
         incoming: actix_ws::MessageStream,
         registry: Addr<SessionRegistry>,
-        access: SessionAccess,
+        grant: Grant,
         initial_subscription: Option<InitialSubscription>,
         settings: ClientSettings,
         token_valid_until: Option<std::time::SystemTime>,
@@ -109,7 +110,7 @@ impl ClientActor {
             socket,
             incoming: Some(incoming),
             registry,
-            access,
+            grant,
             subscriptions: HashMap::new(),
             initial_subscription,
             outbox: Outbox::new(settings.max_queued_finals),
@@ -229,9 +230,17 @@ impl ClientActor {
         then: Then,
         ctx: &mut Context<Self>,
     ) {
-        if !self.access.allows(&slug) {
+        if !self.grant.sessions.allows(&slug) {
             let message = format!("this token is not valid for session {slug:?}");
             self.reply(error_frame("forbidden", &message), ctx);
+            return;
+        }
+        if then != Then::Nothing && !self.grant.role.may(Action::Control) {
+            let message = format!(
+                "a {} token may not start or stop transcription: it needs role host or service",
+                self.grant.role.name()
+            );
+            self.reply(error_frame("role_forbidden", &message), ctx);
             return;
         }
         let registry = self.registry.clone();
@@ -278,7 +287,7 @@ impl ClientActor {
                     let frame = to_json(&TranscriptionStartedMessage {
                         kind: "transcription_started",
                         session_slug: &slug,
-                        rtmp_url: &snapshot.rtmp_url,
+                        rtmp_url: snapshot.rtmp_url.as_deref().unwrap_or_default(),
                         state: snapshot.state,
                     });
                     act.reply(frame.into(), ctx);

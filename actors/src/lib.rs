@@ -9,7 +9,8 @@
 //! - `broadcast`: numbering, attribution, one serialisation per message, fan-out.
 //! - `relay`: HTTP broadcast mode, posting every message to another instance.
 //! - `client` + `outbox`: one browser socket; finals first, newest partial only.
-//! - `events`, `wire`, `ingest_messages`, `persistence`: the messages between them and the
+//! - `access`: what a token grants (sessions, role); `stream_keys`: issued and revoked keys.
+//! - `messages`, `wire`, `persistence`: the messages between them and the
 //!   outside (RTMP listener, database, browsers).
 //! - `metrics`: the docs/PROTOCOL.md#metrics metrics registry behind `/metrics` and `/metrics/prometheus`.
 
@@ -28,6 +29,7 @@ pub mod registry;
 pub mod relay;
 pub mod settings;
 pub mod speaker;
+pub mod stream_keys;
 pub mod stt;
 pub mod supervisor;
 pub mod whisper;

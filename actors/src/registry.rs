@@ -8,6 +8,7 @@ use crate::messages::{
     AttachPublisher, PublishHandle, PublishRefused, SessionInstance, SessionRetired,
 };
 use crate::settings::SessionContext;
+use crate::stream_keys::RevokedKeys;
 use crate::stt::SttBackend;
 use crate::supervisor::{SessionSupervisor, ShutDown};
 
@@ -67,6 +68,9 @@ pub struct SessionRegistry {
     /// A session's actors all live on its supervisor's arbiter.
     session_threads: Vec<Arbiter>,
     next_thread: usize,
+    /// Keys revoked by sessions that have retired since: refused here, before a new session
+    /// could be opened for them (a live session answers for its own keys).
+    revoked_keys: RevokedKeys,
 }
 
 impl SessionRegistry {
@@ -78,6 +82,7 @@ impl SessionRegistry {
             shutting_down: false,
             session_threads: Vec::new(),
             next_thread: 0,
+            revoked_keys: RevokedKeys::default(),
         }
     }
 
@@ -234,6 +239,10 @@ impl Handler<SessionRetired> for SessionRegistry {
     type Result = ();
 
     fn handle(&mut self, msg: SessionRetired, _: &mut Self::Context) {
+        let now = crate::messages::now_ms().max(0).unsigned_abs() / 1000;
+        for key in &msg.revoked_keys {
+            self.revoked_keys.insert(key, now);
+        }
         if self.sessions.get(&msg.session_slug).map(|(i, _)| *i) == Some(msg.instance) {
             self.sessions.remove(&msg.session_slug);
         }
@@ -244,6 +253,11 @@ impl Handler<AttachPublisher> for SessionRegistry {
     type Result = ResponseFuture<Result<PublishHandle, PublishRefused>>;
 
     fn handle(&mut self, msg: AttachPublisher, ctx: &mut Self::Context) -> Self::Result {
+        if let Some(key) = &msg.key {
+            if self.revoked_keys.contains(&key.nonce) {
+                return Box::pin(std::future::ready(Err(PublishRefused::KeyRevoked)));
+            }
+        }
         // Without signed stream keys a publish to an unknown slug starts that session (docs/PROTOCOL.md#rtmp-ingest).
         let session = self.get_or_create(&msg.session_slug, ctx);
         Box::pin(async move {
@@ -290,7 +304,7 @@ mod tests {
             publisher_reconnect_grace: Duration::ZERO,
             max_sessions: 10,
             max_clients_per_session: 10,
-            stream_key_issuer: std::sync::Arc::new(|s: &str| s.to_owned()),
+            stream_key_issuer: crate::stream_keys::slug_as_key(),
             relay: None,
             relayed_session_idle,
         };

@@ -4,9 +4,9 @@ use std::sync::Arc;
 
 use actix::prelude::*;
 
-use crate::access::StreamKeyIssuer;
 use crate::persistence::Storage;
 use crate::relay::RelayMessage;
+use crate::stream_keys::StreamKeyIssuer;
 use crate::stt::SttBackend;
 
 /// Settings every session shares.

@@ -24,8 +24,9 @@ use crate::messages::{
 use crate::metrics::SessionMetrics;
 use crate::outbound_frames::status_frame;
 use crate::outbox::Outbound;
-use crate::persistence::SaveSessionState;
+use crate::persistence::{IsStreamKeyRevoked, RevokeStreamKeys, SaveSessionState};
 use crate::settings::SessionContext;
+use crate::stream_keys::{KeyStanding, SessionKeys};
 use crate::stt::{SttAdmission, SttStream};
 
 /// What the HTTP API and `transcription_started` show about a session.
@@ -35,7 +36,10 @@ pub struct SessionSnapshot {
     pub session_slug: String,
     pub state: SessionState,
     pub detail: String,
-    pub rtmp_url: String,
+    /// Where egress publishes, with the session's current stream key: only after a start, and
+    /// only shown to host and service tokens (docs/PROTOCOL.md#roles).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rtmp_url: Option<String>,
     pub clients: usize,
     pub publisher: Option<String>,
     pub provider: Option<&'static str>,
@@ -159,6 +163,8 @@ pub struct SessionSupervisor {
     last_relayed: Option<std::time::Instant>,
     /// An idle check for a relayed-only session is scheduled.
     relayed_idle_check: bool,
+    /// The stream key `rtmpUrl` shows, the keys in use and those revoked (docs/PROTOCOL.md#stream-keys).
+    keys: SessionKeys,
 }
 
 impl SessionSupervisor {
@@ -191,6 +197,7 @@ impl SessionSupervisor {
             decoder_restarts: 0,
             last_relayed: None,
             relayed_idle_check: false,
+            keys: SessionKeys::default(),
             drained_waiters: Vec::new(),
             clients_gauge: ::metrics::Gauge::noop(),
         }
@@ -201,11 +208,10 @@ impl SessionSupervisor {
             session_slug: self.slug.clone(),
             state: self.state,
             detail: self.detail.clone(),
-            rtmp_url: format!(
-                "{}{}",
-                self.context.settings.rtmp_url_base,
-                (self.context.settings.stream_key_issuer)(&self.slug)
-            ),
+            rtmp_url: self
+                .keys
+                .issued()
+                .map(|key| format!("{}{}", self.context.settings.rtmp_url_base, key.key)),
             clients: self.clients.len(),
             publisher: self.publisher.as_ref().map(|p| p.peer.clone()),
             provider: self.context.settings.provider.as_ref().map(|p| p.name()),
@@ -375,6 +381,7 @@ impl SessionSupervisor {
             self.retired.do_send(SessionRetired {
                 session_slug: self.slug.clone(),
                 instance: self.instance,
+                revoked_keys: self.keys.revoked().to_vec(),
             });
             ctx.stop();
         }
@@ -409,6 +416,33 @@ impl SessionSupervisor {
                 let _ = waiter.send(());
             }
         }
+    }
+
+    /// A stop revokes every key the session handed out or accepted (docs/PROTOCOL.md#stream-keys):
+    /// at once here and in the registry (when the session retires), and in the store, so a
+    /// restarted instance refuses them too. A shutdown does not revoke: egress reconnects to
+    /// another instance with the same key.
+    fn revoke_keys(&mut self) {
+        let revoked = self.keys.revoke_all(&self.slug);
+        if revoked.is_empty() {
+            return;
+        }
+        let store = self
+            .context
+            .storage
+            .revoke_stream_keys
+            .send(RevokeStreamKeys(revoked));
+        let slug = self.slug.clone();
+        actix_rt::spawn(async move {
+            match store.await {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => tracing::error!(session = %slug, %error,
+                    "stream key revocation not stored: this instance refuses the keys, a restarted one would accept them until they expire"),
+                Err(error) => {
+                    tracing::error!(session = %slug, %error, "stream key revocation not stored")
+                }
+            }
+        });
     }
 
     /// A start or a publish on an ended session opens it again (not during a shutdown).
@@ -462,10 +496,61 @@ impl Actor for SessionSupervisor {
     }
 }
 
-impl Handler<AttachPublisher> for SessionSupervisor {
-    type Result = Result<PublishHandle, PublishRefused>;
+/// Seconds since the Unix epoch, for key expiries.
+fn unix_now() -> u64 {
+    crate::messages::now_ms().max(0).unsigned_abs() / 1000
+}
 
+impl Handler<AttachPublisher> for SessionSupervisor {
+    type Result = ResponseActFuture<Self, Result<PublishHandle, PublishRefused>>;
+
+    /// A signed key is checked against the session's revocations first; one this session has
+    /// not seen (minted before a restart) against the store's. Then [`Self::attach`].
     fn handle(&mut self, msg: AttachPublisher, ctx: &mut Self::Context) -> Self::Result {
+        let Some(key) = msg.key.clone() else {
+            return Box::pin(fut::ready(self.attach(msg, ctx)));
+        };
+        match self.keys.standing(&key.nonce) {
+            KeyStanding::Known => Box::pin(fut::ready(self.attach(msg, ctx))),
+            KeyStanding::Revoked => Box::pin(fut::ready(Err(PublishRefused::KeyRevoked))),
+            KeyStanding::Unknown => {
+                let check = self
+                    .context
+                    .storage
+                    .is_stream_key_revoked
+                    .send(IsStreamKeyRevoked {
+                        nonce: key.nonce.clone(),
+                    });
+                Box::pin(check.into_actor(self).map(move |answer, act, ctx| {
+                    match (answer, act.keys.standing(&key.nonce)) {
+                        // Revoked by a stop while the store was being asked.
+                        (_, KeyStanding::Revoked) | (Ok(Ok(true)), _) => {
+                            Err(PublishRefused::KeyRevoked)
+                        }
+                        (Ok(Ok(false)), _) => {
+                            act.keys.accept(&key.nonce, key.expires_at);
+                            act.attach(msg, ctx)
+                        }
+                        (Ok(Err(error)), _) => {
+                            tracing::warn!(session = %act.slug, %error, "stream key not checked: refusing the publish");
+                            Err(PublishRefused::Other(
+                                "the stream key cannot be checked now (database unavailable); retry".into(),
+                            ))
+                        }
+                        (Err(_), _) => Err(PublishRefused::Other("storage unavailable".into())),
+                    }
+                }))
+            }
+        }
+    }
+}
+
+impl SessionSupervisor {
+    fn attach(
+        &mut self,
+        msg: AttachPublisher,
+        ctx: &mut Context<Self>,
+    ) -> Result<PublishHandle, PublishRefused> {
         let shutting_down = self.lifecycle == Lifecycle::ShuttingDown;
         let Some(ingest) = self.ingest.clone().filter(|_| !shutting_down) else {
             return Err(PublishRefused::Other("session is shutting down".into()));
@@ -652,6 +737,8 @@ impl Handler<StartTranscription> for SessionSupervisor {
             self.lifecycle = Lifecycle::Started;
         }
         self.reopen_if_ended();
+        let issuer = self.context.settings.stream_key_issuer.clone();
+        self.keys.current_or_mint(unix_now(), || issuer(&self.slug));
         MessageResult(self.snapshot())
     }
 }
@@ -661,6 +748,7 @@ impl Handler<StopTranscription> for SessionSupervisor {
 
     fn handle(&mut self, _: StopTranscription, ctx: &mut Self::Context) -> Self::Result {
         self.request_stop();
+        self.revoke_keys();
         self.maybe_retire(ctx);
         MessageResult(self.snapshot())
     }

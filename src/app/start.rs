@@ -23,8 +23,8 @@ use crate::auth::Authenticator;
 use crate::config::Config;
 use crate::db::{start_storage_with, BatcherConfig, StorageHandles};
 use crate::http::{record_post_latency, routes, AiLocks, AppState, RequireToken};
-use crate::rtmp::stream_key::{identity_stream_key_issuer, SignedStreamKeys};
-use crate::rtmp::{identity_stream_key, serve, RtmpConfig, StreamKeyValidator};
+use crate::rtmp::stream_key::{identity_stream_key_validator, SignedStreamKeys};
+use crate::rtmp::{serve, RtmpConfig};
 
 /// A session only posts from another instance keep alive is retired after this long without one.
 const RELAYED_SESSION_IDLE: Duration = Duration::from_secs(60);
@@ -80,7 +80,7 @@ pub(super) async fn start(config: &Config) -> anyhow::Result<Running> {
     let signed_keys = config
         .rtmp_stream_key_secret
         .as_deref()
-        .map(|secret| SignedStreamKeys::new(secret.as_bytes()));
+        .map(|secret| SignedStreamKeys::new(secret.as_bytes(), config.rtmp_stream_key_ttl));
     // docs/PROTOCOL.md#configuration REALTIME_BROADCAST_MODE=http: every session's messages are also posted to the
     // receiving instance; this instance still serves its own clients and saves its finals.
     let relay = match (
@@ -110,7 +110,7 @@ pub(super) async fn start(config: &Config) -> anyhow::Result<Running> {
         max_clients_per_session: config.max_clients_per_session,
         stream_key_issuer: signed_keys
             .as_ref()
-            .map_or_else(identity_stream_key_issuer, SignedStreamKeys::issuer),
+            .map_or_else(::actors::stream_keys::slug_as_key, SignedStreamKeys::issuer),
         relay: relay.clone().map(Addr::recipient),
         relayed_session_idle: RELAYED_SESSION_IDLE,
     };
@@ -123,15 +123,15 @@ pub(super) async fn start(config: &Config) -> anyhow::Result<Running> {
     actix_rt::spawn(serve(
         rtmp_listener,
         Arc::new(RtmpConfig {
-            stream_key_validator: signed_keys.as_ref().map_or_else(
-                || Arc::new(identity_stream_key) as StreamKeyValidator,
-                SignedStreamKeys::validator,
-            ),
+            stream_key_validator: signed_keys
+                .as_ref()
+                .map_or_else(identity_stream_key_validator, SignedStreamKeys::validator),
             ..RtmpConfig::default()
         }),
         registry.clone().recipient(),
     ));
 
+    let auth = Authenticator::new(config.realtime_auth_secret.as_deref());
     let state = AppState {
         registry: registry.clone(),
         storage: storage.storage.clone(),
@@ -147,8 +147,8 @@ pub(super) async fn start(config: &Config) -> anyhow::Result<Running> {
         },
         broadcast_secret: config.realtime_broadcast_secret.as_deref().map(Into::into),
         speaker_limits: Default::default(),
+        auth: auth.clone(),
     };
-    let auth = Authenticator::new(config.realtime_auth_secret.as_deref());
     let server = HttpServer::new(move || {
         App::new()
             // Guards every /api/* route, including ones added later (docs/PROTOCOL.md#security).

@@ -1,6 +1,8 @@
 //! Why a call was refused. The HTTP answer for each (status, `WWW-Authenticate`) is
 //! `http::ApiError`'s `From<AuthError>`; the WebSocket and the middleware use the same codes.
 
+use ::actors::access::{Action, Role};
+
 /// A refused call. Messages say what is wrong with the token, never what the token was.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AuthError {
@@ -20,6 +22,9 @@ pub enum AuthError {
     /// A valid token whose `sessions` claim does not list this session (403 `session_forbidden`).
     #[error("the token does not grant access to session {0:?}")]
     NotValidForSession(String),
+    /// A valid token whose `role` may not do this (403 `role_forbidden`).
+    #[error("a {} token may not do this ({}); it needs role {} or above", role.name(), action.describe(), Role::least_for(*action).name())]
+    RoleForbidden { role: Role, action: Action },
 }
 
 impl AuthError {
@@ -31,6 +36,7 @@ impl AuthError {
             AuthError::BadSignature => "bad_signature",
             AuthError::Expired => "token_expired",
             AuthError::NotValidForSession(_) => "session_forbidden",
+            AuthError::RoleForbidden { .. } => "role_forbidden",
         }
     }
 }

@@ -1,6 +1,6 @@
 //! Who made a call and which sessions it may touch.
 
-use ::actors::access::SessionAccess;
+use ::actors::access::{Action, Grant, Role, SessionAccess};
 
 use super::error::AuthError;
 
@@ -11,6 +11,8 @@ pub struct Principal {
     /// The token's `sub`; `None` for anonymous calls (no secret configured).
     pub user_id: Option<String>,
     pub access: SessionAccess,
+    /// The token's `role` (viewer when it has none); service for anonymous calls.
+    pub role: Role,
     /// The token's `exp` (seconds since the Unix epoch); `None` for anonymous calls. A
     /// WebSocket opened with the token is closed when it expires.
     pub expires_at: Option<u64>,
@@ -22,6 +24,7 @@ impl Principal {
         Principal {
             user_id: None,
             access: SessionAccess::Any,
+            role: Role::Service,
             expires_at: None,
         }
     }
@@ -32,6 +35,31 @@ impl Principal {
             Ok(())
         } else {
             Err(AuthError::NotValidForSession(session_slug.to_owned()))
+        }
+    }
+
+    /// `Ok` when this principal's role may do `action` (docs/PROTOCOL.md#roles).
+    pub fn require(&self, action: Action) -> Result<(), AuthError> {
+        if self.role.may(action) {
+            Ok(())
+        } else {
+            Err(AuthError::RoleForbidden {
+                role: self.role,
+                action,
+            })
+        }
+    }
+
+    /// Whether answers to this principal may include a session's publish URL.
+    pub fn sees_publish_url(&self) -> bool {
+        self.role.may(Action::Control)
+    }
+
+    /// What a WebSocket opened by this principal keeps.
+    pub fn grant(&self) -> Grant {
+        Grant {
+            sessions: self.access.clone(),
+            role: self.role,
         }
     }
 }

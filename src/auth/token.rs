@@ -1,6 +1,7 @@
 //! HS256 JWT verification (docs/PROTOCOL.md#security). Claims: `exp` (required), `sub` (the user id, required)
 //! and `sessions` (required: an array of session slugs, or the string `"*"` for service
-//! tokens that may touch every session).
+//! tokens that may touch every session); `role` (optional: `viewer`, `host` or `service`,
+//! docs/PROTOCOL.md#roles; absent means `viewer`).
 
 use std::collections::HashSet;
 
@@ -8,7 +9,7 @@ use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::{Deserialize, Serialize};
 
-use ::actors::access::SessionAccess;
+use ::actors::access::{Role, SessionAccess};
 
 use super::error::AuthError;
 use super::principal::Principal;
@@ -26,6 +27,9 @@ pub struct Claims {
     /// Expiry, seconds since the Unix epoch.
     pub exp: u64,
     pub sessions: SessionsClaim,
+    /// `viewer`, `host` or `service`; absent means `viewer`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
 }
 
 /// `"sessions": ["weekly-sync", …]` or `"sessions": "*"`.
@@ -51,6 +55,7 @@ struct PayloadClaims {
     sub: Option<serde_json::Value>,
     exp: Option<serde_json::Value>,
     sessions: Option<serde_json::Value>,
+    role: Option<serde_json::Value>,
 }
 
 /// Verifies tokens signed with one shared secret.
@@ -101,9 +106,21 @@ impl TokenVerifier {
             .ok_or(AuthError::Malformed(
                 "`exp` must be a number of seconds since the epoch",
             ))?;
+        let role = match data.claims.role {
+            None | Some(serde_json::Value::Null) => Role::Viewer,
+            Some(serde_json::Value::String(name)) => Role::from_name(&name).ok_or(
+                AuthError::Malformed("`role` must be \"viewer\", \"host\" or \"service\""),
+            )?,
+            Some(_) => {
+                return Err(AuthError::Malformed(
+                    "`role` must be \"viewer\", \"host\" or \"service\"",
+                ))
+            }
+        };
         Ok(Principal {
             user_id: Some(user_id),
             access,
+            role,
             expires_at: Some(expires_at),
         })
     }
@@ -215,6 +232,7 @@ mod tests {
             sub: "svc".into(),
             exp: now() + 60,
             sessions: SessionsClaim::all(),
+            role: Some("service".into()),
         };
         let token = encode(
             &Header::new(Algorithm::HS256),
@@ -222,10 +240,36 @@ mod tests {
             &EncodingKey::from_secret(SECRET),
         )
         .unwrap();
-        assert_eq!(
-            verifier().verify(&token).unwrap().access,
-            SessionAccess::Any
-        );
+        let principal = verifier().verify(&token).unwrap();
+        assert_eq!(principal.access, SessionAccess::Any);
+        assert_eq!(principal.role, Role::Service);
+    }
+
+    #[test]
+    fn role_defaults_to_viewer_and_unknown_roles_are_malformed() {
+        let role_of = |role: serde_json::Value| {
+            let mut claims = json!({"sub": "u", "exp": now() + 600, "sessions": ["a"]});
+            if !role.is_null() {
+                claims["role"] = role;
+            }
+            verifier().verify(&sign(&claims)).map(|p| p.role)
+        };
+        assert_eq!(role_of(serde_json::Value::Null), Ok(Role::Viewer));
+        assert_eq!(role_of(json!("viewer")), Ok(Role::Viewer));
+        assert_eq!(role_of(json!("host")), Ok(Role::Host));
+        assert_eq!(role_of(json!("service")), Ok(Role::Service));
+        for bad in [
+            json!("admin"),
+            json!("HOST"),
+            json!(""),
+            json!(2),
+            json!(["host"]),
+        ] {
+            assert!(
+                matches!(role_of(bad.clone()), Err(AuthError::Malformed(_))),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

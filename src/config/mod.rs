@@ -181,6 +181,11 @@ pub struct Cli {
     #[arg(long, env = "RTMP_STREAM_KEY_SECRET", hide_env_values = true, default_value = "",
           hide_default_value = true, value_parser = BlankIsUnset(text))]
     pub rtmp_stream_key_secret: std::option::Option<String>,
+    /// How long a signed stream key minted by a start can publish, in seconds (60-604800). A
+    /// stop revokes it sooner; egress reconnects reuse it, so it must outlast the meeting.
+    #[arg(long, env = "RTMP_STREAM_KEY_TTL_SECS", default_value = "21600",
+          value_parser = seconds(60, 604_800))]
+    pub rtmp_stream_key_ttl_secs: Duration,
     /// direct: this instance's clients only; http: every message is also posted to another
     /// instance.
     #[arg(long, env = "REALTIME_BROADCAST_MODE", default_value = "direct",
@@ -316,6 +321,7 @@ pub struct Config {
     pub decoder_max_restarts: u32,
     pub realtime_auth_secret: Option<String>,
     pub rtmp_stream_key_secret: Option<String>,
+    pub rtmp_stream_key_ttl: Duration,
     /// `Http`: post every message to `realtime_broadcast_url` too.
     pub broadcast_mode: BroadcastMode,
     /// The receiver's full broadcast endpoint URL (a base URL gets the path appended).
@@ -401,6 +407,7 @@ impl Config {
             decoder_max_restarts: cli.decoder_max_restarts,
             realtime_auth_secret: cli.realtime_auth_secret,
             rtmp_stream_key_secret: cli.rtmp_stream_key_secret,
+            rtmp_stream_key_ttl: cli.rtmp_stream_key_ttl_secs,
             broadcast_mode: cli.realtime_broadcast_mode,
             realtime_broadcast_url: cli.realtime_broadcast_url,
             realtime_broadcast_secret: cli.realtime_broadcast_secret,

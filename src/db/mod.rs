@@ -6,6 +6,7 @@
 //!   retries through database outages.
 //! - [`spill`]: [`SpillFile`], where finals wait on disk beyond the batcher's memory bound.
 //! - [`ai_lock`]: the per-meeting AI coordinator lock (`AcquireAiLock`, `ReleaseAiLock`).
+//! - [`stream_keys`]: revoked stream keys (`RevokeStreamKeys`, `IsStreamKeyRevoked`).
 //! - [`start_storage`] wires both and returns the [`Storage`](actors::persistence::Storage)
 //!   recipients the actor tree uses.
 
@@ -20,6 +21,7 @@ pub mod redact;
 pub mod schema;
 pub mod spill;
 mod start;
+pub mod stream_keys;
 
 pub use ai_lock::{AcquireAiLock, AiLockState, ReleaseAiLock};
 pub use batcher::{BatcherConfig, Flush, SpillAll, TranscriptBatcher};

@@ -35,4 +35,13 @@ diesel::table! {
     }
 }
 
-diesel::allow_tables_to_appear_in_same_query!(sessions, transcripts, ai_locks);
+// `revoked_at` has a database default and is only for operators: not mapped.
+diesel::table! {
+    revoked_stream_keys (nonce) {
+        nonce -> Text,
+        session_slug -> Text,
+        expires_at -> BigInt,
+    }
+}
+
+diesel::allow_tables_to_appear_in_same_query!(sessions, transcripts, ai_locks, revoked_stream_keys);

@@ -121,6 +121,8 @@ pub fn start_storage_with(
         load_last_seq: executor.clone().recipient(),
         load_finals_after: executor.clone().recipient(),
         save_session_state: writer.clone().recipient(),
+        revoke_stream_keys: writer.clone().recipient(),
+        is_stream_key_revoked: executor.clone().recipient(),
     };
     Ok(StorageHandles {
         storage,

@@ -12,6 +12,7 @@ use serde::Deserialize;
 use super::error::ApiError;
 use super::state::AppState;
 use crate::auth::Principal;
+use ::actors::access::Action;
 
 /// Identities and names are display strings; longer ones are refused.
 const MAX_FIELD_LEN: usize = 256;
@@ -55,6 +56,9 @@ pub async fn report(
     principal: Principal,
     body: web::Json<ActiveSpeakerBody>,
 ) -> Result<HttpResponse, ApiError> {
+    // Reports decide whom everyone's transcript is attributed to: a backend's job, not a
+    // browser's (docs/PROTOCOL.md#roles).
+    principal.require(Action::Report)?;
     let body = body.into_inner();
     // The slug is in the body, where the auth middleware cannot see it: check it here.
     principal.require_session(&body.session_slug)?;

@@ -4,10 +4,14 @@
 //! local, keeping the sender's `seq` (so `lastSeq` resume and de-duplication work), and saves
 //! the finals to its own database.
 //!
-//! It takes the shared secret (`x-broadcast-secret`, `REALTIME_BROADCAST_SECRET`) instead of a
-//! client token: the auth middleware lets it through (`http::PUBLIC_API_PATHS`).
+//! It takes the shared secret (`x-broadcast-secret`, `REALTIME_BROADCAST_SECRET`) or a `service`
+//! token (docs/PROTOCOL.md#roles) instead of a client token check by the middleware, which lets it
+//! through (`http::PUBLIC_API_PATHS`).
 //! - no secret configured here → 404 `broadcast_disabled`
-//! - missing or wrong header → 401 `bad_broadcast_secret` (compared in constant time)
+//! - neither header → 401 `bad_broadcast_secret`; a wrong secret → 401 `bad_broadcast_secret`
+//!   (compared in constant time)
+//! - a bearer token (no secret header) is verified as on every route: a viewer's or host's →
+//!   403 `role_forbidden`, one not valid for the message's session → 403 `session_forbidden`
 //! - body over [`MAX_RELAYED_BODY`] → 413 `body_too_large`; not a valid message → 400
 //! - otherwise 200 `{"outcome": "delivered" | "duplicate" | "stale"}`
 
@@ -22,7 +26,9 @@ use futures_util::StreamExt as _;
 use sha2::{Digest, Sha256};
 
 use super::error::ApiError;
+use super::require_token::bearer_token;
 use super::state::AppState;
+use ::actors::access::Action;
 
 /// A transcript message is a few hundred bytes; a long utterance a few KiB. Same bound as a
 /// WebSocket frame (docs/PROTOCOL.md#websocket-connection).
@@ -50,12 +56,18 @@ pub async fn receive(
             "this instance does not accept relayed transcripts (REALTIME_BROADCAST_SECRET is not set)",
         ));
     };
-    let given = req
-        .headers()
-        .get(SECRET_HEADER)
-        .map(|v| v.as_bytes())
-        .unwrap_or_default();
-    if !secrets_match(given, secret.as_bytes()) {
+    let given = req.headers().get(SECRET_HEADER).map(|v| v.as_bytes());
+    // A service token instead of the secret (only when tokens are configured at all): checked
+    // now for its role, and below against the message's session.
+    let token_principal = match (given, bearer_token(&req)?) {
+        (None, Some(token)) if state.auth.requires_token() => {
+            let principal = state.auth.authenticate(Some(&token))?;
+            principal.require(Action::Report)?;
+            Some(principal)
+        }
+        _ => None,
+    };
+    if token_principal.is_none() && !secrets_match(given.unwrap_or_default(), secret.as_bytes()) {
         tracing::info!(peer = ?req.peer_addr(), "broadcast post refused: bad or missing x-broadcast-secret");
         return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
@@ -94,6 +106,9 @@ pub async fn receive(
         .validate()
         .map_err(|why| ApiError::bad_request("bad_message", why))?;
     validate_slug(&message.session_slug)?;
+    if let Some(principal) = &token_principal {
+        principal.require_session(&message.session_slug)?;
+    }
     let supervisor = state
         .registry
         .send(GetOrCreateSession {

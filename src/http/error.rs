@@ -86,7 +86,9 @@ impl ResponseError for ApiError {
 impl From<AuthError> for ApiError {
     fn from(error: AuthError) -> ApiError {
         let (status, challenge) = match error {
-            AuthError::NotValidForSession(_) => (StatusCode::FORBIDDEN, None),
+            AuthError::NotValidForSession(_) | AuthError::RoleForbidden { .. } => {
+                (StatusCode::FORBIDDEN, None)
+            }
             AuthError::MissingToken => (
                 StatusCode::UNAUTHORIZED,
                 Some(r#"Bearer realm="realtime-core""#),

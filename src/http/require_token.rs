@@ -142,7 +142,7 @@ impl<S> RequireTokenService<S> {
 }
 
 /// The token of `Authorization: Bearer <token>`; `None` without the header.
-fn bearer_token(req: &HttpRequest) -> Result<Option<String>, AuthError> {
+pub(super) fn bearer_token(req: &HttpRequest) -> Result<Option<String>, AuthError> {
     let Some(value) = req.headers().get(header::AUTHORIZATION) else {
         return Ok(None);
     };

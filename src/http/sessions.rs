@@ -13,6 +13,18 @@ use serde::Deserialize;
 
 use super::error::ApiError;
 use super::state::AppState;
+use crate::auth::Principal;
+use ::actors::access::Action;
+use ::actors::supervisor::SessionSnapshot;
+
+/// The publish URL is for whoever runs the meeting (docs/PROTOCOL.md#roles): a viewer could
+/// publish their own audio in its place.
+fn as_seen_by(principal: &Principal, mut snapshot: SessionSnapshot) -> SessionSnapshot {
+    if !principal.sees_publish_url() {
+        snapshot.rtmp_url = None;
+    }
+    snapshot
+}
 
 /// What the list shows about the provider: its name, and for whisper the capacity this
 /// machine has (docs/PROTOCOL.md#speech-to-text-providers), its use and the measurement behind it.
@@ -65,7 +77,9 @@ async fn find(
 pub async fn start(
     state: web::Data<AppState>,
     slug: web::Path<String>,
+    principal: Principal,
 ) -> Result<HttpResponse, ApiError> {
+    principal.require(Action::Control)?;
     let provider = state.registry.send(GetProvider).await.ok().flatten();
     let supervisor = state
         .registry
@@ -85,7 +99,9 @@ pub async fn start(
 pub async fn stop(
     state: web::Data<AppState>,
     slug: web::Path<String>,
+    principal: Principal,
 ) -> Result<HttpResponse, ApiError> {
+    principal.require(Action::Control)?;
     let supervisor = find(&state, &slug).await?;
     Ok(HttpResponse::Ok().json(supervisor.send(StopTranscription).await?))
 }
@@ -93,6 +109,7 @@ pub async fn stop(
 pub async fn show(
     state: web::Data<AppState>,
     slug: web::Path<String>,
+    principal: Principal,
 ) -> Result<HttpResponse, ApiError> {
     let supervisor = find(&state, &slug).await?;
     // A session that retires between the two calls is gone: not found.
@@ -100,13 +117,13 @@ pub async fn show(
         .send(GetSnapshot)
         .await
         .map_err(|_| ApiError::session_not_found(&slug))?;
-    Ok(HttpResponse::Ok().json(snapshot))
+    Ok(HttpResponse::Ok().json(as_seen_by(&principal, snapshot)))
 }
 
 /// Only the sessions the caller's token lists (all of them for `"*"` or anonymous calls).
 pub async fn list(
     state: web::Data<AppState>,
-    principal: crate::auth::Principal,
+    principal: Principal,
 ) -> Result<HttpResponse, ApiError> {
     let supervisors = state.registry.send(ListSessions).await?;
     let mut sessions = Vec::with_capacity(supervisors.len());
@@ -114,7 +131,7 @@ pub async fn list(
         // A session that retires meanwhile is simply not listed.
         if let Ok(snapshot) = supervisor.send(GetSnapshot).await {
             if principal.access.allows(&snapshot.session_slug) {
-                sessions.push(snapshot);
+                sessions.push(as_seen_by(&principal, snapshot));
             }
         }
     }

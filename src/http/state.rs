@@ -21,6 +21,9 @@ pub struct AppState {
     /// Active-speaker reports per reporter and second: one for the process, not per HTTP
     /// worker, or each worker would allow its own share.
     pub speaker_limits: std::sync::Arc<SpeakerRateLimit>,
+    /// The same token check as the middleware's, for the one route outside it that also takes
+    /// a `service` token (the relay, docs/PROTOCOL.md#roles).
+    pub auth: crate::auth::Authenticator,
 }
 
 /// The AI coordinator lock's storage (a database write each).

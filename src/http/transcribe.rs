@@ -41,9 +41,9 @@ pub async fn upgrade(
     principal.require_session(&slug)?;
     let (response, socket, incoming) = actix_ws::handle(&req, body)
         .map_err(|error| ApiError::bad_request("not_a_websocket", error.to_string()))?;
-    // The ClientActor enforces the same access on every later subscribe/start/stop, and closes
+    // The ClientActor enforces the same sessions and role on every later subscribe/start/stop, and closes
     // the socket when the token runs out (with the clock-skew leeway it was accepted with).
-    let access = principal.access;
+    let grant = principal.grant();
     // `exp` is from a token we signed, but still a number: an absurd one means no timer.
     let token_valid_until = principal.expires_at.and_then(|exp| {
         std::time::UNIX_EPOCH.checked_add(std::time::Duration::from_secs(
@@ -54,7 +54,7 @@ pub async fn upgrade(
         socket,
         incoming,
         state.registry.clone(),
-        access,
+        grant,
         Some(InitialSubscription {
             session_slug: slug,
             last_seq,

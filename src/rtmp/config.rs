@@ -1,9 +1,8 @@
 //! How the RTMP listener behaves; shared by every connection.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use super::stream_key::{identity_stream_key, StreamKeyValidator};
+use super::stream_key::{identity_stream_key_validator, StreamKeyValidator};
 
 /// How the RTMP listener behaves; shared by every connection.
 pub struct RtmpConfig {
@@ -28,7 +27,7 @@ impl Default for RtmpConfig {
         Self {
             app_name: "live".to_string(),
             handshake_timeout: Duration::from_secs(10),
-            stream_key_validator: Arc::new(identity_stream_key),
+            stream_key_validator: identity_stream_key_validator(),
             max_connections_per_peer: 16,
         }
     }

@@ -25,7 +25,7 @@ use super::config::RtmpConfig;
 use super::isolation::{guarded, LibraryPanic};
 use super::publication::{IngestGone, Publication};
 use super::refusal::publish_refusal_bytes;
-use super::stream_key::{rejection_for_refusal, StreamKeyRejection};
+use super::stream_key::{rejection_for_refusal, StreamKeyRejection, ValidKey};
 use super::wire_inspector::{Finding, Hostile, WireInspector};
 
 /// Fixed read buffer: a connection's memory does not grow with what the peer sends at once.
@@ -443,8 +443,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             // A second publish on a connection that is already publishing.
             return Err(self.refuse(StreamKeyRejection::BadName, "already publishing"));
         }
-        let slug = match (self.config.stream_key_validator)(stream_key) {
-            Ok(slug) => slug,
+        let ValidKey { slug, signed } = match (self.config.stream_key_validator)(stream_key) {
+            Ok(valid) => valid,
             Err(rejection) => {
                 // The key may be a signed secret: log its length, never its text.
                 tracing::info!(
@@ -453,7 +453,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                     %rejection,
                     "rtmp publish refused: stream key"
                 );
-                return Err(self.refuse(rejection, "stream key refused"));
+                return Err(self.refuse(rejection, &rejection.to_string()));
             }
         };
         let publisher = PublisherId(NEXT_PUBLISHER_ID.fetch_add(1, Ordering::Relaxed));
@@ -465,6 +465,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 session_slug: slug.clone(),
                 publisher,
                 peer: self.peer_label.clone(),
+                key: signed,
             })
             .await;
         let handle = match reply {

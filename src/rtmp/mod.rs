@@ -32,4 +32,7 @@ mod tests;
 
 pub use config::RtmpConfig;
 pub use listener::serve;
-pub use stream_key::{identity_stream_key, StreamKeyRejection, StreamKeyValidator};
+pub use stream_key::{
+    identity_stream_key, identity_stream_key_validator, StreamKeyRejection, StreamKeyValidator,
+    ValidKey,
+};

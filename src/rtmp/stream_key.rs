@@ -1,24 +1,41 @@
 //! Stream keys: from the key in `rtmp://host/live/{key}` to a session slug, and how a refusal is
 //! told to the publisher.
 //!
-//! Two schemes (docs/PROTOCOL.md#rtmp-ingest): without `RTMP_STREAM_KEY_SECRET` the key is the slug
+//! Two schemes (docs/PROTOCOL.md#stream-keys): without `RTMP_STREAM_KEY_SECRET` the key is the slug
 //! ([`identity_stream_key`]); with it, a key is
-//! `{slug}.{expiry_unix_seconds}.{base64url(HMAC-SHA256(secret, "{slug}.{expiry}"))}`
-//! ([`SignedStreamKeys`]), so a key binds one session and stops working at its expiry.
+//! `{slug}.{nonce}.{expiry_unix_seconds}.{base64url(HMAC-SHA256(secret, "{slug}.{nonce}.{expiry}"))}`
+//! ([`SignedStreamKeys`]), so a key binds one session, stops working at its expiry
+//! (`RTMP_STREAM_KEY_TTL_SECS` after it was minted) and can be revoked by its nonce: every start
+//! mints a new one and a stop revokes it (`actors/src/stream_keys.rs`, the supervisor).
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use ::actors::access::StreamKeyIssuer;
-use ::actors::messages::PublishRefused;
+use ::actors::messages::{PublishKey, PublishRefused};
+use ::actors::stream_keys::{IssuedKey, StreamKeyIssuer};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
+/// What a valid key names: the session, and for signed keys the nonce and expiry the session
+/// checks against its revocations.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValidKey {
+    pub slug: String,
+    pub signed: Option<PublishKey>,
+}
+
+impl ValidKey {
+    fn unsigned(slug: String) -> ValidKey {
+        ValidKey { slug, signed: None }
+    }
+}
+
 /// Turns a stream key into a session slug, or refuses it. Shared by all connections, so it must
 /// be cheap and must not block (it runs on the connection task).
-pub type StreamKeyValidator = Arc<dyn Fn(&str) -> Result<String, StreamKeyRejection> + Send + Sync>;
+pub type StreamKeyValidator =
+    Arc<dyn Fn(&str) -> Result<ValidKey, StreamKeyRejection> + Send + Sync>;
 
 /// Why a stream key was refused; each maps to the `onStatus` code the publisher receives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -26,9 +43,12 @@ pub enum StreamKeyRejection {
     /// Not a key we could ever accept (malformed, unknown session): `NetStream.Publish.BadName`.
     #[error("bad stream name")]
     BadName,
-    /// A well-formed key that may not publish (bad signature, expired): `NetStream.Publish.Denied`.
-    #[error("publish denied")]
+    /// A well-formed key that may not publish (bad signature): `NetStream.Publish.Denied`.
+    #[error("publish denied: stream key not valid")]
     Denied,
+    /// A genuine key past its expiry: `NetStream.Publish.Denied`, saying so.
+    #[error("publish denied: stream key expired")]
+    Expired,
 }
 
 impl StreamKeyRejection {
@@ -36,7 +56,7 @@ impl StreamKeyRejection {
     pub fn status_code(self) -> &'static str {
         match self {
             StreamKeyRejection::BadName => "NetStream.Publish.BadName",
-            StreamKeyRejection::Denied => "NetStream.Publish.Denied",
+            StreamKeyRejection::Denied | StreamKeyRejection::Expired => "NetStream.Publish.Denied",
         }
     }
 }
@@ -46,7 +66,9 @@ impl StreamKeyRejection {
 pub fn rejection_for_refusal(refused: &PublishRefused) -> StreamKeyRejection {
     match refused {
         PublishRefused::UnknownSession => StreamKeyRejection::BadName,
-        PublishRefused::SessionLimit | PublishRefused::Other(_) => StreamKeyRejection::Denied,
+        PublishRefused::SessionLimit | PublishRefused::KeyRevoked | PublishRefused::Other(_) => {
+            StreamKeyRejection::Denied
+        }
     }
 }
 
@@ -68,28 +90,38 @@ pub fn identity_stream_key(key: &str) -> Result<String, StreamKeyRejection> {
     }
 }
 
-/// How long a key handed out in `rtmpUrl` stays valid. A day covers the longest meeting (the
-/// provider caps a session at hours) plus egress retries; egress reconnects reuse the same key.
-pub const SIGNED_KEY_VALIDITY: Duration = Duration::from_secs(24 * 60 * 60);
+/// The development validator: the key is the slug, nothing to revoke.
+pub fn identity_stream_key_validator() -> StreamKeyValidator {
+    Arc::new(|key: &str| identity_stream_key(key).map(ValidKey::unsigned))
+}
 
-/// Longest signed key considered at all: slug, a 20-digit expiry, a 43-character signature and
-/// two dots. Anything longer is junk, refused before any hashing.
-const MAX_SIGNED_KEY_LEN: usize = MAX_SLUG_LEN + 1 + 20 + 1 + 43;
+/// Default `RTMP_STREAM_KEY_TTL_SECS`: a long meeting plus egress retries. Egress reconnects
+/// reuse the key, so it must outlive the meeting; a stop revokes it earlier.
+pub const DEFAULT_KEY_TTL: Duration = Duration::from_secs(6 * 60 * 60);
 
-/// Signed stream keys (`RTMP_STREAM_KEY_SECRET`): issues them for `rtmpUrl` and verifies them at
+/// A nonce is 32 lowercase hex digits (a v4 UUID's 122 random bits).
+const NONCE_LEN: usize = 32;
+
+/// Longest signed key considered at all: slug, nonce, a 20-digit expiry, a 43-character
+/// signature and three dots. Anything longer is junk, refused before any hashing.
+const MAX_SIGNED_KEY_LEN: usize = MAX_SLUG_LEN + 1 + NONCE_LEN + 1 + 20 + 1 + 43;
+
+/// Signed stream keys (`RTMP_STREAM_KEY_SECRET`): mints them for `rtmpUrl` and verifies them at
 /// publish. Keys are secrets: nothing here logs one.
 #[derive(Clone)]
 pub struct SignedStreamKeys {
     /// Keyed once; cloned per use (cheaper than re-keying HMAC from the secret every time).
     mac: Hmac<Sha256>,
+    ttl: Duration,
 }
 
 impl SignedStreamKeys {
-    pub fn new(secret: &[u8]) -> SignedStreamKeys {
+    pub fn new(secret: &[u8], ttl: Duration) -> SignedStreamKeys {
         SignedStreamKeys {
             // HMAC takes keys of any length, so this cannot fail.
             mac: <Hmac<Sha256> as Mac>::new_from_slice(secret)
                 .unwrap_or_else(|_| unreachable!("HMAC accepts keys of any length")),
+            ttl,
         }
     }
 
@@ -99,30 +131,47 @@ impl SignedStreamKeys {
         mac
     }
 
-    /// The key for `slug`, valid until `expires_at` (seconds since the Unix epoch).
-    pub fn sign(&self, slug: &str, expires_at: u64) -> String {
-        let signed_part = format!("{slug}.{expires_at}");
+    /// The key for `slug` with `nonce`, valid until `expires_at` (seconds since the Unix epoch).
+    pub fn sign(&self, slug: &str, nonce: &str, expires_at: u64) -> String {
+        let signed_part = format!("{slug}.{nonce}.{expires_at}");
         let tag = self.signature(&signed_part).finalize().into_bytes();
         format!("{signed_part}.{}", URL_SAFE_NO_PAD.encode(tag))
     }
 
-    /// A key for `slug` valid for [`SIGNED_KEY_VALIDITY`] from now.
-    pub fn issue(&self, slug: &str) -> String {
-        self.sign(slug, unix_now() + SIGNED_KEY_VALIDITY.as_secs())
+    /// A new key for `slug`, with a fresh nonce, valid for the TTL from `now_unix`.
+    pub fn mint(&self, slug: &str, now_unix: u64) -> IssuedKey {
+        let nonce = uuid::Uuid::new_v4().simple().to_string();
+        let expires_at = now_unix.saturating_add(self.ttl.as_secs());
+        IssuedKey {
+            key: self.sign(slug, &nonce, expires_at),
+            nonce: Some(nonce),
+            expires_at: Some(expires_at),
+        }
     }
 
-    /// The session slug of a valid key. A key that is not of the signed shape is `BadName`; a
-    /// well-formed key with a wrong signature or past its expiry is `Denied`.
-    pub fn verify(&self, key: &str, now_unix: u64) -> Result<String, StreamKeyRejection> {
+    /// The session slug, nonce and expiry of a valid key. A key that is not of the signed shape
+    /// is `BadName`; a well-formed key with a wrong signature is `Denied`, past its expiry
+    /// `Expired`. Whether the nonce was revoked is the session's to say.
+    pub fn verify(&self, key: &str, now_unix: u64) -> Result<ValidKey, StreamKeyRejection> {
         if key.len() > MAX_SIGNED_KEY_LEN {
             return Err(StreamKeyRejection::BadName);
         }
         // From the right: the slug itself may contain '.'.
         let (signed_part, signature) = key.rsplit_once('.').ok_or(StreamKeyRejection::BadName)?;
-        let (slug, expiry) = signed_part
+        let (slug_and_nonce, expiry) = signed_part
+            .rsplit_once('.')
+            .ok_or(StreamKeyRejection::BadName)?;
+        let (slug, nonce) = slug_and_nonce
             .rsplit_once('.')
             .ok_or(StreamKeyRejection::BadName)?;
         identity_stream_key(slug)?;
+        let nonce_ok = nonce.len() == NONCE_LEN
+            && nonce
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        if !nonce_ok {
+            return Err(StreamKeyRejection::BadName);
+        }
         if expiry.is_empty() || !expiry.bytes().all(|b| b.is_ascii_digit()) {
             return Err(StreamKeyRejection::BadName);
         }
@@ -136,9 +185,15 @@ impl SignedStreamKeys {
             .verify_slice(&signature)
             .map_err(|_| StreamKeyRejection::Denied)?;
         if expires_at <= now_unix {
-            return Err(StreamKeyRejection::Denied);
+            return Err(StreamKeyRejection::Expired);
         }
-        Ok(slug.to_owned())
+        Ok(ValidKey {
+            slug: slug.to_owned(),
+            signed: Some(PublishKey {
+                nonce: nonce.to_owned(),
+                expires_at,
+            }),
+        })
     }
 
     /// The validator the RTMP listener uses (`RtmpConfig::stream_key_validator`).
@@ -150,7 +205,7 @@ impl SignedStreamKeys {
     /// The issuer the sessions use for `rtmpUrl` (`SessionSettings::stream_key_issuer`).
     pub fn issuer(&self) -> StreamKeyIssuer {
         let keys = self.clone();
-        Arc::new(move |slug: &str| keys.issue(slug))
+        Arc::new(move |slug: &str| keys.mint(slug, unix_now()))
     }
 }
 
@@ -158,11 +213,6 @@ impl std::fmt::Debug for SignedStreamKeys {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("SignedStreamKeys(..)")
     }
-}
-
-/// The development issuer (no secret): the key is the slug.
-pub fn identity_stream_key_issuer() -> StreamKeyIssuer {
-    Arc::new(|slug: &str| slug.to_owned())
 }
 
 fn unix_now() -> u64 {
@@ -178,34 +228,57 @@ mod unit_tests {
     use super::*;
 
     const NOW: u64 = 1_763_800_000;
+    const NONCE: &str = "0123456789abcdef0123456789abcdef";
 
     fn keys() -> SignedStreamKeys {
-        SignedStreamKeys::new(b"stream-key-secret")
+        SignedStreamKeys::new(b"stream-key-secret", DEFAULT_KEY_TTL)
+    }
+
+    fn valid(slug: &str, nonce: &str, expires_at: u64) -> Result<ValidKey, StreamKeyRejection> {
+        Ok(ValidKey {
+            slug: slug.into(),
+            signed: Some(PublishKey {
+                nonce: nonce.into(),
+                expires_at,
+            }),
+        })
     }
 
     #[test]
     fn signed_key_round_trips_and_keeps_dots_in_the_slug() {
-        let key = keys().sign("team.weekly-sync", NOW + 60);
-        assert!(key.starts_with("team.weekly-sync.1763800060."), "{key}");
-        assert_eq!(keys().verify(&key, NOW), Ok("team.weekly-sync".into()));
+        let key = keys().sign("team.weekly-sync", NONCE, NOW + 60);
+        assert!(
+            key.starts_with(&format!("team.weekly-sync.{NONCE}.1763800060.")),
+            "{key}"
+        );
+        assert_eq!(
+            keys().verify(&key, NOW),
+            valid("team.weekly-sync", NONCE, NOW + 60)
+        );
     }
 
     #[test]
-    fn expired_key_is_denied() {
-        let key = keys().sign("weekly", NOW - 1);
-        assert_eq!(keys().verify(&key, NOW), Err(StreamKeyRejection::Denied));
-        let key = keys().sign("weekly", NOW);
-        assert_eq!(keys().verify(&key, NOW), Err(StreamKeyRejection::Denied));
+    fn expired_key_is_refused_as_expired() {
+        let key = keys().sign("weekly", NONCE, NOW - 1);
+        assert_eq!(keys().verify(&key, NOW), Err(StreamKeyRejection::Expired));
+        let key = keys().sign("weekly", NONCE, NOW);
+        assert_eq!(keys().verify(&key, NOW), Err(StreamKeyRejection::Expired));
+        assert_eq!(
+            StreamKeyRejection::Expired.status_code(),
+            "NetStream.Publish.Denied"
+        );
     }
 
     #[test]
     fn forged_keys_are_denied() {
-        let key = keys().sign("weekly", NOW + 60);
+        let key = keys().sign("weekly", NONCE, NOW + 60);
         let (_, signature) = key.rsplit_once('.').unwrap();
-        // Another slug or a later expiry under the same signature.
+        let other_nonce = "f".repeat(NONCE_LEN);
+        // Another slug, another nonce or a later expiry under the same signature.
         for forged in [
-            format!("other.{}.{signature}", NOW + 60),
-            format!("weekly.{}.{signature}", NOW + 6000),
+            format!("other.{NONCE}.{}.{signature}", NOW + 60),
+            format!("weekly.{other_nonce}.{}.{signature}", NOW + 60),
+            format!("weekly.{NONCE}.{}.{signature}", NOW + 6000),
         ] {
             assert_eq!(
                 keys().verify(&forged, NOW),
@@ -214,11 +287,15 @@ mod unit_tests {
             );
         }
         // Signed with another secret.
-        let other = SignedStreamKeys::new(b"another-secret").sign("weekly", NOW + 60);
+        let other = SignedStreamKeys::new(b"another-secret", DEFAULT_KEY_TTL).sign(
+            "weekly",
+            NONCE,
+            NOW + 60,
+        );
         assert_eq!(keys().verify(&other, NOW), Err(StreamKeyRejection::Denied));
         // Well-formed base64url of the wrong value or the wrong length: denied.
-        let zeros = format!("weekly.{}.{}", NOW + 60, "A".repeat(43));
-        let short = format!("weekly.{}.{}", NOW + 60, &signature[..40]);
+        let zeros = format!("weekly.{NONCE}.{}.{}", NOW + 60, "A".repeat(43));
+        let short = format!("weekly.{NONCE}.{}.{}", NOW + 60, &signature[..40]);
         for forged in [zeros, short] {
             assert_eq!(
                 keys().verify(&forged, NOW),
@@ -231,20 +308,30 @@ mod unit_tests {
     #[test]
     fn malformed_keys_are_bad_names() {
         let long = "a".repeat(400);
-        for junk in [
-            "weekly",
-            "weekly.123",
-            "",
-            "..",
-            "weekly.soon.c2ln",
-            "weekly.-5.c2ln",
-            "we/ekly.123.c2ln",
-            "weekly.123.not*base64",
-            ".123.c2ln",
-            long.as_str(),
-        ] {
+        let upper = NONCE.to_uppercase();
+        let keys_without_nonce = format!("weekly.{}.c2ln", NOW + 60);
+        let bad_nonces = [
+            format!("weekly.{upper}.{}.c2ln", NOW + 60),
+            format!("weekly.{}.{}.c2ln", &NONCE[..31], NOW + 60),
+            format!("weekly.{NONCE}0.{}.c2ln", NOW + 60),
+        ];
+        let mut junk = vec![
+            "weekly".to_owned(),
+            "weekly.123".to_owned(),
+            String::new(),
+            "...".to_owned(),
+            format!("weekly.{NONCE}.soon.c2ln"),
+            format!("weekly.{NONCE}.-5.c2ln"),
+            format!("we/ekly.{NONCE}.123.c2ln"),
+            format!("weekly.{NONCE}.123.not*base64"),
+            format!(".{NONCE}.123.c2ln"),
+            keys_without_nonce,
+            long,
+        ];
+        junk.extend(bad_nonces);
+        for junk in junk {
             assert_eq!(
-                keys().verify(junk, NOW),
+                keys().verify(&junk, NOW),
                 Err(StreamKeyRejection::BadName),
                 "{junk:?}"
             );
@@ -252,17 +339,27 @@ mod unit_tests {
     }
 
     #[test]
-    fn issued_keys_are_valid_for_a_day() {
-        let key = keys().issue("weekly");
-        let now = unix_now();
-        assert_eq!(keys().verify(&key, now), Ok("weekly".into()));
+    fn minted_keys_carry_a_fresh_nonce_and_last_the_ttl() {
+        let ttl = Duration::from_secs(90);
+        let keys = SignedStreamKeys::new(b"s", ttl);
+        let first = keys.mint("weekly", NOW);
+        let second = keys.mint("weekly", NOW);
+        assert_ne!(first.nonce, second.nonce, "every start gets its own key");
+        assert_eq!(first.expires_at, Some(NOW + 90));
+        let nonce = first.nonce.clone().unwrap();
         assert_eq!(
-            keys().verify(&key, now + SIGNED_KEY_VALIDITY.as_secs() + 1),
-            Err(StreamKeyRejection::Denied)
+            keys.verify(&first.key, NOW),
+            valid("weekly", &nonce, NOW + 90)
         );
-        assert_eq!((keys().validator())(&key), Ok("weekly".into()));
-        let issued = (keys().issuer())("weekly");
-        assert_eq!(keys().verify(&issued, now), Ok("weekly".into()));
+        assert_eq!(
+            keys.verify(&first.key, NOW + 90),
+            Err(StreamKeyRejection::Expired)
+        );
+        let issued = (keys.issuer())("weekly");
+        assert_eq!(
+            (keys.validator())(&issued.key).map(|v| v.slug),
+            Ok("weekly".into())
+        );
     }
 
     #[test]
@@ -281,6 +378,10 @@ mod unit_tests {
             identity_stream_key(&"a".repeat(MAX_SLUG_LEN + 1)),
             Err(StreamKeyRejection::BadName)
         );
+        assert_eq!(
+            (identity_stream_key_validator())("weekly"),
+            Ok(ValidKey::unsigned("weekly".into()))
+        );
     }
 
     #[test]
@@ -289,9 +390,11 @@ mod unit_tests {
             rejection_for_refusal(&PublishRefused::UnknownSession).status_code(),
             "NetStream.Publish.BadName"
         );
-        assert_eq!(
-            rejection_for_refusal(&PublishRefused::SessionLimit).status_code(),
-            "NetStream.Publish.Denied"
-        );
+        for refused in [PublishRefused::SessionLimit, PublishRefused::KeyRevoked] {
+            assert_eq!(
+                rejection_for_refusal(&refused).status_code(),
+                "NetStream.Publish.Denied"
+            );
+        }
     }
 }

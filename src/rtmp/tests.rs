@@ -31,7 +31,7 @@ use tokio::time::timeout;
 use super::connection::ConnectionOutcome;
 use super::isolation::guarded;
 use super::listener::serve_observed;
-use super::stream_key::{identity_stream_key, StreamKeyRejection};
+use super::stream_key::{identity_stream_key, StreamKeyRejection, ValidKey};
 use super::RtmpConfig;
 
 /// Generous bounds for events that normally take milliseconds (2 shared cores, parallel tests).
@@ -737,7 +737,7 @@ async fn refused_publishes_fail_cleanly() {
             if key.starts_with("denied") {
                 Err(StreamKeyRejection::Denied)
             } else {
-                identity_stream_key(key)
+                identity_stream_key(key).map(|slug| ValidKey { slug, signed: None })
             }
         }),
         ..test_config()

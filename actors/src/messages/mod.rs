@@ -26,6 +26,7 @@ pub use provider::{
     StreamSinks, TranscriptEvent,
 };
 pub use publish::{
-    AttachPublisher, AudioTagReceived, DetachPublisher, PublishHandle, PublishRefused, PublisherId,
+    AttachPublisher, AudioTagReceived, DetachPublisher, PublishHandle, PublishKey, PublishRefused,
+    PublisherId,
 };
 pub use session::{SessionInstance, SessionRetired, SessionState};

@@ -26,6 +26,17 @@ pub struct AttachPublisher {
     pub publisher: PublisherId,
     /// Peer address, for logs and the session snapshot.
     pub peer: String,
+    /// The signed key's nonce and expiry (`None` for the development scheme): the session
+    /// refuses a revoked one (docs/PROTOCOL.md#stream-keys).
+    pub key: Option<PublishKey>,
+}
+
+/// What a session needs of a valid signed stream key: never the key itself (a secret).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublishKey {
+    pub nonce: String,
+    /// Seconds since the Unix epoch.
+    pub expires_at: u64,
 }
 
 /// Where an accepted publisher sends its audio and its end.
@@ -44,6 +55,9 @@ pub enum PublishRefused {
     UnknownSession,
     #[error("session limit reached")]
     SessionLimit,
+    /// The key was revoked by a stop of its session (docs/PROTOCOL.md#stream-keys).
+    #[error("stream key revoked: the session was stopped; start it again for a new key")]
+    KeyRevoked,
     #[error("{0}")]
     Other(String),
 }

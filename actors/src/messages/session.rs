@@ -82,6 +82,9 @@ pub struct SessionInstance(pub u64);
 pub struct SessionRetired {
     pub session_slug: String,
     pub instance: SessionInstance,
+    /// Keys the session revoked: the registry keeps refusing them after the session is gone,
+    /// without asking the database (docs/PROTOCOL.md#stream-keys).
+    pub revoked_keys: Vec<crate::stream_keys::RevokedKey>,
 }
 
 #[cfg(test)]

@@ -4,7 +4,8 @@
 use actix::prelude::*;
 
 use super::{
-    FinalRecord, LoadFinalsAfter, LoadLastSeq, SaveFinal, SaveSessionState, Storage, StorageError,
+    FinalRecord, IsStreamKeyRevoked, LoadFinalsAfter, LoadLastSeq, RevokeStreamKeys, SaveFinal,
+    SaveSessionState, Storage, StorageError,
 };
 
 /// Keeps every final it is sent (or none, for benchmarks that only measure fan-out) and
@@ -13,6 +14,7 @@ use super::{
 pub struct MemoryStorage {
     finals: Vec<FinalRecord>,
     discard: bool,
+    revoked_nonces: std::collections::HashSet<String>,
 }
 
 impl MemoryStorage {
@@ -21,6 +23,7 @@ impl MemoryStorage {
         MemoryStorage {
             finals: Vec::new(),
             discard: true,
+            revoked_nonces: Default::default(),
         }
     }
 
@@ -32,6 +35,8 @@ impl MemoryStorage {
             load_last_seq: addr.clone().recipient(),
             load_finals_after: addr.clone().recipient(),
             save_session_state: addr.clone().recipient(),
+            revoke_stream_keys: addr.clone().recipient(),
+            is_stream_key_revoked: addr.clone().recipient(),
         };
         (addr, storage)
     }
@@ -81,4 +86,20 @@ impl Handler<LoadFinalsAfter> for MemoryStorage {
 impl Handler<SaveSessionState> for MemoryStorage {
     type Result = ();
     fn handle(&mut self, _: SaveSessionState, _: &mut Self::Context) {}
+}
+
+impl Handler<RevokeStreamKeys> for MemoryStorage {
+    type Result = Result<(), StorageError>;
+    fn handle(&mut self, m: RevokeStreamKeys, _: &mut Self::Context) -> Self::Result {
+        self.revoked_nonces
+            .extend(m.0.into_iter().map(|key| key.nonce));
+        Ok(())
+    }
+}
+
+impl Handler<IsStreamKeyRevoked> for MemoryStorage {
+    type Result = Result<bool, StorageError>;
+    fn handle(&mut self, m: IsStreamKeyRevoked, _: &mut Self::Context) -> Self::Result {
+        Ok(self.revoked_nonces.contains(&m.nonce))
+    }
 }

@@ -10,6 +10,7 @@ use actix::prelude::*;
 pub mod memory;
 
 use crate::messages::SessionState;
+use crate::stream_keys::RevokedKey;
 
 /// One final transcript as it is stored and replayed (docs/PROTOCOL.md#persistence field set).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -60,6 +61,8 @@ pub struct Storage {
     pub load_last_seq: Recipient<LoadLastSeq>,
     pub load_finals_after: Recipient<LoadFinalsAfter>,
     pub save_session_state: Recipient<SaveSessionState>,
+    pub revoke_stream_keys: Recipient<RevokeStreamKeys>,
+    pub is_stream_key_revoked: Recipient<IsStreamKeyRevoked>,
 }
 
 /// Record a session's lifecycle state in the `sessions` table (best effort, for operators).
@@ -68,4 +71,17 @@ pub struct Storage {
 pub struct SaveSessionState {
     pub session_slug: String,
     pub state: SessionState,
+}
+
+/// Store revocations, so a restarted instance refuses the keys too (docs/PROTOCOL.md#stream-keys).
+/// Answers once they are stored; the caller keeps them in memory either way.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "Result<(), StorageError>")]
+pub struct RevokeStreamKeys(pub Vec<RevokedKey>);
+
+/// Whether a key's nonce was revoked (by any instance, before any restart).
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "Result<bool, StorageError>")]
+pub struct IsStreamKeyRevoked {
+    pub nonce: String,
 }
