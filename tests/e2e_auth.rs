@@ -33,7 +33,11 @@ fn token(secret: &str, exp: u64, sessions: Value) -> String {
 }
 
 fn token_with_role(secret: &str, exp: u64, sessions: Value, role: Option<&str>) -> String {
-    let mut claims = json!({ "sub": "user-17", "exp": exp, "sessions": sessions });
+    token_for("user-17", secret, exp, sessions, role)
+}
+
+fn token_for(sub: &str, secret: &str, exp: u64, sessions: Value, role: Option<&str>) -> String {
+    let mut claims = json!({ "sub": sub, "exp": exp, "sessions": sessions });
     if let Some(role) = role {
         claims["role"] = json!(role);
     }
@@ -61,6 +65,17 @@ async fn call(
     path: &str,
     bearer: Option<&str>,
 ) -> (u16, Value, Option<String>) {
+    call_with(service, method, path, bearer, None).await
+}
+
+/// [`call`] with a JSON body.
+async fn call_with(
+    service: &Service,
+    method: &str,
+    path: &str,
+    bearer: Option<&str>,
+    body: Option<&Value>,
+) -> (u16, Value, Option<String>) {
     let client = awc::Client::new();
     let mut request = match method {
         "GET" => client.get(service.url(path)),
@@ -71,7 +86,11 @@ async fn call(
     if let Some(token) = bearer {
         request = request.bearer_auth(token);
     }
-    let mut response = request.send().await.expect("http call");
+    let sent = match body {
+        Some(body) => request.send_json(body).await,
+        None => request.send().await,
+    };
+    let mut response = sent.expect("http call");
     let challenge = response
         .headers()
         .get("www-authenticate")
@@ -771,4 +790,227 @@ async fn signed_stream_keys_are_enforced_at_publish() {
     assert_eq!(status, 200, "{body}");
     let (_, new_nonce) = key_of(body["rtmpUrl"].as_str().expect("rtmpUrl"), &service, slug);
     assert_ne!(new_nonce, nonce, "every start after a stop mints a new key");
+}
+
+/// docs/PROTOCOL.md#roles: viewer, host and service tokens against every route and WebSocket
+/// command, with the status each gets; a viewer never sees a publish URL.
+#[actix_rt::test]
+async fn the_role_matrix_holds_for_every_route_and_command() {
+    let _serial = SERIAL.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let service = Service::start(
+        realtime_core_bin!(),
+        &[
+            ("REALTIME_AUTH_SECRET", AUTH_SECRET.to_owned()),
+            ("DATABASE_URL", sqlite_url(dir.path(), "roles.db")),
+            ("RTMP_STREAM_KEY_SECRET", KEY_SECRET.to_owned()),
+            (
+                "REALTIME_BROADCAST_SECRET",
+                "relay-secret-for-roles".to_owned(),
+            ),
+        ],
+    );
+    let roles = ["viewer", "host", "service"];
+    let token_of = |role: &str| {
+        token_for(
+            &format!("{role}-user"),
+            AUTH_SECRET,
+            now() + 600,
+            json!(["m"]),
+            Some(role),
+        )
+    };
+    let now_ms = (now() * 1000) as i64;
+    // One final relayed with a service token before the matrix, so every role's resume has
+    // something to replay; the same message in the matrix is a duplicate for whoever may post.
+    let relayed = json!({
+        "type": "transcript", "sessionSlug": "m", "utteranceId": "u1",
+        "text": "relayed", "isFinal": true, "speaker": "A", "speakerId": "a",
+        "ts": now_ms, "seq": 1,
+    });
+    let service_token = token_of("service");
+    // A service client stays subscribed, so the session outlives each role's stop.
+    let _holder =
+        WsClient::connect(&service, &format!("sessionSlug=m&token={service_token}")).await;
+    let (status, answer, _) = call_with(
+        &service,
+        "POST",
+        "/api/realtime/transcribe/broadcast",
+        Some(&service_token),
+        Some(&relayed),
+    )
+    .await;
+    assert_eq!(
+        (status, answer["outcome"].as_str()),
+        (200, Some("delivered")),
+        "{answer}"
+    );
+    let mut table = Vec::new();
+    for role in roles {
+        let bearer = token_of(role);
+        let t = Some(bearer.as_str());
+        let mut row: Vec<(&str, u16)> = Vec::new();
+        let lock = json!({"ttlMs": 30_000});
+        let speaker = json!({"sessionSlug": "m", "identity": "alice"});
+        let calls: [(&str, &str, &str, Option<&Value>); 10] = [
+            ("POST start", "POST", "/api/sessions/m/transcription", None),
+            ("GET list", "GET", "/api/sessions", None),
+            ("GET session", "GET", "/api/sessions/m", None),
+            (
+                "GET transcripts",
+                "GET",
+                "/api/sessions/m/transcripts",
+                None,
+            ),
+            (
+                "POST ai-lock",
+                "POST",
+                "/api/sessions/m/ai-lock",
+                Some(&lock),
+            ),
+            (
+                "DELETE ai-lock",
+                "DELETE",
+                "/api/sessions/m/ai-lock",
+                Some(&json!({})),
+            ),
+            (
+                "POST active-speaker",
+                "POST",
+                "/api/active-speaker",
+                Some(&speaker),
+            ),
+            (
+                "POST relay (token)",
+                "POST",
+                "/api/realtime/transcribe/broadcast",
+                Some(&relayed),
+            ),
+            (
+                "DELETE stop",
+                "DELETE",
+                "/api/sessions/m/transcription",
+                None,
+            ),
+            ("GET session after stop", "GET", "/api/sessions/m", None),
+        ];
+        for (name, method, path, body) in calls {
+            let (status, answer, _) = call_with(&service, method, path, t, body).await;
+            if status == 403 {
+                assert_eq!(answer["error"], "role_forbidden", "{role} {name}: {answer}");
+            }
+            // A viewer never sees the publish URL, in any answer.
+            if role == "viewer" {
+                assert!(
+                    !answer.to_string().contains("rtmp://"),
+                    "{role} {name} shows a publish URL: {answer}"
+                );
+            }
+            if role != "viewer" && name == "GET session" {
+                assert!(
+                    answer["rtmpUrl"]
+                        .as_str()
+                        .is_some_and(|u| u.starts_with("rtmp://")),
+                    "{role} sees the publish URL: {answer}"
+                );
+            }
+            row.push((name, status));
+        }
+        // The AI lock holder is the token's `sub`, not a claimed name.
+        let (status, answer, _) = call_with(
+            &service,
+            "POST",
+            "/api/sessions/m/ai-lock",
+            t,
+            Some(&json!({"holder": "someone-else", "ttlMs": 30_000})),
+        )
+        .await;
+        row.push(("POST ai-lock as another", status));
+        if role != "viewer" {
+            assert_eq!(answer["error"], "holder_mismatch", "{answer}");
+        }
+
+        // The WebSocket: every role may watch; only host and service may start and stop.
+        // Resuming from the start replays the relayed final to every role.
+        let client =
+            WsClient::connect(&service, &format!("sessionSlug=m&lastSeq=0&token={bearer}")).await;
+        let replayed = client
+            .wait_until(Duration::from_secs(10), |m| {
+                m.iter()
+                    .any(|m| m["type"] == "transcript" && m["isFinal"] == true)
+            })
+            .await;
+        assert!(replayed, "{role}: no replay: {:?}", client.snapshot());
+        client.send(json!({"type": "start_transcription", "sessionSlug": "m"}));
+        client.send(json!({"type": "stop_transcription", "sessionSlug": "m"}));
+        // Each command is answered (a refusal, `transcription_started`) or acted on in order;
+        // the pong after them is written once the stop has been handled.
+        let answered = client
+            .wait_until(Duration::from_secs(10), |m| {
+                m.iter()
+                    .any(|m| m["type"] == "transcription_started" || m["code"] == "role_forbidden")
+            })
+            .await;
+        assert!(
+            answered,
+            "{role}: start not answered: {:?}",
+            client.snapshot()
+        );
+        client.send(json!({"type": "ping"}));
+        wait_for_type(&client, "pong").await;
+        let messages = client.snapshot();
+        let refusals = messages
+            .iter()
+            .filter(|m| m["type"] == "error" && m["code"] == "role_forbidden")
+            .count();
+        let started = messages
+            .iter()
+            .filter(|m| m["type"] == "transcription_started")
+            .count();
+        let relayed_finals = messages
+            .iter()
+            .filter(|m| m["type"] == "transcript" && m["isFinal"] == true)
+            .count();
+        row.push(("WS start/stop refused", refusals as u16));
+        row.push(("WS transcription_started", started as u16));
+        row.push(("WS finals replayed", relayed_finals as u16));
+        if role == "viewer" {
+            assert!(
+                !messages.iter().any(|m| m.to_string().contains("rtmp://")),
+                "a viewer's socket got a publish URL: {messages:?}"
+            );
+        }
+        client.close();
+        table.push((role, row));
+    }
+    eprintln!("role matrix (status, or count for WS rows):");
+    for (role, row) in &table {
+        eprintln!("  {role:8} {row:?}");
+    }
+    let expected: [(&str, [u16; 14]); 3] = [
+        // start list show transcripts lock unlock speaker relay stop show2 lock-as-other ws-refused ws-started ws-finals
+        (
+            "viewer",
+            [
+                403, 200, 200, 200, 403, 403, 403, 403, 403, 200, 403, 2, 0, 1,
+            ],
+        ),
+        (
+            "host",
+            [
+                200, 200, 200, 200, 200, 204, 403, 403, 200, 200, 400, 0, 1, 1,
+            ],
+        ),
+        (
+            "service",
+            [
+                200, 200, 200, 200, 200, 204, 204, 200, 200, 200, 400, 0, 1, 1,
+            ],
+        ),
+    ];
+    for ((role, row), (expected_role, statuses)) in table.iter().zip(expected) {
+        assert_eq!(*role, expected_role);
+        let got: Vec<u16> = row.iter().map(|(_, s)| *s).collect();
+        assert_eq!(got, statuses, "{role}: {row:?}");
+    }
 }

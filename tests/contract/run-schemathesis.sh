@@ -141,7 +141,7 @@ import base64, hashlib, hmac, json, os, time
 def b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 header = b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
-claims = b64(json.dumps({"sub": "contract-test", "exp": int(time.time()) + 3600, "sessions": "*"}).encode())
+claims = b64(json.dumps({"sub": "contract-test", "exp": int(time.time()) + 3600, "sessions": "*", "role": "service"}).encode())
 signed = f"{header}.{claims}".encode()
 signature = hmac.new(os.environ["AUTH_SECRET"].encode(), signed, hashlib.sha256).digest()
 print(f"{header}.{claims}.{b64(signature)}")
