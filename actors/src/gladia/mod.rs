@@ -460,7 +460,8 @@ impl GladiaActor {
             ServerMessage::Transcript(data) => {
                 let epoch = self.audio_epoch_ms.unwrap_or_else(now_ms)
                     + (self.provider_base_offset * 1000 / PCM_BYTES_PER_SEC) as i64;
-                let to_ms = |seconds: f64| epoch + (seconds.max(0.0) * 1000.0) as i64;
+                // Times are within MAX_PROVIDER_SECONDS (checked at parse); saturating anyway.
+                let to_ms = |seconds: f64| epoch.saturating_add((seconds.max(0.0) * 1000.0) as i64);
                 if let Some(carried) = self.carried_utterance.take() {
                     self.utterance_alias = Some((data.id.clone(), carried));
                 }

@@ -89,6 +89,29 @@ pub enum ParseError {
     NoType,
     #[error("provider {kind} message is malformed: {reason}")]
     Malformed { kind: String, reason: String },
+    /// A time that cannot be a position in a live session (docs/reference/gladia-live-v2.md):
+    /// not finite, negative, beyond [`MAX_PROVIDER_SECONDS`], or an end before its start.
+    /// Refused whole, so no timestamp arithmetic downstream can overflow.
+    #[error("provider transcript has out-of-range times: start {start}, end {end}")]
+    TimeOutOfRange { start: f64, end: f64 },
+}
+
+/// The longest position a provider time may name, in seconds: a day, well beyond Gladia's
+/// 3-hour session limit, and small enough that milliseconds from the epoch cannot overflow.
+pub const MAX_PROVIDER_SECONDS: f64 = 86_400.0;
+
+impl Utterance {
+    fn check_times(&self) -> Result<(), ParseError> {
+        let in_range = |t: f64| t.is_finite() && (0.0..=MAX_PROVIDER_SECONDS).contains(&t);
+        if in_range(self.start) && in_range(self.end) && self.end >= self.start {
+            Ok(())
+        } else {
+            Err(ParseError::TimeOutOfRange {
+                start: self.start,
+                end: self.end,
+            })
+        }
+    }
 }
 
 pub fn parse_server_message(text: &str) -> Result<ServerMessage, ParseError> {
@@ -105,7 +128,9 @@ pub fn parse_server_message(text: &str) -> Result<ServerMessage, ParseError> {
     Ok(match kind.as_str() {
         "transcript" => {
             let data = value.get("data").cloned().unwrap_or(Value::Null);
-            ServerMessage::Transcript(serde_json::from_value(data).map_err(malformed)?)
+            let data: TranscriptData = serde_json::from_value(data).map_err(malformed)?;
+            data.utterance.check_times()?;
+            ServerMessage::Transcript(data)
         }
         "audio_chunk" => {
             let acknowledged = value
@@ -139,6 +164,29 @@ pub fn parse_server_message(text: &str) -> Result<ServerMessage, ParseError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn transcripts_with_out_of_range_times_are_refused() {
+        let with = |start: &str, end: &str| {
+            parse_server_message(&format!(
+                r#"{{"type":"transcript","data":{{"id":"u","is_final":true,"utterance":{{"text":"x","start":{start},"end":{end}}}}}}}"#
+            ))
+        };
+        for (start, end) in [
+            ("1e300", "1e300"),
+            ("0", "1e300"),
+            ("-1", "2"),
+            ("5", "4"),
+            ("0", "86400.5"),
+        ] {
+            assert!(
+                matches!(with(start, end), Err(ParseError::TimeOutOfRange { .. })),
+                "{start}..{end}"
+            );
+        }
+        assert!(with("0", "86400").is_ok());
+        assert!(with("1.5", "1.5").is_ok());
+    }
 
     #[test]
     fn parses_the_documented_transcript() {

@@ -52,6 +52,9 @@ pub const GLADIA_FINALS_TOTAL: &str = "gladia.finals_total";
 pub const WHISPER_FINALS_TOTAL: &str = "whisper.finals_total";
 /// `whisper` provider: partial decodes skipped because the decode pool was saturated.
 pub const WHISPER_SKIPPED_PARTIALS_TOTAL: &str = "whisper.skipped_partials_total";
+/// `whisper` provider: finals skipped because their stream already had the most waiting
+/// (audio published far faster than real time).
+pub const WHISPER_SKIPPED_FINALS_TOTAL: &str = "whisper.skipped_finals_total";
 /// `whisper` provider: publishes refused at the measured capacity.
 pub const WHISPER_REFUSED_SESSIONS_TOTAL: &str = "whisper.refused_sessions_total";
 /// Batches of finals committed.
@@ -105,6 +108,7 @@ pub const COUNTERS: &[&str] = &[
     GLADIA_FINALS_TOTAL,
     WHISPER_FINALS_TOTAL,
     WHISPER_SKIPPED_PARTIALS_TOTAL,
+    WHISPER_SKIPPED_FINALS_TOTAL,
     WHISPER_REFUSED_SESSIONS_TOTAL,
     DB_BATCHES_WRITTEN_TOTAL,
     DB_FINALS_WRITTEN_TOTAL,

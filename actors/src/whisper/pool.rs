@@ -4,7 +4,10 @@
 //! Finals always run, oldest first, before any partial. A partial replaces the same session's
 //! pending partial (only the newest snapshot matters), and when more partials wait than the
 //! pool allows, the oldest is skipped: under load the service gives fewer partials, never
-//! fewer finals.
+//! fewer finals. The one exception bounds memory: a stream with
+//! [`MAX_WAITING_FINALS_PER_STREAM`] finals already waiting is sending audio faster than it can
+//! be decoded (a publisher far ahead of real time), and its next final is skipped (the actor
+//! then keeps the utterance's last partial as a provisional final, if it showed one).
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -40,11 +43,16 @@ pub enum JobOutcome {
         /// Time from submission to the end of decoding.
         latency: Duration,
     },
-    /// A partial dropped because a newer one replaced it or the pool was saturated.
+    /// A partial dropped because a newer one replaced it or the pool was saturated; or a final
+    /// of a stream that already had [`MAX_WAITING_FINALS_PER_STREAM`] waiting.
     Skipped,
 }
 
 pub type Reply = Box<dyn FnOnce(JobOutcome) + Send>;
+
+/// Finals of one stream that may wait for a thread: each holds up to 30 s of audio (1.9 MB),
+/// and real-time speech ends an utterance every few seconds, far below this.
+pub const MAX_WAITING_FINALS_PER_STREAM: usize = 16;
 
 pub struct Job {
     pub kind: JobKind,
@@ -71,6 +79,7 @@ struct Queue {
 pub struct PoolStats {
     pub decoded: AtomicU64,
     pub skipped_partials: AtomicU64,
+    pub skipped_finals: AtomicU64,
     pub failed: AtomicU64,
 }
 
@@ -114,6 +123,7 @@ impl DecodePool {
 
     pub fn submit(&self, job: Job) {
         let mut skipped = Vec::new();
+        let mut skipped_final = None;
         {
             let mut queue = lock(&self.shared.queue);
             let queued = Queued {
@@ -121,7 +131,19 @@ impl DecodePool {
                 submitted: Instant::now(),
             };
             match queued.job.kind {
-                JobKind::Final => queue.finals.push_back(queued),
+                JobKind::Final => {
+                    let stream = queued.job.stream;
+                    let waiting = queue
+                        .finals
+                        .iter()
+                        .filter(|q| q.job.stream == stream)
+                        .count();
+                    if waiting >= MAX_WAITING_FINALS_PER_STREAM {
+                        skipped_final = Some(queued);
+                    } else {
+                        queue.finals.push_back(queued);
+                    }
+                }
                 JobKind::Partial => {
                     let stream = queued.job.stream;
                     if let Some(i) = queue.partials.iter().position(|q| q.job.stream == stream) {
@@ -142,6 +164,18 @@ impl DecodePool {
         ::metrics::counter!(crate::metrics::names::WHISPER_SKIPPED_PARTIALS_TOTAL)
             .increment(skipped.len() as u64);
         for q in skipped {
+            (q.job.reply)(JobOutcome::Skipped);
+        }
+        if let Some(q) = skipped_final {
+            self.shared
+                .stats
+                .skipped_finals
+                .fetch_add(1, Ordering::Relaxed);
+            ::metrics::counter!(crate::metrics::names::WHISPER_SKIPPED_FINALS_TOTAL).increment(1);
+            tracing::warn!(
+                stream = q.job.stream,
+                "whisper: audio arrives faster than it can be decoded; an utterance was skipped"
+            );
             (q.job.reply)(JobOutcome::Skipped);
         }
     }
@@ -311,16 +345,48 @@ mod tests {
         }
         let pool = DecodePool::new(Arc::new(Echo), 2, 1);
         let (out, results) = mpsc::channel();
-        for i in 0..50 {
+        // Three streams, each within its bound of waiting finals.
+        let n = 3 * MAX_WAITING_FINALS_PER_STREAM as u64;
+        for i in 0..n {
             pool.submit(job(JobKind::Final, i % 3, i as usize + 1, &out));
             pool.submit(job(JobKind::Partial, i % 3, 1000 + i as usize, &out));
         }
         drop(pool); // drains the queue before the threads end
         drop(out);
         let all: Vec<(usize, String)> = results.iter().collect();
-        let finals: Vec<&(usize, String)> = all.iter().filter(|(l, _)| *l <= 50).collect();
-        assert_eq!(finals.len(), 50);
+        let finals: Vec<&(usize, String)> = all.iter().filter(|(l, _)| *l <= n as usize).collect();
+        assert_eq!(finals.len(), n as usize);
         assert!(finals.iter().all(|(l, t)| *t == l.to_string()));
-        assert_eq!(all.len(), 100, "every job got exactly one reply");
+        assert_eq!(all.len(), 2 * n as usize, "every job got exactly one reply");
+    }
+
+    #[test]
+    fn a_stream_far_ahead_of_real_time_has_its_waiting_finals_bounded() {
+        let (started_tx, started) = mpsc::channel();
+        let (release, release_rx) = mpsc::channel();
+        let gate = Arc::new(Gate {
+            started: Mutex::new(started_tx),
+            release: Mutex::new(release_rx),
+        });
+        let pool = DecodePool::new(gate, 1, 2);
+        let (out, results) = mpsc::channel();
+        // The thread is busy; stream 7 then ends utterances far faster than they decode.
+        pool.submit(job(JobKind::Final, 7, 1, &out));
+        assert_eq!(started.recv().unwrap(), 1);
+        for len in 2..=MAX_WAITING_FINALS_PER_STREAM + 1 {
+            pool.submit(job(JobKind::Final, 7, len, &out));
+        }
+        // Another stream is not held to stream 7's bound.
+        pool.submit(job(JobKind::Final, 8, 500, &out));
+        assert_eq!(pool.pending(), (MAX_WAITING_FINALS_PER_STREAM + 1, 0));
+        // One more of stream 7: skipped at once, nothing more held.
+        pool.submit(job(JobKind::Final, 7, 999, &out));
+        assert_eq!(results.recv().unwrap(), (999, "skipped".to_owned()));
+        assert_eq!(pool.pending(), (MAX_WAITING_FINALS_PER_STREAM + 1, 0));
+        assert_eq!(pool.stats().skipped_finals.load(Ordering::Relaxed), 1);
+        for _ in 0..MAX_WAITING_FINALS_PER_STREAM + 2 {
+            release.send(()).unwrap();
+        }
+        drop(pool);
     }
 }
