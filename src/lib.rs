@@ -10,6 +10,7 @@
 //! - `db`: diesel storage (SQLite or PostgreSQL), batched writes off the async arbiters.
 //! - `telemetry`: stderr logs and, with `OTEL_EXPORTER_OTLP_ENDPOINT`, OTLP trace export.
 //! - `escaped_log`: the stderr writer that keeps every log event on one line.
+//! - `log_budget`: a few refusal lines a second, the rest counted.
 //! - `whisper_engine`: the offline provider's Whisper engine (CTranslate2), loaded and measured.
 //! - `app`: wiring it all together; `main.rs` only parses, logs and runs.
 //!
@@ -21,6 +22,7 @@ pub mod config;
 pub mod db;
 pub mod escaped_log;
 pub mod http;
+pub mod log_budget;
 pub mod rtmp;
 pub mod telemetry;
 pub mod whisper_engine;

@@ -497,6 +497,62 @@ async fn a_refused_path_cannot_forge_a_log_line() {
     );
 }
 
+/// A flood of refused calls costs a few log lines a second, not one each; the lines that get
+/// through say how many were left out.
+#[actix_rt::test]
+async fn refusal_logs_are_rate_limited() {
+    let _serial = SERIAL.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let service = start_with_auth_secret(dir.path());
+    let client = awc::Client::new();
+    let started = std::time::Instant::now();
+    const CALLS: usize = 600;
+    for _ in 0..CALLS {
+        let response = client
+            .get(service.url("/api/sessions/flood"))
+            .send()
+            .await
+            .expect("http call");
+        assert_eq!(response.status().as_u16(), 401);
+    }
+    // One more, a second later, so the budget opens again and reports what it left out.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let response = client
+        .get(service.url("/api/sessions/flood"))
+        .send()
+        .await
+        .expect("http call");
+    assert_eq!(response.status().as_u16(), 401);
+    let seconds = started.elapsed().as_secs() + 1;
+    let found = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            let log = service.log();
+            if log
+                .lines()
+                .any(|l| l.contains("api call refused") && !l.contains("suppressed=0"))
+            {
+                return log;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("a refusal line reports the suppressed ones");
+    let lines = found
+        .lines()
+        .filter(|l| l.contains("api call refused"))
+        .count();
+    eprintln!(
+        "{} refused calls in {:?}: {lines} log lines",
+        CALLS + 1,
+        started.elapsed()
+    );
+    assert!(
+        lines as u64 <= 10 * (seconds + 1),
+        "{lines} refusal lines for {CALLS} refusals in {seconds} s"
+    );
+}
+
 /// Without REALTIME_AUTH_SECRET on loopback (the default), calls are anonymous.
 #[actix_rt::test]
 async fn anonymous_calls_work_on_loopback_without_a_secret() {

@@ -28,6 +28,7 @@ use sha2::{Digest, Sha256};
 use super::error::ApiError;
 use super::require_token::bearer_token;
 use super::state::AppState;
+use crate::log_budget::{Budget, LogBudget};
 use ::actors::access::Action;
 
 /// A transcript message is a few hundred bytes; a long utterance a few KiB. Same bound as a
@@ -68,7 +69,10 @@ pub async fn receive(
         _ => None,
     };
     if token_principal.is_none() && !secrets_match(given.unwrap_or_default(), secret.as_bytes()) {
-        tracing::info!(peer = ?req.peer_addr(), "broadcast post refused: bad or missing x-broadcast-secret");
+        static REFUSALS: LogBudget = LogBudget::new(10);
+        if let Budget::Log { suppressed } = REFUSALS.take(std::time::Instant::now()) {
+            tracing::info!(peer = ?req.peer_addr(), suppressed, "broadcast post refused: bad or missing x-broadcast-secret");
+        }
         return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             "bad_broadcast_secret",

@@ -19,6 +19,7 @@ use actix_web::{web, Error, FromRequest, HttpMessage as _, HttpRequest, Response
 
 use super::error::ApiError;
 use crate::auth::{AuthError, Authenticator, Principal};
+use crate::log_budget::{Budget, LogBudget};
 
 /// `/api/*` paths that do not take a client token. The broadcast endpoint of docs/PROTOCOL.md#http-broadcast-mode is
 /// called by another instance with its own shared secret (`x-broadcast-secret`).
@@ -96,7 +97,11 @@ where
                     req.extensions_mut().insert(principal);
                 }
                 Err(error) => {
-                    tracing::info!(%path, code = error.code(), "api call refused");
+                    // Anyone can be refused as fast as they can send: a few lines a second.
+                    static REFUSALS: LogBudget = LogBudget::new(10);
+                    if let Budget::Log { suppressed } = REFUSALS.take(std::time::Instant::now()) {
+                        tracing::info!(%path, code = error.code(), suppressed, "api call refused");
+                    }
                     let response = req.into_response(ApiError::from(error).error_response());
                     return Box::pin(async move { Ok(response.map_into_right_body()) });
                 }

@@ -27,6 +27,7 @@ use super::publication::{IngestGone, Publication};
 use super::refusal::publish_refusal_bytes;
 use super::stream_key::{rejection_for_refusal, StreamKeyRejection, ValidKey};
 use super::wire_inspector::{Finding, Hostile, WireInspector};
+use crate::log_budget::{Budget, LogBudget};
 
 /// Fixed read buffer: a connection's memory does not grow with what the peer sends at once.
 const READ_BUFFER_SIZE: usize = 64 * 1024;
@@ -446,13 +447,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         let ValidKey { slug, signed } = match (self.config.stream_key_validator)(stream_key) {
             Ok(valid) => valid,
             Err(rejection) => {
-                // The key may be a signed secret: log its length, never its text.
-                tracing::info!(
-                    peer = %self.peer,
-                    key_len = stream_key.len(),
-                    %rejection,
-                    "rtmp publish refused: stream key"
-                );
+                // The key may be a signed secret: log its length, never its text. A few lines
+                // a second: anyone can try keys as fast as they can connect.
+                static REFUSALS: LogBudget = LogBudget::new(10);
+                if let Budget::Log { suppressed } = REFUSALS.take(std::time::Instant::now()) {
+                    tracing::info!(
+                        peer = %self.peer,
+                        key_len = stream_key.len(),
+                        %rejection,
+                        suppressed,
+                        "rtmp publish refused: stream key"
+                    );
+                }
                 return Err(self.refuse(rejection, &rejection.to_string()));
             }
         };
