@@ -564,3 +564,142 @@ async fn sigterm_during_outage_spills_and_next_start_writes_every_final() {
         next.log()
     );
 }
+
+/// One publish of `wav` to `slug` while the test watches with a fresh client: returns the
+/// finals the client got as `(seq, utteranceId)` once the provider session `index` has ended
+/// and every final it sent has arrived.
+async fn publish_and_collect(
+    service: &Service,
+    mock: &MockProvider,
+    wav: &Path,
+    slug: &str,
+    index: usize,
+) -> (WsClient, Vec<(i64, String)>) {
+    let client = WsClient::connect(service, &format!("sessionSlug={slug}")).await;
+    let mut publisher = spawn_publisher(wav, &service.rtmp_url(slug));
+    // Live at once, though the database is down: a partial, then a final.
+    let live = client
+        .wait_until(Duration::from_secs(60), |m| {
+            m.iter().any(|m| m["isFinal"] == false) && m.iter().any(|m| m["isFinal"] == true)
+        })
+        .await;
+    assert!(
+        live,
+        "no live partial and final while the database is down; log:\n{}",
+        service.log()
+    );
+    let status = tokio::time::timeout(Duration::from_secs(120), publisher.wait())
+        .await
+        .expect("publisher finishes")
+        .expect("publisher status");
+    assert!(status.success(), "ffmpeg failed: {status}");
+    let ended = poll(Duration::from_secs(60), || {
+        mock.sessions().get(index).is_some_and(|s| s.ended)
+    })
+    .await;
+    assert!(ended, "provider session {index} did not end");
+    let sent = mock.sessions()[index].finals_sent.len();
+    assert!(sent >= 2, "the speech gave only {sent} finals");
+    let all = client
+        .wait_until(Duration::from_secs(15), |m| {
+            m.iter().filter(|m| m["isFinal"] == true).count() == sent
+        })
+        .await;
+    assert!(all, "client got {} of {sent} finals", client.finals().len());
+    let finals = client
+        .finals()
+        .iter()
+        .map(|f| {
+            (
+                f["seq"].as_i64().expect("a final has a seq"),
+                f["utteranceId"].as_str().expect("utteranceId").to_owned(),
+            )
+        })
+        .collect();
+    (client, finals)
+}
+
+/// The database is down when a session starts: its clients still get partials and finals
+/// live (numbering goes on from the local high-water mark). The slug is then stopped and
+/// started again at once while its finals are still queued or spilled: the new session's
+/// finals continue the numbering. After recovery every final is stored exactly once, seqs
+/// 1..=n with no gap and none reused.
+#[actix_rt::test]
+async fn postgres_down_when_a_session_starts_it_is_live_and_no_seq_is_reused() {
+    let _serial = SERIAL.lock().await;
+    if !require_tools(&["ffmpeg", "espeak-ng", "sox"]) {
+        return;
+    }
+    let Some(pg) = PrivatePostgres::start() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let spill_dir = dir.path().join("spill");
+    let wav = make_long_speech(dir.path(), 15.0);
+    let mock = start_mock();
+    let service = Service::start(
+        realtime_core_bin!(),
+        &service_env(&mock, &pg.url(), &spill_dir),
+    );
+    let slug = "starts-while-down";
+    pg.stop_server();
+    let stopped = Instant::now();
+
+    let (client, first) = publish_and_collect(&service, &mock, &wav, slug, 0).await;
+    let expected: Vec<i64> = (1..=first.len() as i64).collect();
+    assert_eq!(
+        first.iter().map(|(seq, _)| *seq).collect::<Vec<_>>(),
+        expected
+    );
+
+    // Stop, let the session retire (no client, no publisher), then start the slug again.
+    let stop = awc::Client::new()
+        .delete(service.url(&format!("/api/sessions/{slug}/transcription")))
+        .send()
+        .await
+        .expect("stop");
+    assert_eq!(stop.status().as_u16(), 200);
+    client.close();
+    let mut retired = false;
+    for _ in 0..100 {
+        let response = awc::Client::new()
+            .get(service.url(&format!("/api/sessions/{slug}")))
+            .send()
+            .await
+            .expect("get session");
+        if response.status().as_u16() == 404 {
+            retired = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(retired, "the stopped session did not retire");
+    assert!(
+        spilled(&spill_dir) > 0,
+        "the first run's finals should still wait in the spill file"
+    );
+    let (_client, second) = publish_and_collect(&service, &mock, &wav, slug, 1).await;
+    let last = first.len() as i64;
+    let expected: Vec<i64> = (last + 1..=last + second.len() as i64).collect();
+    assert_eq!(
+        second.iter().map(|(seq, _)| *seq).collect::<Vec<_>>(),
+        expected,
+        "the restarted session must continue the numbering"
+    );
+    let outage = stopped.elapsed();
+
+    pg.start_server();
+    let ids: Vec<String> = first
+        .iter()
+        .chain(&second)
+        .map(|(_, id)| id.clone())
+        .collect();
+    let stored = wait_for_stored_finals(&pg.url(), slug, ids.len(), Duration::from_secs(60)).await;
+    assert_stored_exactly_once(&stored, &ids);
+    eprintln!(
+        "PostgreSQL down {outage:?} across a session start, a stop and a restart: {} + {} finals live, all {} stored exactly once",
+        first.len(),
+        second.len(),
+        ids.len()
+    );
+}

@@ -18,12 +18,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ::actors::persistence::{FinalRecord, SaveFinal, StorageError};
+use ::actors::persistence::{FinalRecord, LoadLastSeq, SaveFinal, StorageError};
 use actix::prelude::*;
 use tokio::sync::oneshot;
 use tracing::{error, info, warn};
 
 use super::executor::WriteFinals;
+use super::high_water::SeqHighWater;
 use super::metrics::StorageMetrics;
 use super::spill::{SpillFile, DEFAULT_SPILL_MAX_BYTES};
 use ::actors::metrics::names;
@@ -122,6 +123,10 @@ pub struct TranscriptBatcher {
     sync_timer: Option<SpawnHandle>,
     /// After [`SpillAll`]: no more writes, every final goes to the file.
     spilled_all: bool,
+    /// Each session's highest numbered `seq`, moved before a final is queued or spilled.
+    high_water: SeqHighWater,
+    /// Where `LoadLastSeq` asks for the stored `max(seq)` (a database reader).
+    last_seq_source: Option<Recipient<LoadLastSeq>>,
 }
 
 impl TranscriptBatcher {
@@ -155,7 +160,17 @@ impl TranscriptBatcher {
             spilled: 0,
             sync_timer: None,
             spilled_all: false,
+            high_water: SeqHighWater::new(None),
+            last_seq_source: None,
         }
+    }
+
+    /// Numbering (`LoadLastSeq`) is answered here, from `source`'s stored `max(seq)` and the
+    /// high-water marks kept under `dir` (see `super::high_water`).
+    pub fn with_numbering(mut self, dir: Option<PathBuf>, source: Recipient<LoadLastSeq>) -> Self {
+        self.high_water = SeqHighWater::new(dir);
+        self.last_seq_source = Some(source);
+        self
     }
 
     /// Gives the batcher its spill file. Finals the file already holds (a previous run's) are
@@ -479,7 +494,44 @@ impl Handler<SaveFinal> for TranscriptBatcher {
     type Result = ();
 
     fn handle(&mut self, msg: SaveFinal, ctx: &mut Self::Context) -> Self::Result {
+        if let Err(error) = self.high_water.record(&msg.0.session_slug, msg.0.seq) {
+            // The final itself is still queued; only numbering after a restart without the
+            // database depends on the mark.
+            warn!(session = %msg.0.session_slug, %error, "cannot record the seq high-water mark");
+        }
         self.enqueue(msg.0, ctx);
+    }
+}
+
+/// How long numbering waits for the database before going on from the high-water mark: a
+/// session must go live at once even while the database is down.
+const LAST_SEQ_TIMEOUT: Duration = Duration::from_secs(2);
+
+impl Handler<LoadLastSeq> for TranscriptBatcher {
+    type Result = ResponseFuture<Result<i64, StorageError>>;
+
+    /// `max(stored, high-water)`; the high-water mark alone when the database does not answer
+    /// within [`LAST_SEQ_TIMEOUT`]. Answered after every `SaveFinal` already in this mailbox,
+    /// so a session reopened while its finals wait starts after them.
+    fn handle(&mut self, msg: LoadLastSeq, _: &mut Self::Context) -> Self::Result {
+        let marked = self.high_water.get(&msg.session_slug);
+        let Some(source) = self.last_seq_source.clone() else {
+            return Box::pin(std::future::ready(Ok(marked)));
+        };
+        let slug = msg.session_slug.clone();
+        Box::pin(async move {
+            match tokio::time::timeout(LAST_SEQ_TIMEOUT, source.send(msg)).await {
+                Ok(Ok(Ok(stored))) => Ok(stored.max(marked)),
+                Ok(Ok(Err(error))) => {
+                    warn!(session = %slug, %error, last_seq = marked, "database unavailable: numbering goes on from the local high-water mark");
+                    Ok(marked)
+                }
+                Ok(Err(_)) | Err(_) => {
+                    warn!(session = %slug, last_seq = marked, "database did not answer in time: numbering goes on from the local high-water mark");
+                    Ok(marked)
+                }
+            }
+        })
     }
 }
 

@@ -5,6 +5,8 @@
 //! - [`batcher`]: [`TranscriptBatcher`], the async actor that groups finals into batches and
 //!   retries through database outages.
 //! - [`spill`]: [`SpillFile`], where finals wait on disk beyond the batcher's memory bound.
+//! - [`high_water`]: each session's highest numbered `seq` on local disk, so numbering never
+//!   reuses one (finals still queued, the database down at a session's start).
 //! - [`ai_lock`]: the per-meeting AI coordinator lock (`AcquireAiLock`, `ReleaseAiLock`).
 //! - [`stream_keys`]: revoked stream keys (`RevokeStreamKeys`, `IsStreamKeyRevoked`).
 //! - [`start_storage`] wires both and returns the [`Storage`](actors::persistence::Storage)
@@ -15,6 +17,7 @@ pub mod batcher;
 pub mod connection;
 pub mod error;
 pub mod executor;
+pub mod high_water;
 pub mod metrics;
 pub mod models;
 pub mod redact;

@@ -112,13 +112,17 @@ pub fn start_storage_with(
         writer.clone()
     };
 
+    // Numbering after a restart or while the database is down: see `super::high_water`.
+    let high_water_dir = spill_dir.join("seq-high-water");
     let batcher = TranscriptBatcher::new(config, writer.clone().recipient(), Arc::clone(&metrics))
         .with_spill(spill)
+        .with_numbering(Some(high_water_dir), executor.clone().recipient())
         .start();
 
     let storage = Storage {
         save_final: batcher.clone().recipient(),
-        load_last_seq: executor.clone().recipient(),
+        // Through the batcher: it knows the finals not stored yet (`super::high_water`).
+        load_last_seq: batcher.clone().recipient(),
         load_finals_after: executor.clone().recipient(),
         save_session_state: writer.clone().recipient(),
         revoke_stream_keys: writer.clone().recipient(),
