@@ -39,6 +39,9 @@ cargo fmt --all -- --check
 # No module of any crate imports another that imports it back (docs/ARCHITECTURE.md).
 python3 scripts/check-module-deps.py
 cargo clippy --workspace --all-targets --locked -- -D warnings
+# Licences, sources and bans of every dependency (deny.toml); advisories where the RustSec
+# database can be fetched.
+scripts/deny.sh
 cargo test --workspace --locked -- --test-threads=2
 
 # The HTTP contract: docs/openapi.yaml checked against the real binary (built by the tests
