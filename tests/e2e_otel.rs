@@ -164,6 +164,7 @@ fn names(spans: &[Received]) -> Vec<String> {
     names
 }
 
+/// A host token: it starts the session and learns the publish URL.
 fn client_token() -> String {
     let exp = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -172,7 +173,7 @@ fn client_token() -> String {
         + 600;
     encode(
         &Header::new(Algorithm::HS256),
-        &json!({ "sub": "otel-test", "exp": exp, "sessions": [SLUG] }),
+        &json!({ "sub": "otel-test", "exp": exp, "sessions": [SLUG], "role": "host" }),
         &EncodingKey::from_secret(AUTH_SECRET.as_bytes()),
     )
     .expect("encode token")
