@@ -9,12 +9,14 @@
 //! - `broadcast`: numbering, attribution, one serialisation per message, fan-out.
 //! - `relay`: HTTP broadcast mode, posting every message to another instance.
 //! - `client` + `outbox`: one browser socket; finals first, newest partial only.
+//! - `catch_up`: a resuming client pulling the finals it missed, page by page.
 //! - `events`, `wire`, `ingest_messages`, `persistence`: the messages between them and the
 //!   outside (RTMP listener, database, browsers).
 //! - `metrics`: the docs/PROTOCOL.md#metrics metrics registry behind `/metrics` and `/metrics/prometheus`.
 
 pub mod access;
 pub mod broadcast;
+pub mod catch_up;
 pub mod client;
 pub mod gladia;
 pub mod inbound_limit;
