@@ -26,10 +26,16 @@ const BACKLOG: i64 = 5_000;
 const DURING_REPLAY: i64 = 100;
 const AFTER_REPLAY: i64 = 50;
 
+/// Bytes of text per final: 5,000 of them (10 MB) overflow the loopback socket buffers, so a
+/// reader that pauses really makes the server's writes wait while its replay is under way.
+const TEXT_BYTES: usize = 2048;
+
 fn final_message(slug: &str, seq: i64) -> Value {
+    let text = format!("final number {seq} ");
+    let padding = "x".repeat(TEXT_BYTES.saturating_sub(text.len()));
     json!({
         "type": "transcript", "sessionSlug": slug, "utteranceId": format!("relay:{seq}"),
-        "text": format!("final number {seq}"), "isFinal": true, "speaker": "Alice",
+        "text": format!("{text}{padding}"), "isFinal": true, "speaker": "Alice",
         "speakerId": "user-17", "ts": 1_763_800_000_000_i64 + seq, "transcriptType": "final",
         "seq": seq, "startedAt": 1_763_799_000_000_i64 + seq, "endedAt": 1_763_799_000_500_i64 + seq,
     })
@@ -184,10 +190,23 @@ fn service_env(database_url: &str) -> Vec<(&'static str, String)> {
 }
 
 #[actix_rt::test]
-async fn a_client_5000_finals_behind_resumes_every_final_once_in_order_then_live() {
+async fn a_client_5000_finals_behind_resumes_every_final_once_in_order_then_live_sqlite() {
     let _serial = SERIAL.lock().await;
     let dir = tempfile::tempdir().unwrap();
-    let database_url = sqlite_url(dir.path(), "resume.db");
+    far_behind(&sqlite_url(dir.path(), "resume.db")).await;
+}
+
+#[actix_rt::test]
+async fn a_client_5000_finals_behind_resumes_every_final_once_in_order_then_live_postgres() {
+    let _serial = SERIAL.lock().await;
+    let Some(database_url) = fresh_postgres_database("rtcore_resume") else {
+        return;
+    };
+    far_behind(&database_url).await;
+}
+
+async fn far_behind(database_url: &str) {
+    let database_url = database_url.to_owned();
     let slug = "far-behind";
     let mut service = Service::start(realtime_core_bin!(), &service_env(&database_url));
 
@@ -197,6 +216,7 @@ async fn a_client_5000_finals_behind_resumes_every_final_once_in_order_then_live
 
     // 5,000 behind: 25 times the cap. It stalls for a second after 1,000 finals, while live
     // finals keep arriving.
+    let rss_before = service.rss_kb();
     let started = Instant::now();
     let client = SlowReader::connect(
         &service,
@@ -231,7 +251,7 @@ async fn a_client_5000_finals_behind_resumes_every_final_once_in_order_then_live
     eprintln!(
         "resume: {BACKLOG} finals posted in {posting:?}; a client 5,000 behind with a cap of \
          {MAX_QUEUED_FINALS} got all {caught_up} (replay and finals during it) in {replay:?}, \
-         then {AFTER_REPLAY} live; service RSS {} KiB",
+         then {AFTER_REPLAY} live; service RSS {rss_before} KiB before the resume, {} KiB after",
         service.rss_kb()
     );
 
