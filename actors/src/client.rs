@@ -5,17 +5,23 @@
 //! the outbox (not an unbounded socket buffer) decides what waits: finals and control frames
 //! first, only the newest partial per utterance. Its mailbox stays small because every
 //! `Deliver` is moved into the outbox at once.
+//!
+//! A subscription with `lastSeq` starts by catching up (`catch_up`): the actor asks its session
+//! for the next page of missed finals only when the outbox has room for it, so a backlog of any
+//! length arrives without tripping `CLIENT_MAX_QUEUED_FINALS`
+//! (docs/PROTOCOL.md#resume-and-delivery-guarantees).
 
 use std::collections::HashMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use actix_ws::{CloseCode, CloseReason, Message as WsMessage, ProtocolError};
 use bytestring::ByteString;
 
 use crate::access::{Action, Grant};
+use crate::catch_up::{Answer, CatchUp, Step};
 use crate::inbound_limit::{Inbound, InboundLimit};
-use crate::messages::{ClientId, Deliver};
+use crate::messages::{ClientId, Deliver, NextReplayPage, ReplayPage};
 use crate::metrics::names::{
     WS_BROADCAST_ERRORS_TOTAL, WS_HEARTBEAT_TIMEOUTS_TOTAL, WS_POLICY_VIOLATION_CLOSES_TOTAL,
     WS_QUEUE_DROPS_TOTAL, WS_SLOW_CONSUMER_CLOSES_TOTAL,
@@ -26,7 +32,7 @@ use crate::registry::{GetOrCreateSession, SessionRegistry};
 use crate::supervisor::{
     SessionSupervisor, StartTranscription, StopTranscription, Subscribe, Unsubscribe,
 };
-use crate::wire::{to_json, ClientCommand, TranscriptionStartedMessage};
+use crate::wire::{check_last_seq, to_json, ClientCommand, TranscriptionStartedMessage};
 
 /// Close code of a socket whose token expired (private-use range 4000-4999, RFC 6455 §7.4.2).
 const TOKEN_EXPIRED: u16 = 4001;
@@ -70,6 +76,8 @@ pub struct ClientActor {
     grant: Grant,
     subscriptions: HashMap<String, Addr<SessionSupervisor>>,
     initial_subscription: Option<InitialSubscription>,
+    /// Sessions this client is still catching up on (subscribed with `lastSeq`), by slug.
+    resuming: HashMap<String, Resuming>,
     outbox: Outbox,
     in_flight: bool,
     closing: bool,
@@ -87,6 +95,12 @@ pub struct ClientActor {
     /// When the token the socket was opened with stops being valid: the socket is closed
     /// then with 4001 `token_expired`. `None`: no token (anonymous mode).
     token_valid_until: Option<std::time::SystemTime>,
+}
+
+/// One session's catch-up and where its pages come from.
+struct Resuming {
+    catch_up: CatchUp,
+    source: Recipient<NextReplayPage>,
 }
 
 /// One frame the actor writes.
@@ -113,6 +127,7 @@ impl ClientActor {
             grant,
             subscriptions: HashMap::new(),
             initial_subscription,
+            resuming: HashMap::new(),
             outbox: Outbox::new(settings.max_queued_finals),
             in_flight: false,
             closing: false,
@@ -157,7 +172,9 @@ impl ClientActor {
             None => match self.outbox.pop() {
                 Some(frame) => Outgoing::Text(frame),
                 None => {
-                    if self.leaving {
+                    // A client still catching up closes once its replay is written (or the
+                    // session is gone), not between two pages.
+                    if self.leaving && self.resuming.is_empty() {
                         self.close(ctx, CloseCode::Away, "server shutting down");
                     }
                     return;
@@ -177,7 +194,8 @@ impl ClientActor {
             .map(|result, act, ctx| {
                 act.in_flight = false;
                 match result {
-                    Ok(Ok(())) => act.pump(ctx),
+                    // A frame left the outbox: maybe room for the next replay page.
+                    Ok(Ok(())) => act.catch_up(ctx),
                     Ok(Err(_closed)) => {
                         // docs/PROTOCOL.md#resume-and-delivery-guarantees: a failed send closes and removes the client at once.
                         tracing::debug!(client = act.id.0, "send failed: client gone");
@@ -203,6 +221,7 @@ impl ClientActor {
             return;
         }
         self.closing = true;
+        self.resuming.clear();
         // Leave the sessions now: nothing more should queue for a client being closed.
         for (_, supervisor) in self.subscriptions.drain() {
             supervisor.do_send(Unsubscribe { client: self.id });
@@ -259,8 +278,9 @@ impl ClientActor {
                     .map_err(unavailable)?
                     .map_err(|e| ("bad_request", e.to_string()))?,
             };
+            let mut replay = None;
             if already.is_none() {
-                supervisor
+                let subscribed = supervisor
                     .send(Subscribe {
                         client,
                         deliver,
@@ -269,6 +289,7 @@ impl ClientActor {
                     .await
                     .map_err(unavailable)?
                     .map_err(|e| ("too_many_clients", e.to_string()))?;
+                replay = subscribed.replay;
             }
             let snapshot = match then {
                 Then::Nothing => None,
@@ -277,12 +298,20 @@ impl ClientActor {
             }
             .transpose()
             .map_err(unavailable)?;
-            Ok::<_, (&'static str, String)>((slug, supervisor, snapshot))
+            Ok::<_, (&'static str, String)>((slug, supervisor, snapshot, replay))
         }
         .into_actor(self)
         .map(move |result, act, ctx| match result {
-            Ok((slug, supervisor, snapshot)) => {
+            Ok((slug, supervisor, snapshot, replay)) => {
                 act.subscriptions.entry(slug.clone()).or_insert(supervisor);
+                if let (Some(after), Some(source)) = (last_seq, replay) {
+                    if !act.closing {
+                        let catch_up = CatchUp::new(after, act.settings.max_queued_finals);
+                        act.resuming
+                            .insert(slug.clone(), Resuming { catch_up, source });
+                        act.catch_up(ctx);
+                    }
+                }
                 if let (Some(snapshot), Then::Start) = (snapshot, then) {
                     let frame = to_json(&TranscriptionStartedMessage {
                         kind: "transcription_started",
@@ -296,6 +325,77 @@ impl ClientActor {
             Err((code, message)) => act.reply(error_frame(code, &message), ctx),
         })
         .spawn(ctx);
+    }
+
+    /// Queues what fits of the pages received and asks for the next pages the outbox has room
+    /// for, then writes. Called after every write, answer and retry timer.
+    fn catch_up(&mut self, ctx: &mut Context<Self>) {
+        if self.closing || self.resuming.is_empty() {
+            self.pump(ctx);
+            return;
+        }
+        let now = Instant::now();
+        let mut asks = Vec::new();
+        for (slug, resuming) in &mut self.resuming {
+            let frames = resuming.catch_up.take_held(self.outbox.room());
+            for frame in frames {
+                // Within the room just measured: never `TooManyQueued`.
+                if self.outbox.push(frame) == Pushed::TooManyQueued {
+                    tracing::error!(client = self.id.0, "replayed final refused by the outbox");
+                }
+            }
+            if let Step::Ask { after, limit } = resuming.catch_up.step(self.outbox.room(), now) {
+                asks.push((slug.clone(), resuming.source.clone(), after, limit));
+            }
+        }
+        for (slug, source, after, limit) in asks {
+            let request = NextReplayPage {
+                client: self.id,
+                after,
+                limit,
+            };
+            source
+                .send(request)
+                .into_actor(self)
+                .map(move |answer, act, ctx| act.page_answered(&slug, answer, ctx))
+                .spawn(ctx);
+        }
+        self.pump(ctx);
+    }
+
+    fn page_answered(
+        &mut self,
+        slug: &str,
+        answer: Result<ReplayPage, MailboxError>,
+        ctx: &mut Context<Self>,
+    ) {
+        let Some(resuming) = self.resuming.get_mut(slug) else {
+            return; // closing
+        };
+        let Ok(page) = answer else {
+            // The session went away (shutdown, or retired): nothing more can come from it.
+            self.resuming.remove(slug);
+            if !self.leaving {
+                let message = format!("session {slug:?} went away during the replay; reconnect with the last seq received");
+                self.reply(error_frame("replay_unavailable", &message), ctx);
+            }
+            self.pump(ctx);
+            return;
+        };
+        match resuming.catch_up.answered(page, Instant::now()) {
+            Answer::Paged => {}
+            Answer::Live => {
+                self.resuming.remove(slug);
+            }
+            Answer::Retry { retry_in, tell } => {
+                if tell {
+                    let message = "older transcripts cannot be read right now; the replay retries and live messages wait behind it";
+                    self.reply(error_frame("replay_unavailable", message), ctx);
+                }
+                ctx.run_later(retry_in, |act, ctx| act.catch_up(ctx));
+            }
+        }
+        self.catch_up(ctx);
     }
 
     /// docs/PROTOCOL.md#resume-and-delivery-guarantees: ping every interval; any frame from the client answers; too many
@@ -335,7 +435,10 @@ impl ClientActor {
             ClientCommand::Subscribe {
                 session_slug,
                 last_seq,
-            } => self.subscribe(session_slug, last_seq, Then::Nothing, ctx),
+            } => match check_last_seq(last_seq) {
+                Ok(last_seq) => self.subscribe(session_slug, last_seq, Then::Nothing, ctx),
+                Err(message) => self.reply(error_frame("bad_request", &message), ctx),
+            },
             ClientCommand::StartTranscription { session_slug } => {
                 self.subscribe(session_slug, None, Then::Start, ctx)
             }

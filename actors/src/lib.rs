@@ -9,6 +9,7 @@
 //! - `broadcast`: numbering, attribution, one serialisation per message, fan-out.
 //! - `relay`: HTTP broadcast mode, posting every message to another instance.
 //! - `client` + `outbox`: one browser socket; finals first, newest partial only.
+//! - `catch_up`: a resuming client pulling the finals it missed, page by page.
 //! - `access`: what a token grants (sessions, role); `stream_keys`: issued and revoked keys.
 //! - `messages`, `wire`, `persistence`: the messages between them and the
 //!   outside (RTMP listener, database, browsers).
@@ -16,6 +17,7 @@
 
 pub mod access;
 pub mod broadcast;
+pub mod catch_up;
 pub mod client;
 pub mod gladia;
 pub mod inbound_limit;

@@ -128,6 +128,11 @@ impl Outbox {
         self.partials.pop_front().map(|(_, frame)| frame)
     }
 
+    /// How many more finals and control frames may be queued before the cap.
+    pub fn room(&self) -> usize {
+        self.max_queued.saturating_sub(self.reliable.len())
+    }
+
     pub fn len(&self) -> usize {
         self.reliable.len() + self.partials.len()
     }
@@ -190,7 +195,9 @@ mod tests {
         assert_eq!(o.push(final_(1, "a")), Pushed::Queued);
         assert_eq!(o.push(final_(2, "b")), Pushed::Queued);
         assert_eq!(o.push(final_(3, "c")), Pushed::TooManyQueued);
+        assert_eq!(o.room(), 0);
         o.pop();
+        assert_eq!(o.room(), 1);
         assert_eq!(o.push(final_(3, "c")), Pushed::Queued);
     }
 

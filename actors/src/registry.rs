@@ -285,11 +285,13 @@ mod tests {
     use super::*;
     use crate::broadcast::{RelayOutcome, RelayedTranscript};
     use crate::messages::SessionState;
-    use crate::messages::{ClientId, Deliver};
+    use crate::messages::{ClientId, Deliver, NextReplayPage, ReplayPage};
     use crate::outbox::Outbound;
     use crate::persistence::memory::MemoryStorage;
     use crate::settings::SessionSettings;
-    use crate::supervisor::{GetBroadcast, GetSnapshot, ShutDown, StartTranscription, Subscribe};
+    use crate::supervisor::{
+        GetBroadcast, GetSnapshot, ShutDown, StartTranscription, Subscribe, Subscribed,
+    };
     use crate::wire::IncomingTranscript;
 
     fn registry(relayed_session_idle: Duration) -> Addr<SessionRegistry> {
@@ -330,16 +332,18 @@ mod tests {
         supervisor: &Addr<SessionSupervisor>,
         seen: std::sync::Arc<std::sync::Mutex<Vec<Outbound>>>,
         last_seq: Option<i64>,
-    ) {
-        supervisor
+    ) -> (ClientId, Subscribed) {
+        let client = ClientId::next();
+        let subscribed = supervisor
             .send(Subscribe {
-                client: ClientId::next(),
+                client,
                 deliver: Collect(seen).start().recipient(),
                 last_seq,
             })
             .await
             .unwrap()
             .unwrap();
+        (client, subscribed)
     }
 
     /// What `POST /api/realtime/transcribe/broadcast` does with one relayed final.
@@ -413,8 +417,19 @@ mod tests {
         }
     }
 
+    fn final_seqs(seen: &std::sync::Mutex<Vec<Outbound>>) -> Vec<i64> {
+        seen.lock()
+            .unwrap()
+            .iter()
+            .filter_map(|o| match o {
+                Outbound::Final { seq, .. } => Some(*seq),
+                _ => None,
+            })
+            .collect()
+    }
+
     #[actix_rt::test]
-    async fn any_negative_last_seq_replays_every_final() {
+    async fn a_resuming_subscriber_pulls_what_it_missed_then_gets_finals_live() {
         let registry = registry(Duration::from_secs(60));
         for seq in 1..=3 {
             assert_eq!(
@@ -424,25 +439,52 @@ mod tests {
         }
         let supervisor = session(&registry, "resume").await;
         let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        // A client may send any i64; the lowest one used to overflow the replay arithmetic.
-        subscribe(&supervisor, seen.clone(), Some(i64::MIN)).await;
-        let started = Instant::now();
-        let finals = loop {
-            let finals: Vec<i64> = seen
-                .lock()
-                .unwrap()
-                .iter()
-                .filter_map(|o| match o {
-                    Outbound::Final { seq, .. } => Some(*seq),
-                    _ => None,
+        let (client, subscribed) = subscribe(&supervisor, seen.clone(), Some(1)).await;
+        let replay = subscribed.replay.expect("the session has a broadcaster");
+        // Catching up: a final arriving now is not pushed to it; it is paged like the rest.
+        assert_eq!(
+            post_final(&registry, "resume", 4).await,
+            RelayOutcome::Delivered
+        );
+        let mut after = 1;
+        let mut paged = Vec::new();
+        loop {
+            let page = replay
+                .send(NextReplayPage {
+                    client,
+                    after,
+                    limit: 2,
                 })
-                .collect();
-            if finals.len() >= 3 || started.elapsed() > Duration::from_secs(5) {
-                break finals;
+                .await
+                .unwrap();
+            match page {
+                ReplayPage::Finals { frames, through } => {
+                    assert!(frames.len() <= 2, "a page beyond its limit");
+                    paged.extend(frames.iter().filter_map(|o| match o {
+                        Outbound::Final { seq, .. } => Some(*seq),
+                        _ => None,
+                    }));
+                    after = through;
+                }
+                ReplayPage::Live => break,
+                other => panic!("{other:?}"),
             }
+        }
+        assert_eq!(paged, vec![2, 3, 4]);
+        assert!(
+            final_seqs(&seen).is_empty(),
+            "a final was pushed during the catch-up"
+        );
+        // Live now: the next final is pushed, once.
+        assert_eq!(
+            post_final(&registry, "resume", 5).await,
+            RelayOutcome::Delivered
+        );
+        let started = Instant::now();
+        while final_seqs(&seen).is_empty() && started.elapsed() < Duration::from_secs(5) {
             actix_rt::time::sleep(Duration::from_millis(10)).await;
-        };
-        assert_eq!(finals, vec![1, 2, 3]);
+        }
+        assert_eq!(final_seqs(&seen), vec![5]);
         assert!(supervisor.connected(), "the session survived the resume");
     }
 

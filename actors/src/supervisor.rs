@@ -17,9 +17,9 @@ use crate::broadcast::{
 };
 use crate::ingest::{DrainIngest, IngestActor, IngestReport, UseProvider, UsePublisher};
 use crate::messages::{
-    AttachPublisher, ClientId, Deliver, ProviderFinished, ProviderPhase, ProviderStatus,
-    PublishHandle, PublishRefused, PublisherId, SessionInstance, SessionRetired, SessionState,
-    StreamSinks,
+    AttachPublisher, ClientId, Deliver, NextReplayPage, ProviderFinished, ProviderPhase,
+    ProviderStatus, PublishHandle, PublishRefused, PublisherId, SessionInstance, SessionRetired,
+    SessionState, StreamSinks,
 };
 use crate::metrics::SessionMetrics;
 use crate::outbound_frames::status_frame;
@@ -65,12 +65,20 @@ pub struct StopTranscription;
 
 /// Refused when the session already has `MAX_CLIENTS_PER_SESSION` clients.
 #[derive(Message)]
-#[rtype(result = "Result<(), SubscribeRefused>")]
+#[rtype(result = "Result<Subscribed, SubscribeRefused>")]
 pub struct Subscribe {
     pub client: ClientId,
     pub deliver: Recipient<Deliver>,
-    /// Resume: replay every final with `seq > last_seq` first.
+    /// Resume: the client pulls every final with `seq > last_seq` (through
+    /// [`Subscribed::replay`]) before it gets any live. Never negative.
     pub last_seq: Option<i64>,
+}
+
+/// A subscription accepted.
+pub struct Subscribed {
+    /// Where a resuming client asks for its next page of missed finals (the session's
+    /// broadcaster). `None` only when the session has no broadcaster (it is going away).
+    pub replay: Option<Recipient<NextReplayPage>>,
 }
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -777,7 +785,7 @@ impl Handler<ShutDown> for SessionSupervisor {
 }
 
 impl Handler<Subscribe> for SessionSupervisor {
-    type Result = Result<(), SubscribeRefused>;
+    type Result = Result<Subscribed, SubscribeRefused>;
 
     fn handle(&mut self, msg: Subscribe, _: &mut Self::Context) -> Self::Result {
         let max = self.context.settings.max_clients_per_session;
@@ -794,6 +802,8 @@ impl Handler<Subscribe> for SessionSupervisor {
             self.state,
             &self.detail,
         ))));
+        // Sent before the answer: the client's first page request comes after the answer, so
+        // the broadcaster knows the client by then.
         if let Some(broadcast) = &self.broadcast {
             broadcast.do_send(AddClient {
                 id: msg.client,
@@ -801,7 +811,9 @@ impl Handler<Subscribe> for SessionSupervisor {
                 last_seq: msg.last_seq,
             });
         }
-        Ok(())
+        Ok(Subscribed {
+            replay: self.broadcast.clone().map(Addr::recipient),
+        })
     }
 }
 

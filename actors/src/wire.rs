@@ -122,6 +122,18 @@ const MAX_RELAYED_FIELD: usize = 256;
 /// overflow its numbering.
 pub const MAX_SEQ: i64 = (1 << 53) - 1;
 
+/// A client's `lastSeq` (upgrade query or `subscribe`): the `seq` of the last final it has, 0
+/// for none. A negative one is refused rather than read as 0, so a client bug shows instead of
+/// quietly replaying everything (docs/PROTOCOL.md#resume-and-delivery-guarantees).
+pub fn check_last_seq(last_seq: Option<i64>) -> Result<Option<i64>, String> {
+    match last_seq {
+        Some(n) if !(0..=MAX_SEQ).contains(&n) => Err(format!(
+            "lastSeq must be a whole number from 0 to {MAX_SEQ}, not {n}"
+        )),
+        other => Ok(other),
+    }
+}
+
 impl IncomingTranscript {
     /// What serde cannot check; the error names the field.
     pub fn validate(&self) -> Result<(), String> {
@@ -172,6 +184,17 @@ pub fn to_json<T: Serialize>(value: &T) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_last_seq_is_a_seq_or_zero() {
+        for ok in [None, Some(0), Some(1), Some(MAX_SEQ)] {
+            assert_eq!(check_last_seq(ok), Ok(ok));
+        }
+        for bad in [-1, i64::MIN, MAX_SEQ + 1, i64::MAX] {
+            let error = check_last_seq(Some(bad)).expect_err("refused");
+            assert!(error.contains("lastSeq"), "{error}");
+        }
+    }
 
     #[test]
     fn a_relayed_seq_outside_what_clients_read_exactly_is_refused() {

@@ -6,6 +6,8 @@ use actix::Actor as _;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 
+use ::actors::wire::check_last_seq;
+
 use super::error::ApiError;
 use super::state::AppState;
 use crate::auth::{Principal, CLOCK_SKEW_LEEWAY_SECS};
@@ -14,7 +16,8 @@ use crate::auth::{Principal, CLOCK_SKEW_LEEWAY_SECS};
 #[serde(rename_all = "camelCase")]
 pub struct TranscribeQuery {
     session_slug: Option<String>,
-    /// Resume: finals with `seq > lastSeq` are replayed first (docs/PROTOCOL.md#resume-and-delivery-guarantees).
+    /// Resume: finals with `seq > lastSeq` are replayed first; 0 or more
+    /// (docs/PROTOCOL.md#resume-and-delivery-guarantees).
     last_seq: Option<i64>,
 }
 
@@ -38,6 +41,10 @@ pub async fn upgrade(
         ));
     };
     validate_slug(&slug)?;
+    // Checked before the upgrade: a refused `lastSeq` is an HTTP 400, not a socket that opens
+    // and then errors.
+    let last_seq = check_last_seq(last_seq)
+        .map_err(|message| ApiError::bad_request("bad_request", message))?;
     principal.require_session(&slug)?;
     let (response, socket, incoming) = actix_ws::handle(&req, body)
         .map_err(|error| ApiError::bad_request("not_a_websocket", error.to_string()))?;

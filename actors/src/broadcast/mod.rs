@@ -1,9 +1,13 @@
 //! `BroadcastActor`: numbers finals, attributes speakers, serialises each message once and
 //! hands it to every client of the session without ever waiting on one (docs/PROTOCOL.md#transcript-messages, #active-speaker).
 //!
-//! It also keeps the most recent finals (`replay`: the ring and the plan for a resuming
-//! client), so a client reconnecting with `lastSeq=N` is replayed every final after N (older
-//! ones come from the database) before it sees anything live.
+//! It also keeps the most recent finals (`replay`: the ring, and where a resuming client's
+//! next page comes from). A client reconnecting with `lastSeq=N` is *catching up*: it gets no
+//! live finals or partials, and pulls every final after N page by page ([`NextReplayPage`],
+//! asked only when its outbox has room) from the ring or, for older ones, the database. The
+//! page that finds nothing left switches it to live in the same handler, so no final can fall
+//! between the replay and live delivery, and none is sent twice
+//! (docs/PROTOCOL.md#resume-and-delivery-guarantees).
 //!
 //! HTTP broadcast mode (docs/PROTOCOL.md#http-broadcast-mode): on an ingest-only instance every message it emits also
 //! goes to the [`crate::relay::RelayPoster`] ([`BroadcastActor::with_relay`]); on the receiving
@@ -17,13 +21,15 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use bytestring::ByteString;
 
-use crate::messages::{now_ms, ClientId, Deliver, SessionState, TranscriptEvent};
+use crate::messages::{
+    now_ms, ClientId, Deliver, NextReplayPage, ReplayPage, SessionState, TranscriptEvent,
+};
 use crate::metrics::names::{
     INGEST_BROADCAST_LATENCY_MS, WS_BROADCAST_ERRORS_TOTAL, WS_BROADCAST_LOOP_MS,
     WS_QUEUE_DROPS_TOTAL,
 };
 use crate::metrics::SessionMetrics;
-use crate::outbound_frames::{error_frame, status_frame};
+use crate::outbound_frames::status_frame;
 use crate::outbox::Outbound;
 use crate::persistence::{FinalRecord, LoadFinalsAfter, LoadLastSeq, SaveFinal, Storage};
 use crate::relay::RelayMessage;
@@ -32,7 +38,7 @@ use crate::wire::{to_json, IncomingTranscript, TranscriptMessage};
 
 mod replay;
 
-use replay::{ReplayPlan, ReplayRing};
+use replay::{judge_stored, PagePlan, ReplayRing, StoredPage};
 
 /// How many utterance ids are remembered as finalized (duplicate finals are ignored).
 const FINALIZED_MEMORY: usize = 4096;
@@ -70,7 +76,8 @@ enum Pending {
 pub struct AddClient {
     pub id: ClientId,
     pub deliver: Recipient<Deliver>,
-    /// Replay every final with `seq > last_seq` before live messages.
+    /// `Some`: the client resumes after this `seq` and pulls the finals it missed
+    /// ([`NextReplayPage`]) before it gets any live. Never negative (the routes refuse it).
     pub last_seq: Option<i64>,
 }
 
@@ -94,21 +101,30 @@ pub struct BroadcastStatus {
 pub struct ReportSpeaker(pub SpeakerReport);
 
 enum Numbering {
-    /// Waiting for the stored last `seq`; events and resuming clients wait too, so numbering
-    /// never restarts at 1.
-    Loading {
-        pending: Vec<Pending>,
-        waiting_clients: Vec<AddClient>,
-    },
+    /// Waiting for the stored last `seq`; events wait too, so numbering never restarts at 1,
+    /// and resuming clients are told to ask again.
+    Loading { pending: Vec<Pending> },
     Ready {
         last_seq: i64,
+        /// The newest finals, for resuming clients; it starts empty above the stored ones.
+        ring: ReplayRing,
     },
+}
+
+/// How finals reach one client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Delivery {
+    /// Every message as it happens.
+    Live,
+    /// Resuming: it pulls the finals it missed page by page, so live finals (which it will
+    /// pull too) and partials (superseded by those finals) are not sent to it. Control frames
+    /// and the goodbye still are.
+    CatchingUp,
 }
 
 struct ClientEntry {
     deliver: Recipient<Deliver>,
-    /// While a replay is read from the database, live frames wait here, in order.
-    held_back: Option<Vec<Outbound>>,
+    delivery: Delivery,
 }
 
 pub struct BroadcastActor {
@@ -121,7 +137,6 @@ pub struct BroadcastActor {
     clients: HashMap<ClientId, ClientEntry>,
     finalized: HashSet<String>,
     finalized_order: VecDeque<String>,
-    recent_finals: ReplayRing,
     speakers: SpeakerTimeline,
     /// `ws.session_broadcast_lag_ms{sessionSlug}` (the supervisor owns the client gauge).
     lag_ms: ::metrics::Gauge,
@@ -143,12 +158,10 @@ impl BroadcastActor {
             speaker_ttl_ms: speaker_ttl.as_millis() as i64,
             numbering: Numbering::Loading {
                 pending: Vec::new(),
-                waiting_clients: Vec::new(),
             },
             clients: HashMap::new(),
             finalized: HashSet::new(),
             finalized_order: VecDeque::new(),
-            recent_finals: ReplayRing::default(),
             speakers: SpeakerTimeline::default(),
             lag_ms: SessionMetrics::new(session_slug).broadcast_lag_ms,
             broadcast_latency_ms: ::metrics::histogram!(INGEST_BROADCAST_LATENCY_MS),
@@ -188,13 +201,11 @@ impl BroadcastActor {
             .into_actor(self)
             .map(|result, act, ctx| match result {
                 Ok(Ok(last_seq)) => {
-                    let (pending, waiting) = match std::mem::replace(&mut act.numbering, Numbering::Ready { last_seq }) {
-                        Numbering::Loading { pending, waiting_clients } => (pending, waiting_clients),
-                        Numbering::Ready { .. } => (Vec::new(), Vec::new()),
+                    let ready = Numbering::Ready { last_seq, ring: ReplayRing::after(last_seq) };
+                    let pending = match std::mem::replace(&mut act.numbering, ready) {
+                        Numbering::Loading { pending } => pending,
+                        Numbering::Ready { .. } => Vec::new(),
                     };
-                    for client in waiting {
-                        act.add_client(client, ctx);
-                    }
                     for item in pending {
                         match item {
                             Pending::Local(event) => act.publish(event),
@@ -249,7 +260,7 @@ impl BroadcastActor {
                 pending.push(Pending::Local(event));
                 return;
             }
-            Numbering::Ready { last_seq } => last_seq,
+            Numbering::Ready { last_seq, .. } => last_seq,
         };
         if self.finalized.contains(&event.utterance_id) {
             // A partial after its final, or a repeated final: never shown, never renumbered.
@@ -280,7 +291,7 @@ impl BroadcastActor {
             .entered();
             let outbound = self.final_frame(&record, event.provisional);
             self.remember_final(record.utterance_id.clone());
-            self.recent_finals.push(record.seq, outbound.clone());
+            self.keep_for_replay(record.seq, &outbound);
             self.storage.save_final.do_send(SaveFinal(record));
             if let Outbound::Final { frame, .. } = &outbound {
                 self.relay(true, frame);
@@ -325,7 +336,7 @@ impl BroadcastActor {
     /// A message another instance posted, fanned out as if local with the sender's `seq`.
     /// Never relayed onwards. Must only be called once numbering is ready.
     fn accept_relayed(&mut self, message: IncomingTranscript) -> RelayOutcome {
-        let Numbering::Ready { last_seq } = &mut self.numbering else {
+        let Numbering::Ready { last_seq, .. } = &mut self.numbering else {
             return RelayOutcome::Stale;
         };
         let id = message.utterance_id;
@@ -354,7 +365,7 @@ impl BroadcastActor {
             self.relayed_partials.remove(&record.utterance_id);
             let outbound = self.final_frame(&record, message.provisional);
             self.remember_final(record.utterance_id.clone());
-            self.recent_finals.push(record.seq, outbound.clone());
+            self.keep_for_replay(record.seq, &outbound);
             self.storage.save_final.do_send(SaveFinal(record));
             self.fan_out(outbound);
             return RelayOutcome::Delivered;
@@ -403,9 +414,10 @@ impl BroadcastActor {
     fn fan_out(&mut self, outbound: Outbound) {
         let started = Instant::now();
         let mut gone = Vec::new();
-        for (id, client) in &mut self.clients {
-            if let Some(held) = &mut client.held_back {
-                held.push(outbound.clone());
+        let transcript = matches!(outbound, Outbound::Final { .. } | Outbound::Partial { .. });
+        for (id, client) in &self.clients {
+            if transcript && client.delivery == Delivery::CatchingUp {
+                // Kept in the ring (finals) for its next page, or superseded (partials).
                 continue;
             }
             if !deliver(&client.deliver, outbound.clone()) {
@@ -420,88 +432,86 @@ impl BroadcastActor {
             .record(started.elapsed().as_secs_f64() * 1000.0);
     }
 
-    /// A client that needs no replay: live frames go to it at once.
-    fn add_live_client(&mut self, id: ClientId, deliver: Recipient<Deliver>) {
-        self.clients.insert(
-            id,
-            ClientEntry {
-                deliver,
-                held_back: None,
-            },
-        );
-    }
-
-    fn add_client(&mut self, msg: AddClient, ctx: &mut Context<Self>) {
-        let upto = match &mut self.numbering {
-            Numbering::Loading {
-                waiting_clients, ..
-            } if msg.last_seq.is_some() => {
-                waiting_clients.push(msg);
-                return;
-            }
-            Numbering::Loading { .. } => 0,
-            Numbering::Ready { last_seq } => *last_seq,
+    /// A resuming client starts catching up: it asks for its pages itself (its outbox knows
+    /// when it has room), and gets nothing live until a page finds nothing left.
+    fn add_client(&mut self, msg: AddClient) {
+        let delivery = match msg.last_seq {
+            Some(_) => Delivery::CatchingUp,
+            None => Delivery::Live,
         };
-        let (after, memory_start, limit, from_memory) =
-            match self.recent_finals.plan(msg.last_seq, upto) {
-                ReplayPlan::Nothing => {
-                    self.add_live_client(msg.id, msg.deliver);
-                    return;
-                }
-                ReplayPlan::FromMemory(finals) => {
-                    for outbound in finals {
-                        deliver(&msg.deliver, outbound);
-                    }
-                    self.add_live_client(msg.id, msg.deliver);
-                    return;
-                }
-                ReplayPlan::FromDatabase {
-                    after,
-                    memory_start,
-                    limit,
-                    then,
-                } => (after, memory_start, limit, then),
-            };
-        // The oldest missing finals are only in the database: read them, then memory, then
-        // whatever arrived live meanwhile.
         self.clients.insert(
             msg.id,
             ClientEntry {
                 deliver: msg.deliver,
-                held_back: Some(Vec::new()),
+                delivery,
             },
         );
+    }
+
+    /// Keeps a final just numbered for resuming clients.
+    fn keep_for_replay(&mut self, seq: i64, outbound: &Outbound) {
+        if let Numbering::Ready { ring, .. } = &mut self.numbering {
+            ring.push(seq, outbound.clone());
+        }
+    }
+
+    /// The next page for a catching-up client (docs/PROTOCOL.md#resume-and-delivery-guarantees).
+    fn next_page(&mut self, msg: NextReplayPage) -> ResponseActFuture<Self, ReplayPage> {
+        let answer = |page| -> ResponseActFuture<Self, ReplayPage> { Box::pin(fut::ready(page)) };
+        let Numbering::Ready { last_seq, ring } = &self.numbering else {
+            return answer(ReplayPage::NotYet);
+        };
+        let Some(client) = self.clients.get_mut(&msg.client) else {
+            // Not added yet (cannot happen in order, but costs nothing to allow) or gone.
+            return answer(ReplayPage::NotYet);
+        };
+        let (after, floor, limit) = match ring.page(msg.after, *last_seq, msg.limit) {
+            PagePlan::CaughtUp => {
+                // In the same handler as the check: the next final numbered goes to it live.
+                client.delivery = Delivery::Live;
+                return answer(ReplayPage::Live);
+            }
+            PagePlan::Memory { frames, through } => {
+                return answer(ReplayPage::Finals { frames, through });
+            }
+            PagePlan::Database {
+                after,
+                floor,
+                limit,
+            } => (after, floor, limit),
+        };
         let request = LoadFinalsAfter {
             session_slug: self.session_slug.to_string(),
             after_seq: after,
-            limit,
+            limit: i64::try_from(limit).unwrap_or(i64::MAX),
         };
-        let client = msg.id;
-        self.storage
+        let read = self
+            .storage
             .load_finals_after
             .send(request)
-            .into_actor(self)
-            .map(move |result, act, _| {
-                let Some(entry) = act.clients.get_mut(&client) else { return };
-                let held = entry.held_back.take().unwrap_or_default();
-                let deliver_to = entry.deliver.clone();
-                match result {
-                    Ok(Ok(records)) => {
-                        for record in records.iter().filter(|r| r.seq > after && r.seq < memory_start) {
-                            deliver(&deliver_to, act.final_frame(record, false));
-                        }
-                    }
-                    _ => {
-                        tracing::warn!(session = %act.session_slug, "replay from the database failed");
-                        let frame = error_frame("replay_unavailable", "older transcripts could not be read; retry later");
-                        deliver(&deliver_to, Outbound::Control(frame));
-                    }
+            .into_actor(self);
+        Box::pin(read.map(move |result, act, _| match result {
+            Ok(Ok(records)) => match judge_stored(after, floor, records) {
+                StoredPage::Finals(records) => {
+                    let through = records.last().map_or(after, |r| r.seq);
+                    let frames = records.iter().map(|r| act.final_frame(r, false)).collect();
+                    ReplayPage::Finals { frames, through }
                 }
-                for outbound in from_memory.into_iter().chain(held) {
-                    deliver(&deliver_to, outbound);
+                StoredPage::NotStoredYet => ReplayPage::NotYet,
+                StoredPage::Lost { through } => {
+                    tracing::warn!(session = %act.session_slug, after, through, "finals missing from the database were skipped in a replay");
+                    ReplayPage::Finals { frames: Vec::new(), through }
                 }
-            })
-            .spawn(ctx);
+            },
+            Ok(Err(error)) => {
+                tracing::warn!(session = %act.session_slug, %error, "replay from the database failed");
+                ReplayPage::Unavailable
+            }
+            Err(error) => {
+                tracing::warn!(session = %act.session_slug, %error, "storage unavailable for a replay");
+                ReplayPage::Unavailable
+            }
+        }))
     }
 
     fn remember_final(&mut self, utterance_id: String) {
@@ -573,8 +583,16 @@ impl Handler<RelayedTranscript> for BroadcastActor {
 impl Handler<AddClient> for BroadcastActor {
     type Result = ();
 
-    fn handle(&mut self, msg: AddClient, ctx: &mut Self::Context) {
-        self.add_client(msg, ctx);
+    fn handle(&mut self, msg: AddClient, _: &mut Self::Context) {
+        self.add_client(msg);
+    }
+}
+
+impl Handler<NextReplayPage> for BroadcastActor {
+    type Result = ResponseActFuture<Self, ReplayPage>;
+
+    fn handle(&mut self, msg: NextReplayPage, _: &mut Self::Context) -> Self::Result {
+        self.next_page(msg)
     }
 }
 
@@ -595,7 +613,8 @@ impl Handler<SayGoodbye> for BroadcastActor {
     type Result = ();
 
     fn handle(&mut self, _: SayGoodbye, _: &mut Self::Context) {
-        // Behind any held-back replay too, so a resuming client still gets its finals first.
+        // To catching-up clients too: each closes once its replay is written (or the session
+        // is gone), and resumes elsewhere with its last `seq`.
         self.fan_out(Outbound::Goodbye);
     }
 }
@@ -616,3 +635,6 @@ impl Handler<ReportSpeaker> for BroadcastActor {
         self.speakers.record(report);
     }
 }
+
+#[cfg(test)]
+mod tests;

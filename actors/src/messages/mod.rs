@@ -10,6 +10,7 @@
 //! - [`provider`]: a provider stream's contract (PCM in, transcripts, status and end out),
 //!   whatever the provider (docs/PROTOCOL.md "Speech-to-text providers").
 //! - [`client`]: frames for one WebSocket client.
+//! - [`replay`]: a resuming client pulling the finals it missed, page by page.
 //! - [`session`]: a session's state as everyone outside sees it, and its retirement.
 //! - [`clock`]: wall-clock milliseconds, the one place the messages read the time.
 
@@ -17,6 +18,7 @@ pub mod client;
 pub mod clock;
 pub mod provider;
 pub mod publish;
+pub mod replay;
 pub mod session;
 
 pub use client::{ClientId, Deliver};
@@ -29,4 +31,5 @@ pub use publish::{
     AttachPublisher, AudioTagReceived, DetachPublisher, PublishHandle, PublishKey, PublishRefused,
     PublisherId,
 };
+pub use replay::{NextReplayPage, ReplayPage, MAX_REPLAY_PAGE};
 pub use session::{SessionInstance, SessionRetired, SessionState};

@@ -15,15 +15,31 @@ pub struct MemoryStorage {
     finals: Vec<FinalRecord>,
     discard: bool,
     revoked_nonces: std::collections::HashSet<String>,
+    /// `Some`: finals wait here, unread by the loads, until [`WriteHeld`] (as they wait in the
+    /// batcher's queue for a slow or absent database).
+    held: Option<Vec<FinalRecord>>,
 }
+
+/// Makes the finals a [`MemoryStorage::holding`] store holds readable, in arrival order; later
+/// ones are held again.
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "()")]
+pub struct WriteHeld;
 
 impl MemoryStorage {
     /// Keeps nothing: every session starts at `seq` 1 and replays come back empty.
     pub fn discarding() -> MemoryStorage {
         MemoryStorage {
-            finals: Vec::new(),
             discard: true,
-            revoked_nonces: Default::default(),
+            ..MemoryStorage::default()
+        }
+    }
+
+    /// Holds every final until it is sent [`WriteHeld`].
+    pub fn holding() -> MemoryStorage {
+        MemoryStorage {
+            held: Some(Vec::new()),
+            ..MemoryStorage::default()
         }
     }
 
@@ -49,8 +65,21 @@ impl Actor for MemoryStorage {
 impl Handler<SaveFinal> for MemoryStorage {
     type Result = ();
     fn handle(&mut self, SaveFinal(record): SaveFinal, _: &mut Self::Context) {
-        if !self.discard {
-            self.finals.push(record);
+        if self.discard {
+            return;
+        }
+        match &mut self.held {
+            Some(held) => held.push(record),
+            None => self.finals.push(record),
+        }
+    }
+}
+
+impl Handler<WriteHeld> for MemoryStorage {
+    type Result = ();
+    fn handle(&mut self, _: WriteHeld, _: &mut Self::Context) {
+        if let Some(held) = &mut self.held {
+            self.finals.append(held);
         }
     }
 }
