@@ -89,7 +89,7 @@ fn a_garbage_stream_reports_one_error_and_refuses_more_frames() {
     // Well over the 50 consecutive decode errors avdec_aac is allowed.
     for i in 0..400u32 {
         match pipeline.push_frame(Bytes::from(noise(&mut seed, 300)), i * 23) {
-            Ok(()) | Err(DecodeError::QueueFull { .. }) => {}
+            Ok(_) | Err(DecodeError::QueueFull { .. }) => {}
             Err(DecodeError::Stopped) => break,
             Err(other) => panic!("unexpected push error {other}"),
         }
@@ -188,7 +188,7 @@ fn a_stuck_consumer_fills_the_bounded_queue_and_push_fails_fast() {
             "push_frame blocked"
         );
         match result {
-            Ok(()) => pushed += 1,
+            Ok(_) => pushed += 1,
             Err(err) => break err,
         }
         assert!(pushed < 10_000, "queue never filled");
