@@ -4,6 +4,8 @@
 //! Layout, one concept per file:
 //! - `config`: [`RtmpConfig`], how the listener behaves.
 //! - [`listener`]: the accept loop, one task per TCP connection.
+//! - [`proxy_protocol`]: the PROXY protocol v1/v2 header parser (pure, fuzzed).
+//! - [`trusted_proxies`]: the CIDR blocks allowed to send one (`RTMP_TRUSTED_PROXIES`).
 //! - `connection`: the per-connection state machine (handshake, connect, publish, end of publish)
 //!   around rml_rtmp's `ServerSession`.
 //! - `wire_inspector`: a second chunk parser fed the same bytes, to see what rml_rtmp hides or
@@ -22,9 +24,11 @@ mod connection;
 pub mod fuzz_entry;
 mod isolation;
 pub mod listener;
+pub mod proxy_protocol;
 mod publication;
 mod refusal;
 pub mod stream_key;
+pub mod trusted_proxies;
 mod wire_inspector;
 
 #[cfg(test)]
@@ -33,3 +37,4 @@ mod tests;
 pub use config::RtmpConfig;
 pub use listener::serve;
 pub use stream_key::{identity_stream_key, StreamKeyRejection, StreamKeyValidator};
+pub use trusted_proxies::TrustedProxies;
