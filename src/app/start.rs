@@ -127,6 +127,9 @@ pub(super) async fn start(config: &Config) -> anyhow::Result<Running> {
                 || Arc::new(identity_stream_key) as StreamKeyValidator,
                 SignedStreamKeys::validator,
             ),
+            max_connections_per_ip: config.rtmp_max_connections_per_ip,
+            max_connections: config.rtmp_max_connections,
+            proxy_protocol: config.rtmp_proxy_protocol.clone(),
             ..RtmpConfig::default()
         }),
         registry.clone().recipient(),

@@ -1,18 +1,22 @@
-//! The RTMP accept loop: one task per TCP connection.
+//! The RTMP accept loop: one task per TCP connection, admitted under the connection limits and,
+//! behind a PROXY-protocol load balancer, only once its header names the publisher
+//! (docs/PROTOCOL.md#hostile-input-and-limits).
 
-use std::collections::HashMap;
 use std::io;
-use std::net::IpAddr;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix::Recipient;
 use actors::messages::AttachPublisher;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc::UnboundedSender;
 
-use super::config::RtmpConfig;
+use super::config::{ProxyProtocol, RtmpConfig};
 use super::connection::{handle_connection, ConnectionOutcome};
+use super::connection_limits::{ConnectionLimits, ListenerSlot};
+use super::proxied::read_header;
+use super::proxy_protocol::Source;
 
 /// Pause after running out of file descriptors, so the loop does not spin while connections
 /// close and free some.
@@ -42,37 +46,57 @@ pub(crate) async fn serve_observed(
         .local_addr()
         .map(|a| a.to_string())
         .unwrap_or_default();
-    tracing::info!(addr = %local, app = %config.app_name, "rtmp listening");
-    let peers = PeerConnections::new(config.max_connections_per_peer);
+    let trusted_proxies = match &config.proxy_protocol {
+        ProxyProtocol::Off => String::new(),
+        ProxyProtocol::Required { trusted, .. } => trusted.to_string(),
+    };
+    tracing::info!(
+        addr = %local,
+        app = %config.app_name,
+        max_connections = config.max_connections,
+        max_connections_per_ip = config.max_connections_per_ip,
+        proxy_protocol = !trusted_proxies.is_empty(),
+        trusted_proxies,
+        "rtmp listening"
+    );
+    let limits = ConnectionLimits::new(config.max_connections, config.max_connections_per_ip);
     loop {
         match listener.accept().await {
             Ok((socket, peer)) => {
-                let Some(slot) = peers.try_acquire(peer.ip()) else {
-                    // Dropping the socket closes it before any byte is read.
-                    tracing::warn!(
-                        %peer,
-                        limit = config.max_connections_per_peer,
-                        "rtmp connection refused: too many connections from this address"
-                    );
-                    continue;
+                // The listener's cap comes first: it does not depend on who the peer is, and
+                // it also bounds the connections still waiting for a PROXY header.
+                let listener_slot = match limits.admit() {
+                    Ok(slot) => slot,
+                    Err(refusal) => {
+                        // Dropping the socket closes it before any byte is read.
+                        tracing::warn!(%peer, %refusal, "rtmp connection refused");
+                        continue;
+                    }
                 };
+                if let ProxyProtocol::Required { trusted, .. } = &config.proxy_protocol {
+                    if !trusted.contains(peer.ip()) {
+                        tracing::warn!(
+                            %peer,
+                            "rtmp connection refused: RTMP_PROXY_PROTOCOL=true and the peer is \
+                             not in RTMP_TRUSTED_PROXIES"
+                        );
+                        continue;
+                    }
+                }
                 // Control responses are tiny and latency-sensitive (publish start).
                 if let Err(error) = socket.set_nodelay(true) {
                     tracing::debug!(%peer, %error, "rtmp set_nodelay failed");
                 }
-                tracing::debug!(%peer, "rtmp connection accepted");
-                let connection = handle_connection(
+                let admitted = Admitted {
                     socket,
                     peer,
-                    config.clone(),
-                    sessions.clone(),
-                    observer.clone(),
-                );
-                tokio::spawn(async move {
-                    // Held for the task's whole life, so the slot is freed however it ends.
-                    let _slot = slot;
-                    connection.await;
-                });
+                    _listener_slot: listener_slot,
+                    limits: limits.clone(),
+                    config: config.clone(),
+                    sessions: sessions.clone(),
+                    observer: observer.clone(),
+                };
+                tokio::spawn(admitted.run());
             }
             Err(error) if is_per_connection(&error) => {
                 tracing::debug!(%error, "rtmp accept: connection lost before accept");
@@ -84,6 +108,79 @@ pub(crate) async fn serve_observed(
             Err(error) => {
                 tracing::error!(addr = %local, %error, "rtmp listener failed");
                 return;
+            }
+        }
+    }
+}
+
+/// A connection inside the listener's cap, not yet inside its address's.
+struct Admitted {
+    socket: TcpStream,
+    peer: SocketAddr,
+    /// Held for the task's whole life, so the place is freed however it ends.
+    _listener_slot: ListenerSlot,
+    limits: ConnectionLimits,
+    config: Arc<RtmpConfig>,
+    sessions: Recipient<AttachPublisher>,
+    observer: Option<UnboundedSender<ConnectionOutcome>>,
+}
+
+impl Admitted {
+    /// Finds the publisher's address (the peer, or what a trusted proxy's header names), admits
+    /// it under its address's limit and runs the RTMP connection. From here on the publisher's
+    /// address is the `peer` of every log line.
+    async fn run(self) {
+        let Admitted {
+            socket,
+            peer,
+            _listener_slot,
+            limits,
+            config,
+            sessions,
+            observer,
+        } = self;
+        match &config.proxy_protocol {
+            ProxyProtocol::Off => {
+                let Ok(_address_slot) = limits.admit_address(peer.ip()).map_err(|refusal| {
+                    tracing::warn!(%peer, %refusal, "rtmp connection refused");
+                }) else {
+                    return;
+                };
+                tracing::debug!(%peer, "rtmp connection accepted");
+                handle_connection(socket, peer, config.clone(), sessions, observer).await;
+            }
+            ProxyProtocol::Required { header_timeout, .. } => {
+                let proxied = match read_header(socket, *header_timeout).await {
+                    Ok(proxied) => proxied,
+                    Err(failure) => {
+                        tracing::warn!(proxy = %peer, reason = %failure, "rtmp connection closed");
+                        return;
+                    }
+                };
+                let publisher = match proxied.source {
+                    Source::Client(address) => address,
+                    // A health check, or a proxy that does not know: its own address counts.
+                    Source::Proxy => peer,
+                };
+                let Ok(_address_slot) = limits.admit_address(publisher.ip()).map_err(|refusal| {
+                    tracing::warn!(peer = %publisher, proxy = %peer, %refusal, "rtmp connection refused");
+                }) else {
+                    return;
+                };
+                tracing::debug!(
+                    peer = %publisher,
+                    proxy = %peer,
+                    version = ?proxied.version,
+                    "rtmp connection accepted"
+                );
+                handle_connection(
+                    proxied.stream,
+                    publisher,
+                    config.clone(),
+                    sessions,
+                    observer,
+                )
+                .await;
             }
         }
     }
@@ -105,103 +202,15 @@ fn is_resource_exhaustion(error: &io::Error) -> bool {
     matches!(error.raw_os_error(), Some(23 | 24 | 105 | 12))
 }
 
-/// Counts live connections per peer IP for the per-address limit. Shared by the accept loop
-/// (which acquires) and the connection tasks (whose [`PeerSlot`] releases on drop); the lock is
-/// held for a map update only.
-#[derive(Clone)]
-struct PeerConnections {
-    limit: usize,
-    live: Arc<Mutex<HashMap<IpAddr, usize>>>,
-}
-
-impl PeerConnections {
-    fn new(limit: usize) -> Self {
-        Self {
-            limit,
-            live: Arc::default(),
-        }
-    }
-
-    /// A slot for one more connection from `ip`, or `None` when it already has `limit`.
-    fn try_acquire(&self, ip: IpAddr) -> Option<PeerSlot> {
-        // A poisoned lock only means a task panicked mid-update of a counter; keep counting.
-        let mut live = self.live.lock().unwrap_or_else(PoisonError::into_inner);
-        let count = live.entry(ip).or_insert(0);
-        if *count >= self.limit {
-            return None;
-        }
-        *count += 1;
-        Some(PeerSlot {
-            ip,
-            peers: self.clone(),
-        })
-    }
-
-    #[cfg(test)]
-    fn live(&self, ip: IpAddr) -> usize {
-        let live = self.live.lock().unwrap_or_else(PoisonError::into_inner);
-        live.get(&ip).copied().unwrap_or(0)
-    }
-}
-
-/// One counted connection; releases its count when dropped. Entries at zero are removed so the
-/// map only ever holds addresses with a live connection.
-struct PeerSlot {
-    ip: IpAddr,
-    peers: PeerConnections,
-}
-
-impl Drop for PeerSlot {
-    fn drop(&mut self) {
-        let mut live = self
-            .peers
-            .live
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if let Some(count) = live.get_mut(&self.ip) {
-            *count = count.saturating_sub(1);
-            if *count == 0 {
-                live.remove(&self.ip);
-            }
-        }
-    }
-}
-
 #[cfg(test)]
-mod peer_limit_tests {
+mod limit_tests {
     use super::*;
-    use std::net::Ipv4Addr;
 
     use actix::Actor;
     use tokio::io::AsyncReadExt;
     use tokio::net::TcpStream;
 
     use crate::rtmp::fuzz_entry::StubRegistry;
-
-    #[test]
-    fn slots_are_counted_per_address_and_released_on_drop() {
-        let peers = PeerConnections::new(2);
-        let a = IpAddr::from(Ipv4Addr::new(10, 0, 0, 1));
-        let b = IpAddr::from(Ipv4Addr::new(10, 0, 0, 2));
-        let first = peers.try_acquire(a).expect("first slot");
-        let second = peers.try_acquire(a).expect("second slot");
-        assert!(
-            peers.try_acquire(a).is_none(),
-            "third from the same address"
-        );
-        let other = peers
-            .try_acquire(b)
-            .expect("another address is not affected");
-        drop(first);
-        assert_eq!(peers.live(a), 1);
-        let again = peers.try_acquire(a).expect("a freed slot is reusable");
-        drop((second, again, other));
-        assert_eq!(peers.live(a), 0);
-        assert!(
-            peers.live.lock().expect("lock").is_empty(),
-            "no entries left behind"
-        );
-    }
 
     /// True when the server closes `stream` within a short time (EOF or reset); false when it
     /// keeps it open (an accepted connection waits silently for C0/C1).
@@ -214,28 +223,33 @@ mod peer_limit_tests {
         }
     }
 
-    #[actix_rt::test]
-    async fn connections_over_the_per_address_limit_are_refused() {
+    /// A listener with `config` on a free loopback port.
+    async fn listen(config: RtmpConfig) -> SocketAddr {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
-        let config = Arc::new(super::super::RtmpConfig {
-            max_connections_per_peer: 3,
-            ..Default::default()
-        });
         let registry = StubRegistry::new().start().recipient();
-        actix_rt::spawn(serve(listener, config, registry));
+        actix_rt::spawn(serve(listener, Arc::new(config), registry));
+        addr
+    }
 
+    /// Opens `limit` connections that stay open, then checks the next one is closed and that a
+    /// closed one's place is given back.
+    async fn assert_limit(addr: SocketAddr, limit: usize) {
         let mut open = Vec::new();
-        for _ in 0..3 {
+        for _ in 0..limit {
             open.push(TcpStream::connect(addr).await.expect("connect"));
         }
-        let mut fourth = TcpStream::connect(addr).await.expect("connect");
+        let mut over = TcpStream::connect(addr).await.expect("connect");
         assert!(
-            closed_by_server(&mut fourth).await,
-            "4th connection refused"
+            closed_by_server(&mut over).await,
+            "connection {} refused",
+            limit + 1
         );
         for stream in &mut open {
-            assert!(!closed_by_server(stream).await, "the first 3 stay open");
+            assert!(
+                !closed_by_server(stream).await,
+                "the first {limit} stay open"
+            );
         }
 
         // A closed connection frees its slot once its task has seen the close.
@@ -252,5 +266,25 @@ mod peer_limit_tests {
             replacement.is_some(),
             "a slot freed by a closed connection is reused"
         );
+    }
+
+    #[actix_rt::test]
+    async fn connections_over_the_per_address_limit_are_refused() {
+        let addr = listen(RtmpConfig {
+            max_connections_per_ip: 3,
+            ..Default::default()
+        })
+        .await;
+        assert_limit(addr, 3).await;
+    }
+
+    #[actix_rt::test]
+    async fn connections_over_the_listener_cap_are_refused() {
+        let addr = listen(RtmpConfig {
+            max_connections: 2,
+            ..Default::default()
+        })
+        .await;
+        assert_limit(addr, 2).await;
     }
 }
