@@ -1,6 +1,6 @@
-//! The RTMP accept loop: one task per TCP connection, admitted under the connection limits and,
-//! behind a PROXY-protocol load balancer, only once its header names the publisher
-//! (docs/PROTOCOL.md#hostile-input-and-limits).
+//! The RTMP accept loop: one task per TCP connection, admitted under the connection limits
+//! once its publisher's address is known: at accept, or behind a PROXY-protocol load balancer
+//! once its header names the publisher (docs/PROTOCOL.md#hostile-input-and-limits).
 
 use std::io;
 use std::net::SocketAddr;
@@ -14,8 +14,8 @@ use tokio::sync::mpsc::UnboundedSender;
 
 use super::config::{ProxyProtocol, RtmpConfig};
 use super::connection::{handle_connection, ConnectionOutcome};
-use super::connection_limits::{ConnectionLimits, ListenerSlot};
-use super::proxied::read_header;
+use super::connection_limits::ConnectionLimits;
+use super::proxied::{read_header, Rewound};
 use super::proxy_protocol::Source;
 
 /// Pause after running out of file descriptors, so the loop does not spin while connections
@@ -63,18 +63,9 @@ pub(crate) async fn serve_observed(
     loop {
         match listener.accept().await {
             Ok((socket, peer)) => {
-                // The listener's cap comes first: it does not depend on who the peer is, and
-                // it also bounds the connections still waiting for a PROXY header.
-                let listener_slot = match limits.admit() {
-                    Ok(slot) => slot,
-                    Err(refusal) => {
-                        // Dropping the socket closes it before any byte is read.
-                        tracing::warn!(%peer, %refusal, "rtmp connection refused");
-                        continue;
-                    }
-                };
                 if let ProxyProtocol::Required { trusted, .. } = &config.proxy_protocol {
                     if !trusted.contains(peer.ip()) {
+                        // Dropping the socket closes it before any byte is read.
                         tracing::warn!(
                             %peer,
                             "rtmp connection refused: RTMP_PROXY_PROTOCOL=true and the peer is \
@@ -87,16 +78,13 @@ pub(crate) async fn serve_observed(
                 if let Err(error) = socket.set_nodelay(true) {
                     tracing::debug!(%peer, %error, "rtmp set_nodelay failed");
                 }
-                let admitted = Admitted {
-                    socket,
-                    peer,
-                    _listener_slot: listener_slot,
+                let accepted = Accepted {
                     limits: limits.clone(),
                     config: config.clone(),
                     sessions: sessions.clone(),
                     observer: observer.clone(),
                 };
-                tokio::spawn(admitted.run());
+                tokio::spawn(accepted.run(socket, peer));
             }
             Err(error) if is_per_connection(&error) => {
                 tracing::debug!(%error, "rtmp accept: connection lost before accept");
@@ -113,76 +101,64 @@ pub(crate) async fn serve_observed(
     }
 }
 
-/// A connection inside the listener's cap, not yet inside its address's.
-struct Admitted {
-    socket: TcpStream,
-    peer: SocketAddr,
-    /// Held for the task's whole life, so the place is freed however it ends.
-    _listener_slot: ListenerSlot,
+/// What a connection task shares with the listener.
+struct Accepted {
     limits: ConnectionLimits,
     config: Arc<RtmpConfig>,
     sessions: Recipient<AttachPublisher>,
     observer: Option<UnboundedSender<ConnectionOutcome>>,
 }
 
-impl Admitted {
-    /// Finds the publisher's address (the peer, or what a trusted proxy's header names), admits
-    /// it under its address's limit and runs the RTMP connection. From here on the publisher's
-    /// address is the `peer` of every log line.
-    async fn run(self) {
-        let Admitted {
-            socket,
-            peer,
-            _listener_slot,
-            limits,
-            config,
-            sessions,
-            observer,
-        } = self;
-        match &config.proxy_protocol {
-            ProxyProtocol::Off => {
-                let Ok(_address_slot) = limits.admit_address(peer.ip()).map_err(|refusal| {
-                    tracing::warn!(%peer, %refusal, "rtmp connection refused");
-                }) else {
-                    return;
-                };
-                tracing::debug!(%peer, "rtmp connection accepted");
-                handle_connection(socket, peer, config.clone(), sessions, observer).await;
+impl Accepted {
+    /// Finds the publisher's address (the peer, or what a trusted proxy's header names),
+    /// admits it under the limits and runs the RTMP connection. From here on the publisher's
+    /// address is the `peer` of every log line, and the proxy's is `proxy`.
+    async fn run(self, mut socket: TcpStream, peer: SocketAddr) {
+        let header_timeout = match &self.config.proxy_protocol {
+            ProxyProtocol::Off => return self.admit(socket, peer, None).await,
+            ProxyProtocol::Required { header_timeout, .. } => *header_timeout,
+        };
+        // Connections waiting here take no place under the limits: they come from a trusted
+        // proxy only, and for at most `header_timeout`.
+        let header = match read_header(&mut socket, header_timeout).await {
+            Ok(header) => header,
+            Err(failure) => {
+                tracing::warn!(proxy = %peer, reason = %failure, "rtmp connection closed");
+                return;
             }
-            ProxyProtocol::Required { header_timeout, .. } => {
-                let proxied = match read_header(socket, *header_timeout).await {
-                    Ok(proxied) => proxied,
-                    Err(failure) => {
-                        tracing::warn!(proxy = %peer, reason = %failure, "rtmp connection closed");
-                        return;
-                    }
-                };
-                let publisher = match proxied.source {
-                    Source::Client(address) => address,
-                    // A health check, or a proxy that does not know: its own address counts.
-                    Source::Proxy => peer,
-                };
-                let Ok(_address_slot) = limits.admit_address(publisher.ip()).map_err(|refusal| {
-                    tracing::warn!(peer = %publisher, proxy = %peer, %refusal, "rtmp connection refused");
-                }) else {
-                    return;
-                };
-                tracing::debug!(
-                    peer = %publisher,
-                    proxy = %peer,
-                    version = ?proxied.version,
-                    "rtmp connection accepted"
-                );
-                handle_connection(
-                    proxied.stream,
-                    publisher,
-                    config.clone(),
-                    sessions,
-                    observer,
-                )
-                .await;
+        };
+        let publisher = match header.source {
+            Source::Client(address) => address,
+            // A health check, or a proxy that does not know: its own address counts.
+            Source::Proxy => peer,
+        };
+        tracing::debug!(
+            peer = %publisher,
+            proxy = %peer,
+            version = ?header.version,
+            "rtmp PROXY header"
+        );
+        self.admit(Rewound::new(header.rest, socket), publisher, Some(peer))
+            .await;
+    }
+
+    /// Runs the connection of `publisher` if the limits admit it; else closes it (by dropping
+    /// `socket`) with a log line.
+    async fn admit<S>(self, socket: S, publisher: SocketAddr, proxy: Option<SocketAddr>)
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    {
+        let proxy = proxy.map(|p| p.to_string()).unwrap_or_default();
+        // Held for the task's whole life, so the places are given back however it ends.
+        let _slot = match self.limits.admit(publisher.ip()) {
+            Ok(slot) => slot,
+            Err(refusal) => {
+                tracing::warn!(peer = %publisher, proxy, %refusal, "rtmp connection refused");
+                return;
             }
-        }
+        };
+        tracing::debug!(peer = %publisher, proxy, "rtmp connection accepted");
+        handle_connection(socket, publisher, self.config, self.sessions, self.observer).await;
     }
 }
 

@@ -30,18 +30,20 @@ pub(crate) enum HeaderFailure {
     Unfinished,
 }
 
-/// A read PROXY header, and the connection to read RTMP from.
-pub(crate) struct ProxiedConnection<S> {
+/// A read PROXY header, and the client's bytes that arrived with its end.
+pub(crate) struct ProxyHeader {
     pub version: Version,
     pub source: Source,
-    pub stream: Rewound<S>,
+    /// Bytes after the header (the start of the RTMP handshake): see [`Rewound`].
+    pub rest: Vec<u8>,
 }
 
-/// Reads the PROXY header that starts `socket`, waiting at most `within` for all of it.
+/// Reads the PROXY header that starts `socket`, waiting at most `within` for all of it. The
+/// socket is borrowed, so the caller decides when it closes.
 pub(crate) async fn read_header<S: AsyncRead + Unpin>(
-    mut socket: S,
+    socket: &mut S,
     within: Duration,
-) -> Result<ProxiedConnection<S>, HeaderFailure> {
+) -> Result<ProxyHeader, HeaderFailure> {
     let mut buffer = [0_u8; MAX_HEADER_LEN];
     let read = async {
         let mut filled = 0;
@@ -63,23 +65,17 @@ pub(crate) async fn read_header<S: AsyncRead + Unpin>(
                 consumed,
             } = parse(received)?
             {
-                let rest = received.get(consumed..).unwrap_or_default().to_vec();
-                return Ok((version, source, rest));
+                return Ok(ProxyHeader {
+                    version,
+                    source,
+                    rest: received.get(consumed..).unwrap_or_default().to_vec(),
+                });
             }
         }
     };
-    let (version, source, rest) = tokio::time::timeout(within, read)
+    tokio::time::timeout(within, read)
         .await
-        .map_err(|_| HeaderFailure::Timeout(within))??;
-    Ok(ProxiedConnection {
-        version,
-        source,
-        stream: Rewound {
-            unread: rest,
-            position: 0,
-            inner: socket,
-        },
-    })
+        .map_err(|_| HeaderFailure::Timeout(within))?
 }
 
 /// `inner` with `unread` put back in front: reads return those bytes first, writes go straight
@@ -88,6 +84,16 @@ pub(crate) struct Rewound<S> {
     unread: Vec<u8>,
     position: usize,
     inner: S,
+}
+
+impl<S> Rewound<S> {
+    pub(crate) fn new(unread: Vec<u8>, inner: S) -> Self {
+        Self {
+            unread,
+            position: 0,
+            inner,
+        }
+    }
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for Rewound<S> {
@@ -144,54 +150,57 @@ mod tests {
         let mut sent = v2_header("10.0.0.9:4000".parse().unwrap(), b"\x04\x00\x01z");
         sent.extend_from_slice(b"\x03C1...");
         proxy.write_all(&sent).await.unwrap();
-        let mut connection = read_header(service, WITHIN).await.unwrap();
-        assert_eq!(connection.version, Version::V2);
+        let mut service = service;
+        let header = read_header(&mut service, WITHIN).await.unwrap();
+        assert_eq!(header.version, Version::V2);
         assert_eq!(
-            connection.source,
+            header.source,
             Source::Client("10.0.0.9:4000".parse().unwrap())
         );
         proxy.write_all(b" more").await.unwrap();
         drop(proxy);
         let mut rest = Vec::new();
-        connection.stream.read_to_end(&mut rest).await.unwrap();
+        let mut stream = Rewound::new(header.rest, service);
+        stream.read_to_end(&mut rest).await.unwrap();
         assert_eq!(rest, b"\x03C1... more");
     }
 
     #[tokio::test]
     async fn a_header_split_over_many_writes_is_waited_for() {
-        let (mut proxy, service) = duplex(4096);
-        let reader = tokio::spawn(read_header(service, WITHIN));
+        let (mut proxy, mut service) = duplex(4096);
+        let reader = tokio::spawn(async move { read_header(&mut service, WITHIN).await });
         for byte in v1_header("[2001:db8::1]:7".parse().unwrap()) {
             proxy.write_all(&[byte]).await.unwrap();
         }
-        let connection = reader.await.unwrap().unwrap();
+        let header = reader.await.unwrap().unwrap();
+        assert!(header.rest.is_empty());
         assert_eq!(
-            connection.source,
+            header.source,
             Source::Client("[2001:db8::1]:7".parse().unwrap())
         );
     }
 
     #[tokio::test]
     async fn garbage_silence_and_a_close_are_failures() {
-        let (mut proxy, service) = duplex(4096);
+        let (mut proxy, mut service) = duplex(4096);
         proxy.write_all(b"\x03\x00\x00\x00").await.unwrap();
         assert!(matches!(
-            read_header(service, WITHIN).await,
+            read_header(&mut service, WITHIN).await,
             Err(HeaderFailure::Header(HeaderError::NotAHeader))
         ));
 
-        let (_proxy, service) = duplex(4096);
+        let (_proxy, mut service) = duplex(4096);
         let short = Duration::from_millis(50);
         assert!(matches!(
-            read_header(service, short).await,
+            read_header(&mut service, short).await,
             Err(HeaderFailure::Timeout(d)) if d == short
         ));
 
-        let (mut proxy, service) = duplex(4096);
+        let (mut proxy, mut service) = duplex(4096);
         proxy.write_all(b"PROXY TCP4 10.0").await.unwrap();
         drop(proxy);
         assert!(matches!(
-            read_header(service, WITHIN).await,
+            read_header(&mut service, WITHIN).await,
             Err(HeaderFailure::Closed(15))
         ));
     }
@@ -200,14 +209,15 @@ mod tests {
     async fn rewound_bytes_fit_any_read_size() {
         let mut sent = v1_header("10.0.0.1:1".parse().unwrap());
         sent.extend_from_slice(b"abcdef");
-        let (mut proxy, service) = duplex(4096);
+        let (mut proxy, mut service) = duplex(4096);
         proxy.write_all(&sent).await.unwrap();
         drop(proxy);
-        let mut connection = read_header(service, WITHIN).await.unwrap();
+        let header = read_header(&mut service, WITHIN).await.unwrap();
+        let mut stream = Rewound::new(header.rest, service);
         let mut two = [0_u8; 2];
         let mut got = Vec::new();
         loop {
-            let n = connection.stream.read(&mut two).await.unwrap();
+            let n = stream.read(&mut two).await.unwrap();
             if n == 0 {
                 break;
             }
