@@ -56,7 +56,7 @@ pub(crate) async fn serve_observed(
         max_connections = config.max_connections,
         max_connections_per_ip = config.max_connections_per_ip,
         proxy_protocol = !trusted_proxies.is_empty(),
-        trusted_proxies,
+        %trusted_proxies,
         "rtmp listening"
     );
     let limits = ConnectionLimits::new(config.max_connections, config.max_connections_per_ip);
@@ -148,16 +148,19 @@ impl Accepted {
     where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
     {
-        let proxy = proxy.map(|p| p.to_string()).unwrap_or_default();
         // Held for the task's whole life, so the places are given back however it ends.
-        let _slot = match self.limits.admit(publisher.ip()) {
-            Ok(slot) => slot,
-            Err(refusal) => {
-                tracing::warn!(peer = %publisher, proxy, %refusal, "rtmp connection refused");
+        let _slot = match (self.limits.admit(publisher.ip()), proxy) {
+            (Ok(slot), _) => slot,
+            (Err(refusal), Some(proxy)) => {
+                tracing::warn!(peer = %publisher, %proxy, %refusal, "rtmp connection refused");
+                return;
+            }
+            (Err(refusal), None) => {
+                tracing::warn!(peer = %publisher, %refusal, "rtmp connection refused");
                 return;
             }
         };
-        tracing::debug!(peer = %publisher, proxy, "rtmp connection accepted");
+        tracing::debug!(peer = %publisher, "rtmp connection accepted");
         handle_connection(socket, publisher, self.config, self.sessions, self.observer).await;
     }
 }
