@@ -11,8 +11,9 @@
 //! - anything else (backwards, or farther than the bound either way, such as a 2^31 ms jump):
 //!   a discontinuity, reported to the caller; the PTS advances by one frame.
 //!
-//! The PCM *length* never depends on the PTS (docs/ARCHITECTURE.md, "One audio chunk, end to
-//! end"), so a discontinuity costs no audio; it is reported so it is seen, not guessed at.
+//! The PCM *length* never depends on the PTS (see `decode_pipeline`: nothing there inserts or
+//! drops samples because of timestamps), so a discontinuity costs no audio
+//! (docs/PROTOCOL.md#accepted-streams); it is reported so it is seen, not guessed at.
 
 use gstreamer as gst;
 
