@@ -122,6 +122,10 @@ impl Accepted {
         // proxy only, and for at most `header_timeout`.
         let header = match read_header(&mut socket, header_timeout).await {
             Ok(header) => header,
+            Err(failure) if failure.is_routine() => {
+                tracing::debug!(proxy = %peer, reason = %failure, "rtmp connection closed");
+                return;
+            }
             Err(failure) => {
                 tracing::warn!(proxy = %peer, reason = %failure, "rtmp connection closed");
                 return;

@@ -30,6 +30,14 @@ pub(crate) enum HeaderFailure {
     Unfinished,
 }
 
+impl HeaderFailure {
+    /// A connection closed before its first byte is how load balancers run TCP health checks
+    /// (no header, just connect and close): not worth a warning every few seconds.
+    pub(crate) fn is_routine(&self) -> bool {
+        matches!(self, HeaderFailure::Closed(0))
+    }
+}
+
 /// A read PROXY header, and the client's bytes that arrived with its end.
 pub(crate) struct ProxyHeader {
     pub version: Version,
@@ -199,10 +207,21 @@ mod tests {
         let (mut proxy, mut service) = duplex(4096);
         proxy.write_all(b"PROXY TCP4 10.0").await.unwrap();
         drop(proxy);
-        assert!(matches!(
-            read_header(&mut service, WITHIN).await,
-            Err(HeaderFailure::Closed(15))
-        ));
+        let failure = read_header(&mut service, WITHIN).await.err();
+        assert!(matches!(failure, Some(HeaderFailure::Closed(15))));
+        assert!(
+            failure.is_some_and(|f| !f.is_routine()),
+            "a cut header is worth a warning"
+        );
+
+        // A TCP health check: connect, close, nothing sent.
+        let (proxy, mut service) = duplex(4096);
+        drop(proxy);
+        let failure = read_header(&mut service, WITHIN).await.err();
+        assert!(
+            failure.as_ref().is_some_and(HeaderFailure::is_routine),
+            "{failure:?}"
+        );
     }
 
     #[tokio::test]
