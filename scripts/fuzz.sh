@@ -15,7 +15,7 @@ cd "$(dirname "$0")/.."
 seconds="${1:-30}"
 shift || true
 targets=("$@")
-[[ ${#targets[@]} -gt 0 ]] || targets=(rtmp_connection flv_aac provider_messages client_messages relay_body)
+[[ ${#targets[@]} -gt 0 ]] || targets=(rtmp_connection flv_aac provider_messages client_messages relay_body proxy_header)
 
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
 

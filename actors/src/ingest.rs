@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use pipelines::{
     parse_audio_tag, AudioSpecificConfig, AudioTag, DecodePipeline, DecoderEvent, PcmChunker,
+    Timing, MAX_TIMESTAMP_STEP_MS,
 };
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -71,6 +72,9 @@ pub struct IngestCounters {
     pub dropped_tags: u64,
     pub dropped_pcm_chunks: u64,
     pub decoder_starts: u64,
+    /// Frames whose RTMP timestamp went backwards or jumped beyond
+    /// `pipelines::MAX_TIMESTAMP_STEP_MS` (handled: stream time moved one frame on).
+    pub timestamp_discontinuities: u64,
 }
 
 #[derive(Message)]
@@ -122,6 +126,9 @@ pub struct IngestActor {
     /// Rebuilds allowed after consecutive decoder failures (`DECODER_MAX_RESTARTS`).
     max_restarts: u32,
     failures_in_a_row: u32,
+    /// Whether this publisher's first timestamp discontinuity has been logged; later ones
+    /// are only counted (a broken publisher could jump on every frame).
+    discontinuity_logged: bool,
     /// PCM out of the current pipeline: enough of it clears the failure streak.
     pcm_since_start: u64,
     /// The session's span, parent of one `decode` span per decoder pipeline.
@@ -152,6 +159,7 @@ impl IngestActor {
             pcm_bytes_total: ::metrics::counter!(INGEST_PCM_BYTES_TOTAL),
             max_restarts,
             failures_in_a_row: 0,
+            discontinuity_logged: false,
             pcm_since_start: 0,
             span: tracing::Span::none(),
             decode_span: None,
@@ -222,6 +230,25 @@ impl IngestActor {
                     .do_send(IngestReport::DecoderError(error.to_string()));
             }
         }
+    }
+
+    /// A frame's RTMP timestamp did not follow the previous one (docs/PROTOCOL.md#accepted-streams):
+    /// already handled by the decoder's clock; counted, and the publisher's first one logged.
+    fn on_discontinuity(&mut self, previous_ms: u32, timestamp_ms: u32) {
+        self.counters.timestamp_discontinuities += 1;
+        if self.discontinuity_logged {
+            tracing::debug!(session = %self.session_slug, previous_ms, timestamp_ms, "rtmp timestamp discontinuity");
+            return;
+        }
+        self.discontinuity_logged = true;
+        tracing::info!(
+            session = %self.session_slug,
+            publisher = ?self.publisher,
+            previous_ms,
+            timestamp_ms,
+            max_step_ms = MAX_TIMESTAMP_STEP_MS,
+            "rtmp timestamp went backwards or jumped: stream time moves one frame on (later ones of this publish are only counted)"
+        );
     }
 
     /// Ends the current stream: drain the decoder if there is one, else report at once.
@@ -335,8 +362,9 @@ impl Handler<UsePublisher> for IngestActor {
         if let Some(old) = self.publisher.replace(publisher) {
             tracing::info!(session = %self.session_slug, %old, new = %publisher, "publisher replaced");
         }
-        // A new publisher gets a fresh chance at decoding.
+        // A new publisher gets a fresh chance at decoding, and its own log line.
         self.failures_in_a_row = 0;
+        self.discontinuity_logged = false;
         if matches!(self.decoder, DecoderState::Failed { .. }) {
             self.decoder = DecoderState::NotConfigured;
         }
@@ -384,9 +412,16 @@ impl Handler<AudioTagReceived> for IngestActor {
             },
             Ok(AudioTag::AacRaw(frame)) => match &self.decoder {
                 DecoderState::Running { pipeline, .. } => {
-                    if let Err(error) = pipeline.push_frame(frame, tag.timestamp_ms) {
-                        self.counters.dropped_tags += 1;
-                        tracing::warn!(session = %self.session_slug, %error, "AAC frame not accepted by the decoder");
+                    match pipeline.push_frame(frame, tag.timestamp_ms) {
+                        Ok(Timing::Continuous) => {}
+                        Ok(Timing::Discontinuity {
+                            previous_ms,
+                            timestamp_ms,
+                        }) => self.on_discontinuity(previous_ms, timestamp_ms),
+                        Err(error) => {
+                            self.counters.dropped_tags += 1;
+                            tracing::warn!(session = %self.session_slug, %error, "AAC frame not accepted by the decoder");
+                        }
                     }
                 }
                 DecoderState::Restarting { .. } | DecoderState::Failed { .. } => {

@@ -13,7 +13,8 @@
 //! that posts the message, and no watcher thread exists that could leak.
 //!
 //! Timestamps: buffers carry PTS from the RTMP timestamps (relative to the first
-//! frame, kept monotonic) and the exact frame duration from the `AudioSpecificConfig`.
+//! frame, kept monotonic, jumps bounded: `frame_clock`) and the exact frame duration
+//! from the `AudioSpecificConfig`.
 //! The PCM *length* never depends on them: nothing downstream (no `audiorate`, no
 //! clock sync) inserts or drops samples because of timestamps, so millisecond jitter
 //! of RTMP timestamps causes neither drift nor gaps. A real jump (a publisher pause)
@@ -38,6 +39,8 @@ use gstreamer_app as gst_app;
 
 use crate::aac_config::AudioSpecificConfig;
 pub use crate::decode_error::DecodeError;
+use crate::frame_clock::FrameClock;
+pub use crate::frame_clock::Timing;
 use crate::gst_init;
 use crate::pcm_format::PCM_SAMPLE_RATE;
 
@@ -79,34 +82,6 @@ impl Shared {
         if !self.terminated.swap(true, Ordering::SeqCst) {
             (self.on_event)(event);
         }
-    }
-}
-
-/// Turns RTMP millisecond timestamps into monotonic buffer PTS.
-struct FrameClock {
-    frame_duration: gst::ClockTime,
-    /// Last RTMP timestamp and the PTS it was given.
-    last: Option<(u32, gst::ClockTime)>,
-}
-
-impl FrameClock {
-    fn pts_for(&mut self, rtmp_ms: u32) -> gst::ClockTime {
-        let pts = match self.last {
-            // The first frame defines time zero, whatever the publisher's start value.
-            None => gst::ClockTime::ZERO,
-            Some((last_ms, last_pts)) => {
-                // Signed difference handles the u32 wrap (~49.7 days) for free.
-                let delta = last_ms.wrapping_sub(rtmp_ms).wrapping_neg() as i32;
-                if delta >= 0 {
-                    last_pts + gst::ClockTime::from_mseconds(delta as u64)
-                } else {
-                    // Backwards timestamps (publisher bug, reconnect): stay monotonic.
-                    last_pts + self.frame_duration
-                }
-            }
-        };
-        self.last = Some((rtmp_ms, pts));
-        pts
     }
 }
 
@@ -254,10 +229,7 @@ impl DecodePipeline {
             pipeline,
             appsrc,
             shared,
-            clock: Mutex::new(FrameClock {
-                frame_duration,
-                last: None,
-            }),
+            clock: Mutex::new(FrameClock::new(frame_duration)),
             finish_requested: AtomicBool::new(false),
         };
         // On failure `this` is dropped, which sets the pipeline back to Null.
@@ -267,10 +239,11 @@ impl DecodePipeline {
         Ok(this)
     }
 
-    /// Pushes one raw AAC frame with its RTMP timestamp (ms). Never blocks: when
-    /// [`MAX_QUEUED_BYTES`] are already waiting, returns [`DecodeError::QueueFull`]
+    /// Pushes one raw AAC frame with its RTMP timestamp (ms); says whether the timestamp
+    /// followed the previous one or was a discontinuity (see `frame_clock`). Never blocks:
+    /// when [`MAX_QUEUED_BYTES`] are already waiting, returns [`DecodeError::QueueFull`]
     /// and the frame is dropped.
-    pub fn push_frame(&self, frame: Bytes, timestamp_ms: u32) -> Result<(), DecodeError> {
+    pub fn push_frame(&self, frame: Bytes, timestamp_ms: u32) -> Result<Timing, DecodeError> {
         if self.finish_requested.load(Ordering::SeqCst)
             || self.shared.terminated.load(Ordering::SeqCst)
         {
@@ -284,19 +257,19 @@ impl DecodePipeline {
             });
         }
 
-        let (pts, duration) = {
+        let (tick, duration) = {
             let mut clock = self.clock.lock().unwrap_or_else(|e| e.into_inner());
-            (clock.pts_for(timestamp_ms), clock.frame_duration)
+            (clock.tick(timestamp_ms), clock.frame_duration)
         };
         let mut buffer = gst::Buffer::from_slice(frame);
         {
             let buffer = buffer.make_mut();
-            buffer.set_pts(pts);
+            buffer.set_pts(tick.pts);
             buffer.set_duration(duration);
         }
         self.appsrc
             .push_buffer(buffer)
-            .map(|_| ())
+            .map(|_| tick.timing)
             .map_err(|flow| match flow {
                 gst::FlowError::Flushing | gst::FlowError::Eos => DecodeError::Stopped,
                 other => DecodeError::Push(format!("{other:?}")),
@@ -376,45 +349,9 @@ fn build_error(stage: &'static str, err: impl std::fmt::Display) -> DecodeError 
 mod tests {
     use super::*;
 
-    fn clock() -> FrameClock {
-        FrameClock {
-            frame_duration: gst::ClockTime::from_nseconds(23_219_954),
-            last: None,
-        }
-    }
-
     #[test]
     fn pipeline_can_move_between_threads_and_be_shared() {
         fn assert_send_sync<T: Send + Sync>() {}
         assert_send_sync::<DecodePipeline>();
-    }
-
-    #[test]
-    fn pts_is_relative_to_first_frame() {
-        let mut c = clock();
-        assert_eq!(c.pts_for(5_000), gst::ClockTime::ZERO);
-        assert_eq!(c.pts_for(5_023), gst::ClockTime::from_mseconds(23));
-        assert_eq!(c.pts_for(5_046), gst::ClockTime::from_mseconds(46));
-    }
-
-    #[test]
-    fn pts_survives_u32_wrap() {
-        let mut c = clock();
-        c.pts_for(u32::MAX - 10);
-        assert_eq!(c.pts_for(12), gst::ClockTime::from_mseconds(23));
-    }
-
-    #[test]
-    fn backwards_timestamps_stay_monotonic() {
-        let mut c = clock();
-        c.pts_for(1_000);
-        c.pts_for(1_023);
-        let pts = c.pts_for(900);
-        assert_eq!(
-            pts,
-            gst::ClockTime::from_mseconds(23) + gst::ClockTime::from_nseconds(23_219_954)
-        );
-        // Continues from the new anchor.
-        assert_eq!(c.pts_for(923), pts + gst::ClockTime::from_mseconds(23));
     }
 }

@@ -7,6 +7,7 @@
 //!   sequence header or one raw AAC frame, zero-copy.
 //! - [`aac_config`]: parse the AAC `AudioSpecificConfig` from the sequence header;
 //!   it, not `onMetaData`, is the truth about sample rate and channels.
+//! - [`frame_clock`]: RTMP timestamps to monotonic stream time, jumps bounded.
 //! - [`decode_pipeline`]: an in-process GStreamer pipeline
 //!   (`appsrc ! aacparse ! avdec_aac ! audioconvert ! audioresample ! appsink`)
 //!   turning AAC frames into S16LE 16 kHz mono PCM, reported through a callback.
@@ -20,6 +21,7 @@ pub mod chunker;
 mod decode_error;
 pub mod decode_pipeline;
 pub mod flv;
+pub mod frame_clock;
 mod gst_init;
 pub mod pcm_format;
 
@@ -27,5 +29,6 @@ pub use aac_config::{AacConfigError, AudioSpecificConfig};
 pub use chunker::PcmChunker;
 pub use decode_pipeline::{DecodeError, DecodePipeline, DecoderEvent};
 pub use flv::{parse_audio_tag, AudioTag, FlvError};
+pub use frame_clock::{Timing, MAX_TIMESTAMP_STEP_MS};
 pub use gst_init::init;
 pub use pcm_format::{PCM_BYTES_PER_MS, PCM_SAMPLE_RATE};

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use pipelines::decode_pipeline::MAX_QUEUED_BYTES;
-use pipelines::{AudioSpecificConfig, DecodeError, DecodePipeline, DecoderEvent};
+use pipelines::{AudioSpecificConfig, DecodeError, DecodePipeline, DecoderEvent, Timing};
 use support::decode::{audio_stream, decode};
 use support::tools::{aac_flv, tools_available};
 
@@ -89,7 +89,7 @@ fn a_garbage_stream_reports_one_error_and_refuses_more_frames() {
     // Well over the 50 consecutive decode errors avdec_aac is allowed.
     for i in 0..400u32 {
         match pipeline.push_frame(Bytes::from(noise(&mut seed, 300)), i * 23) {
-            Ok(()) | Err(DecodeError::QueueFull { .. }) => {}
+            Ok(_) | Err(DecodeError::QueueFull { .. }) => {}
             Err(DecodeError::Stopped) => break,
             Err(other) => panic!("unexpected push error {other}"),
         }
@@ -188,7 +188,7 @@ fn a_stuck_consumer_fills_the_bounded_queue_and_push_fails_fast() {
             "push_frame blocked"
         );
         match result {
-            Ok(()) => pushed += 1,
+            Ok(_) => pushed += 1,
             Err(err) => break err,
         }
         assert!(pushed < 10_000, "queue never filled");
@@ -207,4 +207,62 @@ fn a_stuck_consumer_fills_the_bounded_queue_and_push_fails_fast() {
     let terminal = std::iter::from_fn(|| rx.recv_timeout(Duration::from_secs(10)).ok())
         .find(|e| !matches!(e, DecoderEvent::Pcm(_)));
     assert_eq!(terminal, Some(DecoderEvent::Finished));
+}
+
+/// RTMP timestamps that jump by 2^31 ms (and back) mid-stream, the step that used to wrap:
+/// each jump is reported as a discontinuity and costs no audio; the PCM is what the same
+/// frames give with clean timestamps.
+#[test]
+fn timestamp_jumps_of_2_pow_31_ms_are_reported_and_cost_no_audio() {
+    if !tools_available() {
+        return;
+    }
+    let stream = tone_stream("timestamp-jumps");
+    let clean = decode(&stream.config, &stream.frames);
+    assert_eq!(clean.terminal, DecoderEvent::Finished);
+
+    let (tx, rx) = mpsc::channel();
+    let pipeline = DecodePipeline::start(&stream.config, move |event| {
+        let _ = tx.send(event);
+    })
+    .expect("start");
+    let third = stream.frames.len() / 3;
+    let mut discontinuities = Vec::new();
+    for (i, (frame, ts)) in stream.frames.iter().enumerate() {
+        // The middle third of the stream 2^31 ms later, then back.
+        let shifted = if (third..2 * third).contains(&i) {
+            ts.wrapping_add(1 << 31)
+        } else {
+            *ts
+        };
+        loop {
+            match pipeline.push_frame(frame.clone(), shifted) {
+                Ok(Timing::Continuous) => break,
+                Ok(Timing::Discontinuity { .. }) => {
+                    discontinuities.push(i);
+                    break;
+                }
+                Err(DecodeError::QueueFull { .. }) => std::thread::sleep(Duration::from_millis(1)),
+                Err(other) => panic!("frame {i}: {other}"),
+            }
+        }
+    }
+    pipeline.finish();
+    let mut pcm = Vec::new();
+    let terminal = loop {
+        match rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("decoder event")
+        {
+            DecoderEvent::Pcm(bytes) => pcm.extend_from_slice(&bytes),
+            other => break other,
+        }
+    };
+    assert_eq!(terminal, DecoderEvent::Finished);
+    assert_eq!(
+        discontinuities,
+        vec![third, 2 * third],
+        "both jumps, and only them"
+    );
+    assert_eq!(pcm.len(), clean.pcm.len(), "a jump adds or drops no sample");
 }

@@ -126,6 +126,9 @@ pub(super) async fn start(config: &Config) -> anyhow::Result<Running> {
             stream_key_validator: signed_keys
                 .as_ref()
                 .map_or_else(identity_stream_key_validator, SignedStreamKeys::validator),
+            max_connections_per_ip: config.rtmp_max_connections_per_ip,
+            max_connections: config.rtmp_max_connections,
+            proxy_protocol: config.rtmp_proxy_protocol.clone(),
             ..RtmpConfig::default()
         }),
         registry.clone().recipient(),

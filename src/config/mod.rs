@@ -14,9 +14,11 @@ use std::time::Duration;
 use clap::builder::EnumValueParser;
 use clap::{ArgAction, Parser, ValueEnum};
 
+use crate::rtmp::{ProxyProtocol, TrustedProxies, PROXY_HEADER_TIMEOUT};
+
 use values::{
     address, bad, boolean, database_url, host, http_url, language, log_filter, millis, path,
-    relay_url, seconds, text, whole, BlankIsUnset, Trimmed,
+    relay_url, seconds, text, trusted_proxies, whole, BlankIsUnset, Trimmed,
 };
 pub use values::{name_of, ConfigError};
 
@@ -47,6 +49,25 @@ pub struct Cli {
     #[arg(long, env = "RTMP_INTERNAL_PORT", default_value = "1937",
           value_parser = whole(0u16, u16::MAX))]
     pub rtmp_internal_port: u16,
+    /// Concurrent RTMP connections from one publisher address (behind a PROXY-protocol load
+    /// balancer: the address its header names).
+    #[arg(long, env = "RTMP_MAX_CONNECTIONS_PER_IP", default_value = "16",
+          value_parser = whole(1usize, 100_000))]
+    pub rtmp_max_connections_per_ip: usize,
+    /// Concurrent RTMP connections on the listener, whatever their address.
+    #[arg(long, env = "RTMP_MAX_CONNECTIONS", default_value = "1024",
+          value_parser = whole(1usize, 1_000_000))]
+    pub rtmp_max_connections: usize,
+    /// Every RTMP connection starts with a PROXY protocol v1 or v2 header from a load balancer
+    /// in RTMP_TRUSTED_PROXIES; other peers are closed.
+    #[arg(long, env = "RTMP_PROXY_PROTOCOL", default_value = "false", action = ArgAction::Set,
+          value_parser = boolean)]
+    pub rtmp_proxy_protocol: bool,
+    /// Comma-separated CIDR blocks of the load balancers allowed to send a PROXY header
+    /// (required with RTMP_PROXY_PROTOCOL=true).
+    #[arg(long, env = "RTMP_TRUSTED_PROXIES", default_value = "", hide_default_value = true,
+          value_parser = BlankIsUnset(trusted_proxies))]
+    pub rtmp_trusted_proxies: std::option::Option<TrustedProxies>,
     /// Host written into the rtmpUrl handed to egress.
     #[arg(long, env = "RTMP_HOST", default_value = "localhost", value_parser = host)]
     pub rtmp_host: String,
@@ -297,6 +318,10 @@ pub struct Config {
     pub rtmp_internal_port: u16,
     pub rtmp_host: String,
     pub rtmp_external_port: Option<u16>,
+    pub rtmp_max_connections_per_ip: usize,
+    pub rtmp_max_connections: usize,
+    /// Whether RTMP publishers are behind a PROXY-protocol load balancer, and which.
+    pub rtmp_proxy_protocol: ProxyProtocol,
     pub database_url: String,
     pub gladia_api_key: Option<String>,
     pub gladia_api_url: String,
@@ -377,6 +402,8 @@ impl Config {
                 "the receiving instance's shared secret when REALTIME_BROADCAST_MODE=http",
             ));
         }
+        let rtmp_proxy_protocol =
+            proxy_protocol(cli.rtmp_proxy_protocol, cli.rtmp_trusted_proxies)?;
         let config = Config {
             http_host: cli.http_host,
             port: cli.port,
@@ -384,6 +411,9 @@ impl Config {
             rtmp_internal_port: cli.rtmp_internal_port,
             rtmp_host: cli.rtmp_host,
             rtmp_external_port: cli.rtmp_external_port,
+            rtmp_max_connections_per_ip: cli.rtmp_max_connections_per_ip,
+            rtmp_max_connections: cli.rtmp_max_connections,
+            rtmp_proxy_protocol,
             database_url,
             gladia_api_key: cli.gladia_api_key,
             gladia_api_url: cli.gladia_api_url,
@@ -451,6 +481,32 @@ impl Config {
     pub fn rtmp_url_base(&self, bound_rtmp_port: u16) -> String {
         let port = self.rtmp_external_port.unwrap_or(bound_rtmp_port);
         format!("rtmp://{}:{}/live/", self.rtmp_host, port)
+    }
+}
+
+/// docs/PROTOCOL.md#hostile-input-and-limits: the PROXY protocol needs the proxies it trusts,
+/// and a trusted list without the protocol is refused too: the operator meant the limits to
+/// count publishers, and they would count the load balancer instead.
+fn proxy_protocol(
+    enabled: bool,
+    trusted: Option<TrustedProxies>,
+) -> Result<ProxyProtocol, ConfigError> {
+    match (enabled, trusted) {
+        (true, Some(trusted)) => Ok(ProxyProtocol::Required {
+            trusted,
+            header_timeout: PROXY_HEADER_TIMEOUT,
+        }),
+        (true, None) => Err(bad(
+            "RTMP_TRUSTED_PROXIES",
+            "",
+            "the CIDR blocks of the load balancers (such as 10.0.0.0/8) when RTMP_PROXY_PROTOCOL=true",
+        )),
+        (false, Some(trusted)) => Err(bad(
+            "RTMP_TRUSTED_PROXIES",
+            &trusted.to_string(),
+            "unset unless RTMP_PROXY_PROTOCOL=true",
+        )),
+        (false, None) => Ok(ProxyProtocol::Off),
     }
 }
 

@@ -324,3 +324,93 @@ fn compute_types_are_named_as_ctranslate2_names_them() {
     assert_eq!(parse(&[]).unwrap().whisper.compute_type, ComputeType::Int8);
     assert_eq!(name_of(&GladiaRegion::EuWest), "eu-west");
 }
+
+#[test]
+fn rtmp_connection_limits_default_and_are_range_checked() {
+    let c = parse(&[]).unwrap();
+    assert_eq!(c.rtmp_max_connections_per_ip, 16);
+    assert_eq!(c.rtmp_max_connections, 1024);
+    assert_eq!(c.rtmp_proxy_protocol, ProxyProtocol::Off);
+    let c = parse(&[
+        "--rtmp-max-connections-per-ip",
+        "2",
+        "--rtmp-max-connections",
+        " 40 ",
+    ])
+    .unwrap();
+    assert_eq!(
+        (c.rtmp_max_connections_per_ip, c.rtmp_max_connections),
+        (2, 40)
+    );
+    let e = error(&["--rtmp-max-connections-per-ip", "0"]);
+    assert_eq!(
+        e,
+        "RTMP_MAX_CONNECTIONS_PER_IP=\"0\" is not allowed: a whole number from 1 to 100000"
+    );
+    let e = error(&["--rtmp-max-connections", "0"]);
+    assert!(e.starts_with("RTMP_MAX_CONNECTIONS=\"0\""), "{e}");
+    let e = error(&["--rtmp-max-connections=-1"]);
+    assert!(e.starts_with("RTMP_MAX_CONNECTIONS=\"-1\""), "{e}");
+}
+
+#[test]
+fn proxy_protocol_needs_trusted_proxies_and_they_need_it() {
+    let c = parse(&[
+        "--rtmp-proxy-protocol",
+        "true",
+        "--rtmp-trusted-proxies",
+        "10.0.0.0/8, 2001:db8::/32",
+    ])
+    .unwrap();
+    match c.rtmp_proxy_protocol {
+        ProxyProtocol::Required {
+            trusted,
+            header_timeout,
+        } => {
+            assert!(trusted.contains("10.1.2.3".parse().unwrap()));
+            assert!(trusted.contains("2001:db8::9".parse().unwrap()));
+            assert!(!trusted.contains("192.0.2.1".parse().unwrap()));
+            assert_eq!(header_timeout, PROXY_HEADER_TIMEOUT);
+        }
+        ProxyProtocol::Off => panic!("the PROXY protocol is on"),
+    }
+    // On without the list, or with a blank one: refused, naming the list.
+    for args in [
+        &["--rtmp-proxy-protocol", "true"][..],
+        &[
+            "--rtmp-proxy-protocol",
+            "yes",
+            "--rtmp-trusted-proxies",
+            " ",
+        ],
+    ] {
+        let e = error(args);
+        assert!(
+            e.starts_with("RTMP_TRUSTED_PROXIES=\"\" is not allowed")
+                && e.contains("RTMP_PROXY_PROTOCOL=true"),
+            "{e}"
+        );
+    }
+    // A list without the protocol would leave the limits counting the load balancer.
+    let e = error(&["--rtmp-trusted-proxies", "10.0.0.0/8"]);
+    assert_eq!(
+        e,
+        "RTMP_TRUSTED_PROXIES=\"10.0.0.0/8\" is not allowed: unset unless RTMP_PROXY_PROTOCOL=true"
+    );
+    for bad in ["10.0.0.0/33", "lb.internal", "10.0.0.0/8,", "::/200"] {
+        let e = error(&[
+            "--rtmp-proxy-protocol",
+            "true",
+            "--rtmp-trusted-proxies",
+            bad,
+        ]);
+        assert!(
+            e.starts_with(&format!(
+                "RTMP_TRUSTED_PROXIES={bad:?} is not allowed: comma-separated CIDR blocks"
+            )),
+            "{e}"
+        );
+    }
+    let e = error(&["--rtmp-proxy-protocol", "sometimes"]);
+    assert!(e.starts_with("RTMP_PROXY_PROTOCOL=\"sometimes\""), "{e}");
+}

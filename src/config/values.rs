@@ -20,6 +20,8 @@ use clap::builder::{PossibleValue, TypedValueParser};
 use clap::error::{ContextKind, ContextValue};
 use clap::{Arg, Command, ValueEnum};
 
+use crate::rtmp::TrustedProxies;
+
 /// One line: `VARIABLE="value" is not allowed: what is`.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -228,6 +230,13 @@ pub(crate) fn language(value: &str) -> Result<String, String> {
     } else {
         Err("a language code such as en or de".to_owned())
     }
+}
+
+/// Comma-separated IP addresses and CIDR blocks, IPv4 and IPv6 (`RTMP_TRUSTED_PROXIES`).
+pub(crate) fn trusted_proxies(value: &str) -> Result<TrustedProxies, String> {
+    value.parse().map_err(|error| {
+        format!("comma-separated CIDR blocks such as 10.0.0.0/8,2001:db8::/32 ({error})")
+    })
 }
 
 /// A filesystem path (spaces around it are an env file's, not the path's).

@@ -1,18 +1,22 @@
-//! The RTMP accept loop: one task per TCP connection.
+//! The RTMP accept loop: one task per TCP connection, admitted under the connection limits
+//! once its publisher's address is known: at accept, or behind a PROXY-protocol load balancer
+//! once its header names the publisher (docs/PROTOCOL.md#hostile-input-and-limits).
 
-use std::collections::HashMap;
 use std::io;
-use std::net::IpAddr;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix::Recipient;
 use actors::messages::AttachPublisher;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc::UnboundedSender;
 
-use super::config::RtmpConfig;
+use super::config::{ProxyProtocol, RtmpConfig};
 use super::connection::{handle_connection, ConnectionOutcome};
+use super::connection_limits::ConnectionLimits;
+use super::proxied::{read_header, Rewound};
+use super::proxy_protocol::Source;
 
 /// Pause after running out of file descriptors, so the loop does not spin while connections
 /// close and free some.
@@ -42,37 +46,45 @@ pub(crate) async fn serve_observed(
         .local_addr()
         .map(|a| a.to_string())
         .unwrap_or_default();
-    tracing::info!(addr = %local, app = %config.app_name, "rtmp listening");
-    let peers = PeerConnections::new(config.max_connections_per_peer);
+    let trusted_proxies = match &config.proxy_protocol {
+        ProxyProtocol::Off => String::new(),
+        ProxyProtocol::Required { trusted, .. } => trusted.to_string(),
+    };
+    tracing::info!(
+        addr = %local,
+        app = %config.app_name,
+        max_connections = config.max_connections,
+        max_connections_per_ip = config.max_connections_per_ip,
+        proxy_protocol = !trusted_proxies.is_empty(),
+        %trusted_proxies,
+        "rtmp listening"
+    );
+    let limits = ConnectionLimits::new(config.max_connections, config.max_connections_per_ip);
     loop {
         match listener.accept().await {
             Ok((socket, peer)) => {
-                let Some(slot) = peers.try_acquire(peer.ip()) else {
-                    // Dropping the socket closes it before any byte is read.
-                    tracing::warn!(
-                        %peer,
-                        limit = config.max_connections_per_peer,
-                        "rtmp connection refused: too many connections from this address"
-                    );
-                    continue;
-                };
+                if let ProxyProtocol::Required { trusted, .. } = &config.proxy_protocol {
+                    if !trusted.contains(peer.ip()) {
+                        // Dropping the socket closes it before any byte is read.
+                        tracing::warn!(
+                            %peer,
+                            "rtmp connection refused: RTMP_PROXY_PROTOCOL=true and the peer is \
+                             not in RTMP_TRUSTED_PROXIES"
+                        );
+                        continue;
+                    }
+                }
                 // Control responses are tiny and latency-sensitive (publish start).
                 if let Err(error) = socket.set_nodelay(true) {
                     tracing::debug!(%peer, %error, "rtmp set_nodelay failed");
                 }
-                tracing::debug!(%peer, "rtmp connection accepted");
-                let connection = handle_connection(
-                    socket,
-                    peer,
-                    config.clone(),
-                    sessions.clone(),
-                    observer.clone(),
-                );
-                tokio::spawn(async move {
-                    // Held for the task's whole life, so the slot is freed however it ends.
-                    let _slot = slot;
-                    connection.await;
-                });
+                let accepted = Accepted {
+                    limits: limits.clone(),
+                    config: config.clone(),
+                    sessions: sessions.clone(),
+                    observer: observer.clone(),
+                };
+                tokio::spawn(accepted.run(socket, peer));
             }
             Err(error) if is_per_connection(&error) => {
                 tracing::debug!(%error, "rtmp accept: connection lost before accept");
@@ -86,6 +98,74 @@ pub(crate) async fn serve_observed(
                 return;
             }
         }
+    }
+}
+
+/// What a connection task shares with the listener.
+struct Accepted {
+    limits: ConnectionLimits,
+    config: Arc<RtmpConfig>,
+    sessions: Recipient<AttachPublisher>,
+    observer: Option<UnboundedSender<ConnectionOutcome>>,
+}
+
+impl Accepted {
+    /// Finds the publisher's address (the peer, or what a trusted proxy's header names),
+    /// admits it under the limits and runs the RTMP connection. From here on the publisher's
+    /// address is the `peer` of every log line, and the proxy's is `proxy`.
+    async fn run(self, mut socket: TcpStream, peer: SocketAddr) {
+        let header_timeout = match &self.config.proxy_protocol {
+            ProxyProtocol::Off => return self.admit(socket, peer, None).await,
+            ProxyProtocol::Required { header_timeout, .. } => *header_timeout,
+        };
+        // Connections waiting here take no place under the limits: they come from a trusted
+        // proxy only, and for at most `header_timeout`.
+        let header = match read_header(&mut socket, header_timeout).await {
+            Ok(header) => header,
+            Err(failure) if failure.is_routine() => {
+                tracing::debug!(proxy = %peer, reason = %failure, "rtmp connection closed");
+                return;
+            }
+            Err(failure) => {
+                tracing::warn!(proxy = %peer, reason = %failure, "rtmp connection closed");
+                return;
+            }
+        };
+        let publisher = match header.source {
+            Source::Client(address) => address,
+            // A health check, or a proxy that does not know: its own address counts.
+            Source::Proxy => peer,
+        };
+        tracing::debug!(
+            peer = %publisher,
+            proxy = %peer,
+            version = ?header.version,
+            "rtmp PROXY header"
+        );
+        self.admit(Rewound::new(header.rest, socket), publisher, Some(peer))
+            .await;
+    }
+
+    /// Runs the connection of `publisher` if the limits admit it; else closes it (by dropping
+    /// `socket`) with a log line.
+    async fn admit<S>(self, socket: S, publisher: SocketAddr, proxy: Option<SocketAddr>)
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    {
+        // Held for the task's whole life, so the places are given back however it ends.
+        let _slot = match (self.limits.admit(publisher.ip()), proxy) {
+            (Ok(slot), _) => slot,
+            (Err(refusal), Some(proxy)) => {
+                tracing::warn!(peer = %publisher, %proxy, %refusal, "rtmp connection refused");
+                return;
+            }
+            (Err(refusal), None) => {
+                tracing::warn!(peer = %publisher, %refusal, "rtmp connection refused");
+                return;
+            }
+        };
+        tracing::debug!(peer = %publisher, "rtmp connection accepted");
+        handle_connection(socket, publisher, self.config, self.sessions, self.observer).await;
     }
 }
 
@@ -105,103 +185,15 @@ fn is_resource_exhaustion(error: &io::Error) -> bool {
     matches!(error.raw_os_error(), Some(23 | 24 | 105 | 12))
 }
 
-/// Counts live connections per peer IP for the per-address limit. Shared by the accept loop
-/// (which acquires) and the connection tasks (whose [`PeerSlot`] releases on drop); the lock is
-/// held for a map update only.
-#[derive(Clone)]
-struct PeerConnections {
-    limit: usize,
-    live: Arc<Mutex<HashMap<IpAddr, usize>>>,
-}
-
-impl PeerConnections {
-    fn new(limit: usize) -> Self {
-        Self {
-            limit,
-            live: Arc::default(),
-        }
-    }
-
-    /// A slot for one more connection from `ip`, or `None` when it already has `limit`.
-    fn try_acquire(&self, ip: IpAddr) -> Option<PeerSlot> {
-        // A poisoned lock only means a task panicked mid-update of a counter; keep counting.
-        let mut live = self.live.lock().unwrap_or_else(PoisonError::into_inner);
-        let count = live.entry(ip).or_insert(0);
-        if *count >= self.limit {
-            return None;
-        }
-        *count += 1;
-        Some(PeerSlot {
-            ip,
-            peers: self.clone(),
-        })
-    }
-
-    #[cfg(test)]
-    fn live(&self, ip: IpAddr) -> usize {
-        let live = self.live.lock().unwrap_or_else(PoisonError::into_inner);
-        live.get(&ip).copied().unwrap_or(0)
-    }
-}
-
-/// One counted connection; releases its count when dropped. Entries at zero are removed so the
-/// map only ever holds addresses with a live connection.
-struct PeerSlot {
-    ip: IpAddr,
-    peers: PeerConnections,
-}
-
-impl Drop for PeerSlot {
-    fn drop(&mut self) {
-        let mut live = self
-            .peers
-            .live
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if let Some(count) = live.get_mut(&self.ip) {
-            *count = count.saturating_sub(1);
-            if *count == 0 {
-                live.remove(&self.ip);
-            }
-        }
-    }
-}
-
 #[cfg(test)]
-mod peer_limit_tests {
+mod limit_tests {
     use super::*;
-    use std::net::Ipv4Addr;
 
     use actix::Actor;
     use tokio::io::AsyncReadExt;
     use tokio::net::TcpStream;
 
     use crate::rtmp::fuzz_entry::StubRegistry;
-
-    #[test]
-    fn slots_are_counted_per_address_and_released_on_drop() {
-        let peers = PeerConnections::new(2);
-        let a = IpAddr::from(Ipv4Addr::new(10, 0, 0, 1));
-        let b = IpAddr::from(Ipv4Addr::new(10, 0, 0, 2));
-        let first = peers.try_acquire(a).expect("first slot");
-        let second = peers.try_acquire(a).expect("second slot");
-        assert!(
-            peers.try_acquire(a).is_none(),
-            "third from the same address"
-        );
-        let other = peers
-            .try_acquire(b)
-            .expect("another address is not affected");
-        drop(first);
-        assert_eq!(peers.live(a), 1);
-        let again = peers.try_acquire(a).expect("a freed slot is reusable");
-        drop((second, again, other));
-        assert_eq!(peers.live(a), 0);
-        assert!(
-            peers.live.lock().expect("lock").is_empty(),
-            "no entries left behind"
-        );
-    }
 
     /// True when the server closes `stream` within a short time (EOF or reset); false when it
     /// keeps it open (an accepted connection waits silently for C0/C1).
@@ -214,28 +206,33 @@ mod peer_limit_tests {
         }
     }
 
-    #[actix_rt::test]
-    async fn connections_over_the_per_address_limit_are_refused() {
+    /// A listener with `config` on a free loopback port.
+    async fn listen(config: RtmpConfig) -> SocketAddr {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
-        let config = Arc::new(super::super::RtmpConfig {
-            max_connections_per_peer: 3,
-            ..Default::default()
-        });
         let registry = StubRegistry::new().start().recipient();
-        actix_rt::spawn(serve(listener, config, registry));
+        actix_rt::spawn(serve(listener, Arc::new(config), registry));
+        addr
+    }
 
+    /// Opens `limit` connections that stay open, then checks the next one is closed and that a
+    /// closed one's place is given back.
+    async fn assert_limit(addr: SocketAddr, limit: usize) {
         let mut open = Vec::new();
-        for _ in 0..3 {
+        for _ in 0..limit {
             open.push(TcpStream::connect(addr).await.expect("connect"));
         }
-        let mut fourth = TcpStream::connect(addr).await.expect("connect");
+        let mut over = TcpStream::connect(addr).await.expect("connect");
         assert!(
-            closed_by_server(&mut fourth).await,
-            "4th connection refused"
+            closed_by_server(&mut over).await,
+            "connection {} refused",
+            limit + 1
         );
         for stream in &mut open {
-            assert!(!closed_by_server(stream).await, "the first 3 stay open");
+            assert!(
+                !closed_by_server(stream).await,
+                "the first {limit} stay open"
+            );
         }
 
         // A closed connection frees its slot once its task has seen the close.
@@ -252,5 +249,25 @@ mod peer_limit_tests {
             replacement.is_some(),
             "a slot freed by a closed connection is reused"
         );
+    }
+
+    #[actix_rt::test]
+    async fn connections_over_the_per_address_limit_are_refused() {
+        let addr = listen(RtmpConfig {
+            max_connections_per_ip: 3,
+            ..Default::default()
+        })
+        .await;
+        assert_limit(addr, 3).await;
+    }
+
+    #[actix_rt::test]
+    async fn connections_over_the_listener_cap_are_refused() {
+        let addr = listen(RtmpConfig {
+            max_connections: 2,
+            ..Default::default()
+        })
+        .await;
+        assert_limit(addr, 2).await;
     }
 }

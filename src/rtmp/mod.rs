@@ -4,6 +4,11 @@
 //! Layout, one concept per file:
 //! - `config`: [`RtmpConfig`], how the listener behaves.
 //! - [`listener`]: the accept loop, one task per TCP connection.
+//! - `connection_limits`: `RTMP_MAX_CONNECTIONS` and `RTMP_MAX_CONNECTIONS_PER_IP`, as slots a
+//!   connection holds.
+//! - [`proxy_protocol`]: the PROXY protocol v1/v2 header parser (pure, fuzzed).
+//! - `proxied`: reading that header from a load balancer's connection, within a time bound.
+//! - [`trusted_proxies`]: the CIDR blocks allowed to send one (`RTMP_TRUSTED_PROXIES`).
 //! - `connection`: the per-connection state machine (handshake, connect, publish, end of publish)
 //!   around rml_rtmp's `ServerSession`.
 //! - `wire_inspector`: a second chunk parser fed the same bytes, to see what rml_rtmp hides or
@@ -18,21 +23,26 @@
 
 mod config;
 mod connection;
+mod connection_limits;
 /// One connection driven from memory, for the fuzz targets and proptests (unused by the service).
 pub mod fuzz_entry;
 mod isolation;
 pub mod listener;
+mod proxied;
+pub mod proxy_protocol;
 mod publication;
 mod refusal;
 pub mod stream_key;
+pub mod trusted_proxies;
 mod wire_inspector;
 
 #[cfg(test)]
 mod tests;
 
-pub use config::RtmpConfig;
+pub use config::{ProxyProtocol, RtmpConfig, PROXY_HEADER_TIMEOUT};
 pub use listener::serve;
 pub use stream_key::{
     identity_stream_key, identity_stream_key_validator, StreamKeyRejection, StreamKeyValidator,
     ValidKey,
 };
+pub use trusted_proxies::TrustedProxies;

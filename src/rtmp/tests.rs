@@ -31,8 +31,9 @@ use tokio::time::timeout;
 use super::connection::ConnectionOutcome;
 use super::isolation::guarded;
 use super::listener::serve_observed;
+use super::proxy_protocol::{v1_header, v2_header};
 use super::stream_key::{identity_stream_key, StreamKeyRejection, ValidKey};
-use super::RtmpConfig;
+use super::{ProxyProtocol, RtmpConfig};
 
 /// Generous bounds for events that normally take milliseconds (2 shared cores, parallel tests).
 const EVENT_TIMEOUT: Duration = Duration::from_secs(15);
@@ -49,6 +50,8 @@ enum Recorded {
         slug: String,
         publisher: PublisherId,
         accepted: bool,
+        /// The address the connection named as its publisher's.
+        peer: String,
     },
     Audio {
         publisher: PublisherId,
@@ -134,6 +137,7 @@ impl Handler<AttachPublisher> for FakeRegistry {
             slug: msg.session_slug,
             publisher: msg.publisher,
             accepted,
+            peer: msg.peer,
         });
         if !accepted {
             return Err(PublishRefused::UnknownSession);
@@ -255,6 +259,7 @@ impl Harness {
                     slug: s,
                     publisher,
                     accepted,
+                    ..
                 } if s == slug => Some((publisher, accepted)),
                 _ => None,
             })
@@ -888,4 +893,122 @@ async fn bytes_before_publish_are_capped() {
         outcome.close_reason.contains("without publishing"),
         "{outcome:?}"
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Behind a PROXY-protocol load balancer (docs/PROTOCOL.md#hostile-input-and-limits)
+// ---------------------------------------------------------------------------------------------
+
+/// PROXY protocol on, trusting `trusted`, with a short header timeout (and the default
+/// handshake timeout, longer than any of these tests: a connection that is held open stays so).
+fn proxy_config(trusted: &str, max_connections_per_ip: usize) -> RtmpConfig {
+    RtmpConfig {
+        max_connections_per_ip,
+        proxy_protocol: ProxyProtocol::Required {
+            trusted: trusted.parse().expect("trusted proxies"),
+            header_timeout: Duration::from_millis(300),
+        },
+        ..RtmpConfig::default()
+    }
+}
+
+/// A connection to the listener that starts with `header`, as a load balancer's would.
+async fn proxied(port: u16, header: &[u8]) -> TcpStream {
+    let mut stream = TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect");
+    stream.write_all(header).await.expect("header");
+    stream
+}
+
+/// True when the server still holds `stream` open after a moment: an accepted connection waits
+/// silently for the RTMP handshake.
+async fn held_open(stream: &mut TcpStream) -> bool {
+    let mut byte = [0_u8; 1];
+    match timeout(Duration::from_millis(200), stream.read(&mut byte)).await {
+        Ok(Ok(0)) | Ok(Err(_)) => false,
+        Ok(Ok(_)) => panic!("the server sent bytes before the handshake"),
+        Err(_) => true,
+    }
+}
+
+/// The publish behind a v1 and a v2 header is attached with the address the header names, and
+/// the connection's end is reported under it too.
+#[actix_rt::test]
+async fn a_proxied_publish_carries_the_address_its_header_names() {
+    let mut h = Harness::start(proxy_config("127.0.0.1/32", 16), &[]).await;
+    for (slug, header, claimed) in [
+        (
+            "via-v1",
+            v1_header("203.0.113.5:4242".parse().unwrap()),
+            "203.0.113.5:4242",
+        ),
+        (
+            "via-v2",
+            v2_header("[2001:db8::5]:4343".parse().unwrap(), b"\x04\x00\x02id"),
+            "[2001:db8::5]:4343",
+        ),
+    ] {
+        let stream = proxied(h.port, &header).await;
+        let publishing = rtmp_client::start_publishing(stream, slug, EVENT_TIMEOUT)
+            .await
+            .unwrap_or_else(|e| panic!("{slug}: {e:#}"));
+        let attach = h
+            .wait_for(
+                slug,
+                |e| matches!(e, Recorded::Attach { slug: s, .. } if s == slug),
+            )
+            .await;
+        let Recorded::Attach { peer, accepted, .. } = attach else {
+            unreachable!("matched an attach")
+        };
+        assert!(accepted);
+        assert_eq!(peer, claimed, "{slug}");
+        drop(publishing);
+        let outcome = h
+            .wait_outcome(slug, |o| o.peer.to_string() == claimed)
+            .await;
+        assert_eq!(outcome.close_reason, "tcp close");
+    }
+}
+
+/// With the PROXY protocol on, a peer outside the trusted blocks is closed at once, and a
+/// trusted one that sends no header, or RTMP instead of one, is closed too.
+#[actix_rt::test]
+async fn untrusted_headerless_and_silent_peers_are_closed() {
+    let h = Harness::start(proxy_config("10.0.0.0/8", 16), &[]).await;
+    let mut untrusted = proxied(h.port, &v1_header("198.51.100.1:1".parse().unwrap())).await;
+    expect_server_close(&mut untrusted, "a peer outside RTMP_TRUSTED_PROXIES").await;
+
+    let h = Harness::start(proxy_config("127.0.0.0/8, ::1", 16), &[]).await;
+    let mut rtmp_first = proxied(h.port, &[0x03; 1537]).await;
+    expect_server_close(&mut rtmp_first, "RTMP bytes instead of a header").await;
+    let mut silent = TcpStream::connect(("127.0.0.1", h.port))
+        .await
+        .expect("connect");
+    let started = tokio::time::Instant::now();
+    expect_server_close(&mut silent, "a silent proxy connection").await;
+    assert!(
+        started.elapsed() >= Duration::from_millis(250),
+        "closed before the header timeout: {:?}",
+        started.elapsed()
+    );
+    assert!(h.events().is_empty(), "nothing reached the actors");
+}
+
+/// `RTMP_MAX_CONNECTIONS_PER_IP` counts the address a header names, not the proxy's.
+#[actix_rt::test]
+async fn the_per_address_limit_counts_the_proxied_address() {
+    let h = Harness::start(proxy_config("127.0.0.1/32", 1), &[]).await;
+    let first: std::net::SocketAddr = "10.0.0.1:1000".parse().unwrap();
+    let mut held = proxied(h.port, &v1_header(first)).await;
+    assert!(held_open(&mut held).await, "first connection from 10.0.0.1");
+    let mut second = proxied(h.port, &v2_header("10.0.0.1:1001".parse().unwrap(), &[])).await;
+    expect_server_close(&mut second, "a second connection from 10.0.0.1").await;
+    let mut other = proxied(h.port, &v1_header("10.0.0.2:1000".parse().unwrap())).await;
+    assert!(
+        held_open(&mut other).await,
+        "10.0.0.2 is not limited by 10.0.0.1's connections, though both come from one proxy"
+    );
+    assert!(held_open(&mut held).await, "the first one stays open");
 }

@@ -83,7 +83,7 @@ pub fn decode(config: &AudioSpecificConfig, frames: &[(Bytes, u32)]) -> Decoded 
     'frames: for (frame, ts) in frames {
         loop {
             match pipeline.push_frame(frame.clone(), *ts) {
-                Ok(()) => break,
+                Ok(_) => break,
                 Err(DecodeError::QueueFull { .. }) => std::thread::sleep(Duration::from_millis(1)),
                 Err(err) => {
                     push_errors.push(err);
