@@ -439,6 +439,43 @@ async fn ai_lock_on_postgres() {
     ai_lock_contention_renewal_expiry_and_release(url).await;
 }
 
+/// One socket cannot follow more than 16 sessions: a burst of 40 subscribes (sent before any
+/// is answered) gets 16 subscriptions and 24 clear refusals, and opens no more sessions.
+#[actix_rt::test]
+async fn one_socket_follows_at_most_16_sessions() {
+    let _serial = SERIAL.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mock = start_mock();
+    let service = Service::start(
+        realtime_core_bin!(),
+        &mock.service_env(&sqlite_url(dir.path(), "subs.db")),
+    );
+    let client = WsClient::connect(&service, "sessionSlug=home").await;
+    for i in 1..40 {
+        client.send(json!({"type": "subscribe", "sessionSlug": format!("s{i}")}));
+    }
+    let counts = |m: &[serde_json::Value]| {
+        let statuses: std::collections::HashSet<&str> = m
+            .iter()
+            .filter(|m| m["type"] == "status")
+            .filter_map(|m| m["sessionSlug"].as_str())
+            .collect();
+        let refused = m
+            .iter()
+            .filter(|m| m["code"] == "too_many_subscriptions")
+            .count();
+        (statuses.len(), refused)
+    };
+    let settled = client
+        .wait_until(Duration::from_secs(10), |m| counts(m) == (16, 24))
+        .await;
+    assert!(settled, "{:?}", counts(&client.snapshot()));
+    let (status, body) = service.get_json("/api/sessions").await;
+    assert_eq!(status, 200);
+    let sessions = body["sessions"].as_array().map_or(0, Vec::len);
+    assert_eq!(sessions, 16, "refused subscribes opened sessions: {body}");
+}
+
 #[actix_rt::test]
 async fn limits_refuse_abuse_with_clear_errors() {
     let _serial = SERIAL.lock().await;

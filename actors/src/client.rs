@@ -37,6 +37,10 @@ use crate::wire::{check_last_seq, to_json, ClientCommand, TranscriptionStartedMe
 /// Close code of a socket whose token expired (private-use range 4000-4999, RFC 6455 §7.4.2).
 const TOKEN_EXPIRED: u16 = 4001;
 
+/// Sessions one socket may follow. A page shows one meeting, a dashboard a few; each
+/// subscription costs the socket state and may open a session, so a socket cannot take many.
+pub const MAX_SUBSCRIPTIONS_PER_SOCKET: usize = 16;
+
 /// A socket that has not accepted a frame for this long is a slow consumer (docs/PROTOCOL.md#resume-and-delivery-guarantees).
 const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -75,6 +79,9 @@ pub struct ClientActor {
     /// The sessions and role the token granted (docs/PROTOCOL.md#roles).
     grant: Grant,
     subscriptions: HashMap<String, Addr<SessionSupervisor>>,
+    /// Subscriptions asked for and not answered yet: they count toward
+    /// [`MAX_SUBSCRIPTIONS_PER_SOCKET`] too, or a burst of commands would slip past it.
+    subscribing: usize,
     initial_subscription: Option<InitialSubscription>,
     /// Sessions this client is still catching up on (subscribed with `lastSeq`), by slug.
     resuming: HashMap<String, Resuming>,
@@ -103,6 +110,15 @@ struct Resuming {
     source: Recipient<NextReplayPage>,
 }
 
+/// A subscription's answer: the session, its snapshot after a start or stop, and where a
+/// resuming client asks for pages.
+type SubscribeAnswer = (
+    String,
+    Addr<SessionSupervisor>,
+    Option<crate::supervisor::SessionSnapshot>,
+    Option<Recipient<NextReplayPage>>,
+);
+
 /// One frame the actor writes.
 enum Outgoing {
     Text(ByteString),
@@ -126,6 +142,7 @@ impl ClientActor {
             registry,
             grant,
             subscriptions: HashMap::new(),
+            subscribing: 0,
             initial_subscription,
             resuming: HashMap::new(),
             outbox: Outbox::new(settings.max_queued_finals),
@@ -266,6 +283,17 @@ impl ClientActor {
         let deliver = ctx.address().recipient();
         let client = self.id;
         let already = self.subscriptions.get(&slug).cloned();
+        let new = already.is_none();
+        if new {
+            if self.subscriptions.len() + self.subscribing >= MAX_SUBSCRIPTIONS_PER_SOCKET {
+                let message = format!(
+                    "a socket follows at most {MAX_SUBSCRIPTIONS_PER_SOCKET} sessions; open another socket"
+                );
+                self.reply(error_frame("too_many_subscriptions", &message), ctx);
+                return;
+            }
+            self.subscribing += 1;
+        }
         let unavailable = |e: MailboxError| ("unavailable", e.to_string());
         async move {
             let supervisor = match already.clone() {
@@ -301,7 +329,25 @@ impl ClientActor {
             Ok::<_, (&'static str, String)>((slug, supervisor, snapshot, replay))
         }
         .into_actor(self)
-        .map(move |result, act, ctx| match result {
+        .map(move |result, act, ctx| {
+            if new {
+                act.subscribing = act.subscribing.saturating_sub(1);
+            }
+            act.subscribed(result, last_seq, then, ctx)
+        })
+        .spawn(ctx);
+    }
+
+    /// What a subscription's answer does: keep the session, start catching up, answer a start.
+    fn subscribed(
+        &mut self,
+        result: Result<SubscribeAnswer, (&'static str, String)>,
+        last_seq: Option<i64>,
+        then: Then,
+        ctx: &mut Context<Self>,
+    ) {
+        let act = self;
+        match result {
             Ok((slug, supervisor, snapshot, replay)) => {
                 act.subscriptions.entry(slug.clone()).or_insert(supervisor);
                 if let (Some(after), Some(source)) = (last_seq, replay) {
@@ -323,8 +369,7 @@ impl ClientActor {
                 }
             }
             Err((code, message)) => act.reply(error_frame(code, &message), ctx),
-        })
-        .spawn(ctx);
+        }
     }
 
     /// Queues what fits of the pages received and asks for the next pages the outbox has room

@@ -4,7 +4,9 @@
 //! JSON never panics, and every documented shape (docs/reference/gladia-live-v2.md §3.4, docs/PROTOCOL.md#websocket-connection) is
 //! accepted whatever its field values.
 
-use actors::gladia::protocol::{parse_server_message, ServerMessage};
+use actors::gladia::protocol::{
+    parse_server_message, ParseError, ServerMessage, MAX_PROVIDER_SECONDS,
+};
 use actors::wire::ClientCommand;
 use proptest::prelude::*;
 use serde_json::{json, Map, Value};
@@ -82,9 +84,11 @@ fn typed_object() -> impl Strategy<Value = Value> {
         })
 }
 
-/// Finite seconds as the provider sends them (JSON has no NaN or infinity).
+/// Finite seconds as the provider sends them (JSON has no NaN or infinity), half each for a
+/// start and a duration, so their sum stays within a session's possible range
+/// (`MAX_PROVIDER_SECONDS`, a day).
 fn seconds() -> impl Strategy<Value = f64> {
-    0.0_f64..100_000.0
+    0.0_f64..(MAX_PROVIDER_SECONDS / 2.0)
 }
 
 proptest! {
@@ -138,6 +142,31 @@ proptest! {
             }
             other => prop_assert!(false, "{message} parsed as {other:?}"),
         }
+    }
+
+    /// A transcript whose times no live session can have (beyond a day, negative, ending
+    /// before it starts) is refused as out of range, never accepted nor a panic.
+    #[test]
+    fn transcripts_with_impossible_times_are_refused(
+        start in prop_oneof![
+            (MAX_PROVIDER_SECONDS + 0.001)..1e300,
+            -1e300..-0.001_f64,
+            0.0_f64..MAX_PROVIDER_SECONDS,
+        ],
+        backwards in 0.001_f64..1e6,
+    ) {
+        // Either `start` itself is out of range, or the end is before it.
+        let end = if (0.0..=MAX_PROVIDER_SECONDS).contains(&start) { start - backwards } else { start };
+        let message = json!({
+            "type": "transcript",
+            "data": { "id": "u", "is_final": true,
+                      "utterance": { "text": "x", "start": start, "end": end } },
+        });
+        let parsed = parse_server_message(&message.to_string());
+        prop_assert!(
+            matches!(parsed, Err(ParseError::TimeOutOfRange { .. })),
+            "{message} parsed as {parsed:?}"
+        );
     }
 
     /// §3.4 `audio_chunk`: acknowledged with a byte range, or rejected with an error and null
