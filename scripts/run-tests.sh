@@ -44,6 +44,15 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 scripts/deny.sh
 cargo test --workspace --locked -- --test-threads=2
 
+# A short load run against the debug build (the full benchmarks use a release build, see
+# docs/PERFORMANCE.md): 50 live sessions x 2 clients for 20 s must deliver every final, and the
+# service's threads stay under a bound (today one decode thread per session plus ~10; issue #16
+# is to bound them by the cores).
+cargo build -p loadgen -p realtime-core --bin loadgen --bin realtime-core --locked
+"${CARGO_TARGET_DIR:-target}/debug/loadgen" --sessions 50 --clients 2 --seconds 20 \
+  --service-bin "${CARGO_TARGET_DIR:-target}/debug/realtime-core" \
+  --max-missing-finals 0 --max-threads 64 >/dev/null
+
 # The HTTP contract: docs/openapi.yaml checked against the real binary (built by the tests
 # above) with schemathesis; installs it into target/contract-venv on first use.
 tests/contract/run-schemathesis.sh

@@ -62,4 +62,20 @@ pub struct Args {
     /// Echo the service's log on stderr.
     #[arg(long)]
     pub show_service_log: bool,
+    /// Fail (exit 1) when more finals than this are missing at the clients, or when the
+    /// provider sent none.
+    #[arg(long)]
+    pub max_missing_finals: Option<u64>,
+    /// Fail (exit 1) when the service has more threads than this in steady state.
+    #[arg(long)]
+    pub max_threads: Option<u64>,
+}
+
+impl Args {
+    pub fn limits(&self) -> crate::limits::Limits {
+        crate::limits::Limits {
+            max_missing_finals: self.max_missing_finals,
+            max_threads: self.max_threads,
+        }
+    }
 }

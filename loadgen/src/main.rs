@@ -13,6 +13,7 @@
 mod args;
 mod clients;
 mod flv;
+mod limits;
 mod load;
 mod pg;
 mod process;
@@ -143,6 +144,11 @@ async fn run(args: Args) -> anyhow::Result<i32> {
     }
     if died.is_some() {
         eprintln!("loadgen: the service died during the run; its last log lines:\n{log_tail}");
+        return Ok(1);
+    }
+    let broken = limits::broken(args.limits(), &result);
+    if !broken.is_empty() {
+        eprintln!("loadgen: the run broke its bounds: {}", broken.join("; "));
         return Ok(1);
     }
     let failed = logs.iter().filter(|l| l.error.is_some()).count();
