@@ -42,8 +42,9 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             // `{:#}` gives the one-line chain: "database: cannot open …: permission denied".
+            // One line, as for a bad setting: the log writer is on stderr too, so the same text
+            // through `tracing` would print it twice.
             eprintln!("realtime-core: {error:#}");
-            tracing::error!("{error:#}");
             ExitCode::from(1)
         }
     };

@@ -194,3 +194,44 @@ fn help_lists_every_setting() {
         );
     }
 }
+
+/// Two instances on one PostgreSQL database would number the same sessions twice: the second
+/// refuses to start with one line, and starts once the first is gone (killed: the lock goes
+/// with its connection).
+#[actix_rt::test]
+async fn a_second_instance_on_one_postgres_database_refuses_to_start() {
+    let _serial = SERIAL.lock().await;
+    let Some(database) = fresh_postgres_database("rtcore_two") else {
+        return;
+    };
+    let mock = start_mock();
+    let first = Service::start(realtime_core_bin!(), &mock.service_env(&database));
+    let spill = tempfile::tempdir().unwrap();
+    let second = |spill: &std::path::Path| {
+        Command::new(env!("CARGO_BIN_EXE_realtime-core"))
+            .envs(mock.service_env(&database))
+            .env("PORT", "0")
+            .env("RTMP_INTERNAL_PORT", "0")
+            .env("TRANSCRIPT_SPILL_DIR", spill)
+            .env("RUST_LOG", "warn")
+            .output()
+            .unwrap()
+    };
+    let output = second(spill.path());
+    assert_eq!(output.status.code(), Some(1), "the second instance started");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(
+        lines.len() == 1 && lines[0].contains("another realtime-core instance"),
+        "expected one clear line, got: {stderr}"
+    );
+    assert!(
+        !stderr.contains("postgres:postgres@"),
+        "the password reached the log: {stderr}"
+    );
+
+    // The first one dies without a goodbye: the lock is free at once.
+    drop(first);
+    let next = Service::start(realtime_core_bin!(), &mock.service_env(&database));
+    assert!(next.log().contains("realtime-core ready"), "{}", next.log());
+}

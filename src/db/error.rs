@@ -35,6 +35,12 @@ pub enum DbError {
 
     #[error("spill file {path:?}: {message}")]
     Spill { path: PathBuf, message: String },
+
+    #[error(
+        "another realtime-core instance is running on {target}: two instances on one database \
+         would number the same sessions twice; give each instance its own database"
+    )]
+    AnotherInstance { target: String },
 }
 
 impl From<DbError> for StorageError {

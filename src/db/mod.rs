@@ -5,6 +5,7 @@
 //! - [`batcher`]: [`TranscriptBatcher`], the async actor that groups finals into batches and
 //!   retries through database outages.
 //! - [`spill`]: [`SpillFile`], where finals wait on disk beyond the batcher's memory bound.
+//! - [`instance_lock`]: one instance per PostgreSQL database (an advisory lock held while it runs).
 //! - [`high_water`]: each session's highest numbered `seq` on local disk, so numbering never
 //!   reuses one (finals still queued, the database down at a session's start).
 //! - [`ai_lock`]: the per-meeting AI coordinator lock (`AcquireAiLock`, `ReleaseAiLock`).
@@ -18,6 +19,7 @@ pub mod connection;
 pub mod error;
 pub mod executor;
 pub mod high_water;
+pub mod instance_lock;
 pub mod metrics;
 pub mod models;
 pub mod redact;

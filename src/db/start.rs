@@ -12,6 +12,7 @@ use super::batcher::{BatcherConfig, TranscriptBatcher};
 use super::connection::{establish, run_migrations, DbConnection};
 use super::error::DbError;
 use super::executor::DbExecutor;
+use super::instance_lock::{self, InstanceLock};
 use super::metrics::StorageMetrics;
 use super::redact::redact_url;
 use super::spill::{default_spill_dir, SpillFile};
@@ -32,6 +33,8 @@ pub struct StorageHandles {
     pub batcher: Addr<TranscriptBatcher>,
     /// Counters for the metrics endpoint.
     pub metrics: Arc<StorageMetrics>,
+    /// PostgreSQL: this instance's hold on the database (`super::instance_lock`).
+    pub instance_lock: Option<InstanceLock>,
 }
 
 /// [`start_storage_with`] with the default in-memory bound and spill file.
@@ -63,6 +66,8 @@ pub fn start_storage_with(
     database_url: &str,
     config: BatcherConfig,
 ) -> Result<StorageHandles, DbError> {
+    // First: a second instance on this database must not touch it (not even its spill file).
+    let instance_lock = instance_lock::take(database_url)?;
     let mut conn = establish(database_url)?;
     let applied = run_migrations(&mut conn)?;
     let backend = conn.backend_name();
@@ -134,6 +139,7 @@ pub fn start_storage_with(
         writer,
         batcher,
         metrics,
+        instance_lock,
     })
 }
 
