@@ -69,6 +69,10 @@ pub struct Args {
     /// Fail (exit 1) when the service has more threads than this in steady state.
     #[arg(long)]
     pub max_threads: Option<u64>,
+    /// Record the service's RSS, threads and open file descriptors every N seconds of the run
+    /// (the report's `soak` section; for long runs, e.g. `--seconds 3600 --sample-every 10`).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub sample_every: u64,
 }
 
 impl Args {

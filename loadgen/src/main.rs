@@ -20,6 +20,7 @@ mod process;
 mod publisher;
 mod report;
 mod sampling;
+mod soak;
 mod startup;
 mod stats;
 
@@ -127,6 +128,7 @@ async fn run(args: Args) -> anyhow::Result<i32> {
         phases: &phases,
         steady: &watch.steady,
         loadgen_steady: &watch.loadgen_steady,
+        series: &watch.series,
         after,
         metrics,
         service_log,

@@ -29,6 +29,7 @@ pub struct ReportInput<'a> {
     pub phases: &'a [Phase],
     pub steady: &'a [ProcSample],
     pub loadgen_steady: &'a [ProcSample],
+    pub series: &'a [crate::soak::Point],
     pub after: Option<ProcSample>,
     pub metrics: Value,
     pub service_log: (u64, u64),
@@ -251,5 +252,6 @@ pub fn report(input: ReportInput<'_>) -> Value {
             "client_unparsable_messages": input.gauges.unparsable.get(),
         },
         "database": db,
+        "soak": crate::soak::summary(input.series, input.args.sample_every),
     })
 }

@@ -13,6 +13,7 @@ use crate::args::Args;
 use crate::clients::ClientGauges;
 use crate::load::Publishers;
 use crate::process::{self, cpu_percent, ProcSample};
+use crate::soak;
 
 /// The service's sample at a named moment (`started`, `clients_connected`…).
 pub struct Phase {
@@ -38,6 +39,8 @@ pub struct Watch {
     pub thread_cpu: BTreeMap<String, f64>,
     /// Set when the service exited during the run.
     pub died: Option<std::process::ExitStatus>,
+    /// Every `--sample-every` seconds from the first publish (`crate::soak`).
+    pub series: Vec<soak::Point>,
 }
 
 /// Lets connection set-up work (actors, buffers) finish before RSS is read.
@@ -66,6 +69,7 @@ pub async fn watch(
     let mut died = None;
     let mut threads_at_window_start = BTreeMap::new();
     let mut threads_at_window_end = BTreeMap::new();
+    let mut series = Vec::new();
     let mut tick = tokio::time::interval_at(
         publishers.first_start + Duration::from_secs(1),
         Duration::from_secs(1),
@@ -78,6 +82,15 @@ pub async fn watch(
         }
         let now = sample("progress")?;
         let me = process::sample(self_pid);
+        let at_s = publishers.first_start.elapsed().as_secs_f64();
+        if (at_s.round() as u64).is_multiple_of(args.sample_every) {
+            series.push(soak::Point {
+                at_s,
+                rss_kb: now.rss_kb,
+                threads: now.threads,
+                fds: soak::open_fds(pid).unwrap_or(0),
+            });
+        }
         let messages = gauges.messages.get();
         let loadgen_cpu = match (&previous_self, &me) {
             (Some(a), Some(b)) => cpu_percent(a, b),
@@ -135,6 +148,7 @@ pub async fn watch(
         loadgen_steady,
         thread_cpu,
         died,
+        series,
     })
 }
 
