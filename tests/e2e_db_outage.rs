@@ -703,3 +703,82 @@ async fn postgres_down_when_a_session_starts_it_is_live_and_no_seq_is_reused() {
         ids.len()
     );
 }
+
+/// A stop while PostgreSQL is down still revokes the key for good: the revocation is retried
+/// until stored, so after the database is back and the service restarted, FFmpeg's publish
+/// with the old key is refused.
+#[actix_rt::test]
+async fn a_key_revoked_during_an_outage_stays_revoked_after_a_restart() {
+    let _serial = SERIAL.lock().await;
+    if !require_tools(&["ffmpeg", "espeak-ng", "sox"]) {
+        return;
+    }
+    let Some(pg) = PrivatePostgres::start() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let spill_dir = dir.path().join("spill");
+    let wav = make_speech(dir.path());
+    let mock = start_mock();
+    let env = [
+        service_env(&mock, &pg.url(), &spill_dir),
+        vec![(
+            "RTMP_STREAM_KEY_SECRET",
+            "outage-stream-key-secret".to_owned(),
+        )],
+    ]
+    .concat();
+    let service = Service::start(realtime_core_bin!(), &env);
+    let slug = "revoked-in-outage";
+    let (status, body) = service
+        .post_json(
+            &format!("/api/sessions/{slug}/transcription"),
+            serde_json::json!({}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let rtmp_url = body["rtmpUrl"].as_str().expect("rtmpUrl").to_owned();
+    let key = rtmp_url.rsplit('/').next().expect("key").to_owned();
+
+    pg.stop_server();
+    let stop = awc::Client::new()
+        .delete(service.url(&format!("/api/sessions/{slug}/transcription")))
+        .send()
+        .await
+        .expect("stop");
+    assert_eq!(stop.status().as_u16(), 200);
+    assert!(
+        poll(Duration::from_secs(20), || service
+            .log()
+            .contains("stream key revocation not stored yet"))
+        .await,
+        "the failed write was not reported; log:\n{}",
+        service.log()
+    );
+    pg.start_server();
+    assert!(
+        poll(Duration::from_secs(60), || service
+            .log()
+            .contains("stream key revocation stored"))
+        .await,
+        "the revocation was not retried into the database; log:\n{}",
+        service.log()
+    );
+    drop(service);
+
+    let service = Service::start(realtime_core_bin!(), &env);
+    let stderr = run_refused_publisher(
+        "ffmpeg",
+        &ffmpeg_speech_args(&wav, &service.rtmp_url(&key)),
+        Duration::from_secs(30),
+    )
+    .await;
+    eprintln!(
+        "ffmpeg with the key revoked during the outage: {}",
+        stderr.lines().last().unwrap_or("")
+    );
+    assert!(
+        mock.sessions().is_empty(),
+        "the revoked key's audio reached the provider"
+    );
+}

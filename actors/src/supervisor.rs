@@ -435,20 +435,37 @@ impl SessionSupervisor {
         if revoked.is_empty() {
             return;
         }
-        let store = self
-            .context
-            .storage
-            .revoke_stream_keys
-            .send(RevokeStreamKeys(revoked));
+        let store = self.context.storage.revoke_stream_keys.clone();
         let slug = self.slug.clone();
+        // Retried until stored or until every key has expired anyway (then there is nothing
+        // left to refuse): a database outage at the stop must not let a restarted instance
+        // accept the keys. One task per stop, sleeping between tries.
+        let last_expiry = revoked.iter().map(|k| k.expires_at).max().unwrap_or(0);
         actix_rt::spawn(async move {
-            match store.await {
-                Ok(Ok(())) => {}
-                Ok(Err(error)) => tracing::error!(session = %slug, %error,
-                    "stream key revocation not stored: this instance refuses the keys, a restarted one would accept them until they expire"),
-                Err(error) => {
-                    tracing::error!(session = %slug, %error, "stream key revocation not stored")
+            let mut delay = std::time::Duration::from_secs(1);
+            let mut failures = 0u32;
+            loop {
+                match store.send(RevokeStreamKeys(revoked.clone())).await {
+                    Ok(Ok(())) => {
+                        if failures > 0 {
+                            tracing::info!(session = %slug, failures, "stream key revocation stored");
+                        }
+                        return;
+                    }
+                    Ok(Err(error)) if failures == 0 => tracing::warn!(session = %slug, %error,
+                        "stream key revocation not stored yet: retrying (this instance refuses the keys meanwhile)"),
+                    Ok(Err(_)) => {}
+                    Err(error) => {
+                        tracing::error!(session = %slug, %error, "stream key revocation not stored: storage gone");
+                        return;
+                    }
                 }
+                failures += 1;
+                if unix_now() >= last_expiry {
+                    return;
+                }
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(std::time::Duration::from_secs(30));
             }
         });
     }
