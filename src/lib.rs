@@ -7,6 +7,7 @@
 //! - `rtmp`: the RTMP listener (rml_rtmp, one isolated task per connection).
 //! - `http`: HTTP API, the WebSocket upgrade, the middleware guarding `/api/*`, `ApiError`.
 //! - `auth`: client tokens (HS256 JWT): who a caller is and which sessions it may use.
+//! - `cluster`: cluster mode on Redis (leases, the transcript bus, the finals log).
 //! - `db`: diesel storage (SQLite or PostgreSQL), batched writes off the async arbiters.
 //! - `telemetry`: stderr logs and, with `OTEL_EXPORTER_OTLP_ENDPOINT`, OTLP trace export.
 //! - `escaped_log`: the stderr writer that keeps every log event on one line.
@@ -18,6 +19,7 @@
 
 pub mod app;
 pub mod auth;
+pub mod cluster;
 pub mod config;
 pub mod db;
 pub mod escaped_log;

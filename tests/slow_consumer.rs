@@ -91,6 +91,7 @@ fn start_server() -> Server {
         stream_key_issuer: ::actors::stream_keys::slug_as_key(),
         relay: None,
         relayed_session_idle: Duration::from_secs(60),
+        cluster: None,
     };
     let registry = SessionRegistry::new(SessionContext {
         settings: Arc::new(settings),

@@ -309,6 +309,7 @@ mod tests {
             stream_key_issuer: crate::stream_keys::slug_as_key(),
             relay: None,
             relayed_session_idle,
+            cluster: None,
         };
         SessionRegistry::new(SessionContext {
             settings: std::sync::Arc::new(settings),

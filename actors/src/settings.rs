@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use actix::prelude::*;
 
+use crate::messages::cluster::ClusterLink;
 use crate::persistence::Storage;
 use crate::relay::RelayMessage;
 use crate::stream_keys::StreamKeyIssuer;
@@ -33,6 +34,9 @@ pub struct SessionSettings {
     /// mode, receiving side: no publisher, no client) is retired this long after the last
     /// post, so posts for many meetings do not fill `max_sessions` over time.
     pub relayed_session_idle: std::time::Duration,
+    /// Cluster mode (`REDIS_URL`, docs/ARCHITECTURE.md#cluster-mode): leases, the bus and the
+    /// finals log. `None`: this instance is alone.
+    pub cluster: Option<ClusterLink>,
 }
 
 #[derive(Clone)]

@@ -13,9 +13,14 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use crate::broadcast::{
-    AddClient, BroadcastActor, BroadcastStatus, RemoveClient, ReportSpeaker, SayGoodbye,
+    AddClient, BecomeFollower, BecomeOwner, BroadcastActor, BroadcastStatus, BusAvailable,
+    RemoveClient, ReportSpeaker, SayGoodbye,
 };
 use crate::ingest::{DrainIngest, IngestActor, IngestReport, UseProvider, UsePublisher};
+use crate::messages::cluster::{
+    AskStop, ClusterNotice, ClusterUnavailable, JoinCluster, LeaseGrant, LeaseToken, LeaveCluster,
+    TakeLease,
+};
 use crate::messages::{
     AttachPublisher, ClientId, Deliver, NextReplayPage, ProviderFinished, ProviderPhase,
     ProviderStatus, PublishHandle, PublishRefused, PublisherId, SessionInstance, SessionRetired,
@@ -132,6 +137,29 @@ impl Lifecycle {
     }
 }
 
+/// Which instance ingests the session, in cluster mode (docs/ARCHITECTURE.md#cluster-mode).
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Ownership {
+    /// Not clustered: this instance is the only one.
+    Local,
+    /// Another instance ingests the session (or none does yet); this one serves its clients.
+    Following,
+    /// This instance ingests it and holds its lease.
+    Owner(LeaseToken),
+    /// This instance ingests it, but the cluster could not be reached when the publisher
+    /// came: the lease is taken again once the bus is back.
+    OwnerUnleased,
+}
+
+impl Ownership {
+    fn owns(&self) -> bool {
+        matches!(
+            self,
+            Ownership::Local | Ownership::Owner(_) | Ownership::OwnerUnleased
+        )
+    }
+}
+
 struct ProviderStream {
     id: u64,
     addr: SttStream,
@@ -173,6 +201,7 @@ pub struct SessionSupervisor {
     relayed_idle_check: bool,
     /// The stream key `rtmpUrl` shows, the keys in use and those revoked (docs/PROTOCOL.md#stream-keys).
     keys: SessionKeys,
+    ownership: Ownership,
 }
 
 impl SessionSupervisor {
@@ -183,6 +212,11 @@ impl SessionSupervisor {
         retired: Recipient<SessionRetired>,
     ) -> Self {
         let span = tracing::info_span!(parent: None, "session", session.slug = %slug);
+        let ownership = if context.settings.cluster.is_some() {
+            Ownership::Following
+        } else {
+            Ownership::Local
+        };
         SessionSupervisor {
             slug,
             span,
@@ -208,6 +242,7 @@ impl SessionSupervisor {
             keys: SessionKeys::default(),
             drained_waiters: Vec::new(),
             clients_gauge: ::metrics::Gauge::noop(),
+            ownership,
         }
     }
 
@@ -245,7 +280,8 @@ impl SessionSupervisor {
                 detail: self.detail.clone(),
             });
         }
-        if changed {
+        // The `sessions` row is the owner's to write: a follower's local state would hide it.
+        if changed && self.ownership.owns() {
             self.context
                 .storage
                 .save_session_state
@@ -254,6 +290,83 @@ impl SessionSupervisor {
                     state,
                 });
         }
+    }
+
+    /// A publisher arrived here: in cluster mode the session's lease is taken first (whoever
+    /// held it stops ingesting), so this instance numbers from what the cluster committed.
+    fn take_lease_and_attach(
+        &mut self,
+        msg: AttachPublisher,
+        ctx: &mut Context<Self>,
+    ) -> ResponseActFuture<Self, Result<PublishHandle, PublishRefused>> {
+        let cluster = self.context.settings.cluster.clone();
+        match (&self.ownership, cluster) {
+            (Ownership::Following | Ownership::OwnerUnleased, Some(cluster)) => {
+                let take = cluster.take_lease.send(TakeLease {
+                    session_slug: self.slug.clone(),
+                });
+                Box::pin(take.into_actor(self).map(move |grant, act, ctx| {
+                    let grant = grant
+                        .map_err(|e| ClusterUnavailable(e.to_string()))
+                        .and_then(|g| g);
+                    act.became_owner(grant);
+                    act.attach(msg, ctx)
+                }))
+            }
+            _ => Box::pin(fut::ready(self.attach(msg, ctx))),
+        }
+    }
+
+    fn became_owner(&mut self, grant: Result<LeaseGrant, ClusterUnavailable>) {
+        let Some(broadcast) = &self.broadcast else {
+            return;
+        };
+        match grant {
+            Ok(grant) => {
+                tracing::info!(session = %self.slug, committed_seq = grant.committed_seq, "this instance owns the session");
+                broadcast.do_send(BecomeOwner {
+                    token: Some(grant.token.clone()),
+                    committed_seq: grant.committed_seq,
+                });
+                self.ownership = Ownership::Owner(grant.token);
+            }
+            Err(error) => {
+                tracing::warn!(session = %self.slug, %error, "cluster unreachable: ingesting without a lease, numbering from this instance's last seq");
+                broadcast.do_send(BecomeOwner {
+                    token: None,
+                    committed_seq: 0,
+                });
+                self.ownership = Ownership::OwnerUnleased;
+            }
+        }
+    }
+
+    /// Another instance took the session (or the lease could not be kept): stop ingesting at
+    /// once, and serve this instance's clients from the bus.
+    fn lost_lease(&mut self) {
+        if !matches!(
+            self.ownership,
+            Ownership::Owner(_) | Ownership::OwnerUnleased
+        ) {
+            return;
+        }
+        tracing::info!(session = %self.slug, "the session moved to another instance: ingest stopped here");
+        self.ownership = Ownership::Following;
+        if let Some(broadcast) = &self.broadcast {
+            broadcast.do_send(BecomeFollower);
+        }
+        if let Some(mut publisher) = self.publisher.take() {
+            // Its detach is then ignored: no publisher is current.
+            if let Some(replaced) = publisher.replaced.take() {
+                let _ = replaced.send(());
+            }
+        }
+        self.end_provider_stream();
+        self.set_state(
+            SessionState::WaitingForEgress,
+            "the meeting's audio moved to another instance",
+        );
+        self.notify_if_drained();
     }
 
     /// The state while audio may flow, given what the provider is doing.
@@ -386,6 +499,16 @@ impl SessionSupervisor {
             // Before the registry hears of it: a session reopened under this slug then
             // registers fresh series rather than losing them to this removal.
             SessionMetrics::forget(&self.slug);
+            if let Some(cluster) = &self.context.settings.cluster {
+                cluster.leave.do_send(LeaveCluster {
+                    session_slug: self.slug.clone(),
+                    instance: self.instance,
+                    lease: match &self.ownership {
+                        Ownership::Owner(token) => Some(token.clone()),
+                        _ => None,
+                    },
+                });
+            }
             self.retired.do_send(SessionRetired {
                 session_slug: self.slug.clone(),
                 instance: self.instance,
@@ -490,16 +613,24 @@ impl Actor for SessionSupervisor {
         self.clients_gauge.set(0.0);
         let settings = &self.context.settings;
         let me = ctx.address();
-        self.broadcast = Some(
-            BroadcastActor::new(
-                &self.slug,
-                self.context.storage.clone(),
-                settings.active_speaker_ttl,
-            )
-            .traced(self.span.clone())
-            .with_relay(settings.relay.clone())
-            .start(),
-        );
+        let broadcast = BroadcastActor::new(
+            &self.slug,
+            self.context.storage.clone(),
+            settings.active_speaker_ttl,
+        )
+        .traced(self.span.clone())
+        .with_relay(settings.relay.clone())
+        .with_cluster(settings.cluster.clone())
+        .start();
+        if let Some(cluster) = &settings.cluster {
+            cluster.join.do_send(JoinCluster {
+                session_slug: self.slug.clone(),
+                instance: self.instance,
+                notices: me.clone().recipient(),
+                bus: broadcast.clone().recipient(),
+            });
+        }
+        self.broadcast = Some(broadcast);
         self.ingest = Some(
             IngestActor::new(
                 self.slug.clone(),
@@ -533,10 +664,10 @@ impl Handler<AttachPublisher> for SessionSupervisor {
     /// not seen (minted before a restart) against the store's. Then [`Self::attach`].
     fn handle(&mut self, msg: AttachPublisher, ctx: &mut Self::Context) -> Self::Result {
         let Some(key) = msg.key.clone() else {
-            return Box::pin(fut::ready(self.attach(msg, ctx)));
+            return self.take_lease_and_attach(msg, ctx);
         };
         match self.keys.standing(&key.nonce) {
-            KeyStanding::Known => Box::pin(fut::ready(self.attach(msg, ctx))),
+            KeyStanding::Known => self.take_lease_and_attach(msg, ctx),
             KeyStanding::Revoked => Box::pin(fut::ready(Err(PublishRefused::KeyRevoked))),
             KeyStanding::Unknown => {
                 let check = self
@@ -546,24 +677,23 @@ impl Handler<AttachPublisher> for SessionSupervisor {
                     .send(IsStreamKeyRevoked {
                         nonce: key.nonce.clone(),
                     });
-                Box::pin(check.into_actor(self).map(move |answer, act, ctx| {
-                    match (answer, act.keys.standing(&key.nonce)) {
+                Box::pin(check.into_actor(self).then(move |answer, act, ctx| {
+                    let refused = match (answer, act.keys.standing(&key.nonce)) {
                         // Revoked by a stop while the store was being asked.
-                        (_, KeyStanding::Revoked) | (Ok(Ok(true)), _) => {
-                            Err(PublishRefused::KeyRevoked)
-                        }
+                        (_, KeyStanding::Revoked) | (Ok(Ok(true)), _) => PublishRefused::KeyRevoked,
                         (Ok(Ok(false)), _) => {
                             act.keys.accept(&key.nonce, key.expires_at);
-                            act.attach(msg, ctx)
+                            return act.take_lease_and_attach(msg, ctx);
                         }
                         (Ok(Err(error)), _) => {
                             tracing::warn!(session = %act.slug, %error, "stream key not checked: refusing the publish");
-                            Err(PublishRefused::Other(
+                            PublishRefused::Other(
                                 "the stream key cannot be checked now (database unavailable); retry".into(),
-                            ))
+                            )
                         }
-                        (Err(_), _) => Err(PublishRefused::Other("storage unavailable".into())),
-                    }
+                        (Err(_), _) => PublishRefused::Other("storage unavailable".into()),
+                    };
+                    Box::pin(fut::ready(Err(refused)))
                 }))
             }
         }
@@ -772,6 +902,12 @@ impl Handler<StopTranscription> for SessionSupervisor {
     type Result = MessageResult<StopTranscription>;
 
     fn handle(&mut self, _: StopTranscription, ctx: &mut Self::Context) -> Self::Result {
+        if let (Some(cluster), false) = (&self.context.settings.cluster, self.ownership.owns()) {
+            // The owner, wherever it runs, stops its ingest and provider too.
+            cluster.ask_stop.do_send(AskStop {
+                session_slug: self.slug.clone(),
+            });
+        }
         self.request_stop();
         self.revoke_keys();
         self.maybe_retire(ctx);
@@ -872,5 +1008,47 @@ impl Handler<GetBroadcast> for SessionSupervisor {
             self.check_relayed_idle(self.context.settings.relayed_session_idle, ctx);
         }
         self.broadcast.clone()
+    }
+}
+
+impl Handler<ClusterNotice> for SessionSupervisor {
+    type Result = ();
+
+    fn handle(&mut self, notice: ClusterNotice, ctx: &mut Self::Context) {
+        match notice {
+            ClusterNotice::LeaseLost => self.lost_lease(),
+            ClusterNotice::StopAsked => {
+                self.request_stop();
+                self.revoke_keys();
+            }
+            ClusterNotice::BusDown => {
+                if let Some(broadcast) = &self.broadcast {
+                    broadcast.do_send(BusAvailable(false));
+                }
+            }
+            ClusterNotice::BusBack => {
+                if let Some(broadcast) = &self.broadcast {
+                    broadcast.do_send(BusAvailable(true));
+                }
+                if self.ownership == Ownership::OwnerUnleased && self.publisher.is_some() {
+                    // Ingesting since before the cluster went away: take the lease now.
+                    if let Some(cluster) = self.context.settings.cluster.clone() {
+                        let take = cluster.take_lease.send(TakeLease {
+                            session_slug: self.slug.clone(),
+                        });
+                        take.into_actor(self)
+                            .map(|grant, act, _| {
+                                if act.ownership == Ownership::OwnerUnleased {
+                                    if let Ok(Ok(grant)) = grant {
+                                        act.became_owner(Ok(grant));
+                                    }
+                                }
+                            })
+                            .spawn(ctx);
+                    }
+                }
+            }
+        }
+        self.maybe_retire(ctx);
     }
 }

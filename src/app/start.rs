@@ -20,8 +20,9 @@ use anyhow::Context as _;
 
 use super::provider::provider;
 use crate::auth::Authenticator;
+use crate::cluster::{ClusterActor, ClusterConfig};
 use crate::config::Config;
-use crate::db::{start_storage_with, BatcherConfig, StorageHandles};
+use crate::db::{start_storage_with, BatcherConfig, Sharing, StorageHandles};
 use crate::http::{record_post_latency, routes, AiLocks, AppState, RequireToken};
 use crate::rtmp::stream_key::{identity_stream_key_validator, SignedStreamKeys};
 use crate::rtmp::{serve, RtmpConfig};
@@ -46,6 +47,25 @@ pub(super) struct Running {
     pub server_task: tokio::task::JoinHandle<std::io::Result<()>>,
 }
 
+/// Cluster mode (docs/ARCHITECTURE.md#cluster-mode): the Redis actor on a thread of its own,
+/// so a busy session thread never delays a commit or a lease renewal. An unreachable Redis is
+/// not a start-up failure: the instance serves its own sessions and joins when Redis answers.
+fn start_cluster(url: &str, lease: Duration) -> anyhow::Result<Addr<ClusterActor>> {
+    let instance_id = uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();
+    let actor = ClusterActor::new(ClusterConfig {
+        redis_url: url.to_owned(),
+        lease,
+        instance_id: instance_id.clone(),
+    })
+    .map_err(|e| anyhow::anyhow!("REDIS_URL is not a usable Redis URL ({})", e.category()))?;
+    tracing::info!(instance = %instance_id, lease_ms = lease.as_millis() as u64, "cluster mode: sessions shared through Redis");
+    let thread = Arbiter::new();
+    let addr = ClusterActor::start_in_arbiter(&thread.handle(), move |_| actor);
+    // The thread lives as long as the process.
+    std::mem::forget(thread);
+    Ok(addr)
+}
+
 /// Builds and starts everything. Must be called inside an actix `System`.
 pub(super) async fn start(config: &Config) -> anyhow::Result<Running> {
     // Before anything records: every docs/PROTOCOL.md#metrics metric goes to the registry /metrics reads.
@@ -59,9 +79,18 @@ pub(super) async fn start(config: &Config) -> anyhow::Result<Running> {
             max_queued: config.transcript_max_queued,
             spill_dir: Some(config.transcript_spill_dir.clone()),
             spill_max_bytes: config.transcript_spill_max_bytes,
+            sharing: if config.redis_url.is_some() {
+                Sharing::Cluster
+            } else {
+                Sharing::Alone
+            },
         },
     )
     .context("database")?;
+    let cluster = match &config.redis_url {
+        Some(url) => Some(start_cluster(url, config.cluster_lease)?),
+        None => None,
+    };
 
     let rtmp_addr = (config.rtmp_bind, config.rtmp_internal_port);
     let rtmp_listener = tokio::net::TcpListener::bind(rtmp_addr)
@@ -113,6 +142,7 @@ pub(super) async fn start(config: &Config) -> anyhow::Result<Running> {
             .map_or_else(::actors::stream_keys::slug_as_key, SignedStreamKeys::issuer),
         relay: relay.clone().map(Addr::recipient),
         relayed_session_idle: RELAYED_SESSION_IDLE,
+        cluster: cluster.as_ref().map(ClusterActor::link),
     };
     let registry = SessionRegistry::new(SessionContext {
         settings: Arc::new(settings),

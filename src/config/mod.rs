@@ -18,7 +18,7 @@ use crate::rtmp::{ProxyProtocol, TrustedProxies, PROXY_HEADER_TIMEOUT};
 
 use values::{
     address, bad, boolean, database_url, host, http_url, language, log_filter, millis, path,
-    relay_url, seconds, text, trusted_proxies, whole, BlankIsUnset, Trimmed,
+    redis_url, relay_url, seconds, text, trusted_proxies, whole, BlankIsUnset, Trimmed,
 };
 pub use values::{name_of, ConfigError};
 
@@ -231,6 +231,15 @@ pub struct Cli {
     #[arg(long, env = "MAX_CLIENTS_PER_SESSION", default_value = "2000",
           value_parser = whole(1usize, 1_000_000))]
     pub max_clients_per_session: usize,
+    /// Cluster mode: instances sharing this Redis (and one PostgreSQL DATABASE_URL) serve
+    /// any session from any instance.
+    #[arg(long, env = "REDIS_URL", hide_env_values = true, default_value = "",
+          hide_default_value = true, value_parser = BlankIsUnset(redis_url))]
+    pub redis_url: std::option::Option<String>,
+    /// Cluster mode: how long a session's owner holds it without renewing (a dead instance's
+    /// sessions can be taken after this), in ms (1000-60000).
+    #[arg(long, env = "CLUSTER_LEASE_MS", default_value = "5000", value_parser = millis(1000, 60_000))]
+    pub cluster_lease_ms: Duration,
     /// Log filter (tracing EnvFilter syntax).
     #[arg(long, env = "RUST_LOG", default_value = "info", value_parser = log_filter)]
     pub rust_log: String,
@@ -356,6 +365,9 @@ pub struct Config {
     pub insecure: bool,
     pub max_sessions: usize,
     pub max_clients_per_session: usize,
+    /// Cluster mode's Redis; `None`: this instance is alone.
+    pub redis_url: Option<String>,
+    pub cluster_lease: Duration,
     pub rust_log: String,
 }
 
@@ -404,6 +416,14 @@ impl Config {
         }
         let rtmp_proxy_protocol =
             proxy_protocol(cli.rtmp_proxy_protocol, cli.rtmp_trusted_proxies)?;
+        if cli.redis_url.is_some() && !database_url.starts_with("postgres") {
+            // Instances in a cluster number one session together: they need one database.
+            return Err(bad(
+                "DATABASE_URL",
+                "",
+                "a postgres://… URL shared by every instance when REDIS_URL is set",
+            ));
+        }
         let config = Config {
             http_host: cli.http_host,
             port: cli.port,
@@ -444,6 +464,8 @@ impl Config {
             insecure: cli.realtime_insecure,
             max_sessions: cli.max_sessions,
             max_clients_per_session: cli.max_clients_per_session,
+            redis_url: cli.redis_url,
+            cluster_lease: cli.cluster_lease_ms,
             rust_log: cli.rust_log,
         };
         config.check_exposure()?;

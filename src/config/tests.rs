@@ -300,7 +300,7 @@ fn every_setting_is_a_variable_and_redis_url_is_gone() {
         help.contains("[possible values: gladia, whisper]"),
         "{help}"
     );
-    assert!(!help.contains("REDIS_URL"), "{help}");
+    assert!(help.contains("[env: REDIS_URL"), "{help}");
 }
 
 #[test]

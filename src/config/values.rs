@@ -223,6 +223,18 @@ pub(crate) fn database_url(value: &str) -> Result<String, String> {
     }
 }
 
+/// Cluster mode's Redis (the value is never echoed: it may carry a password).
+pub(crate) fn redis_url(value: &str) -> Result<String, String> {
+    if ["redis://", "rediss://", "redis+unix://", "unix://"]
+        .iter()
+        .any(|scheme| value.starts_with(scheme))
+    {
+        Ok(value.to_owned())
+    } else {
+        Err("a redis://HOST:PORT[/DB] URL".to_owned())
+    }
+}
+
 /// A language code for a multilingual Whisper model.
 pub(crate) fn language(value: &str) -> Result<String, String> {
     if (2..=3).contains(&value.len()) && value.chars().all(|c| c.is_ascii_lowercase()) {

@@ -56,6 +56,9 @@ pub struct BatcherConfig {
     pub spill_dir: Option<PathBuf>,
     /// Bound of the spill file in bytes (`TRANSCRIPT_SPILL_MAX_BYTES`).
     pub spill_max_bytes: u64,
+    /// Whether other instances (of one cluster) use the database too
+    /// ([`super::sharing::Sharing`]).
+    pub sharing: super::sharing::Sharing,
 }
 
 impl Default for BatcherConfig {
@@ -66,6 +69,7 @@ impl Default for BatcherConfig {
             max_queued: 100_000,
             spill_dir: None,
             spill_max_bytes: DEFAULT_SPILL_MAX_BYTES,
+            sharing: super::sharing::Sharing::Alone,
         }
     }
 }

@@ -36,15 +36,30 @@ pub enum DbError {
     #[error("spill file {path:?}: {message}")]
     Spill { path: PathBuf, message: String },
 
-    #[error(
-        "another realtime-core instance is running on {target}: two instances on one database \
-         would number the same sessions twice; give each instance its own database"
-    )]
-    AnotherInstance { target: String },
+    #[error("{}", another_instance(target, *sharing))]
+    AnotherInstance {
+        target: String,
+        sharing: super::sharing::Sharing,
+    },
 }
 
 impl From<DbError> for StorageError {
     fn from(error: DbError) -> Self {
         StorageError(error.to_string())
+    }
+}
+
+fn another_instance(target: &str, sharing: super::sharing::Sharing) -> String {
+    match sharing {
+        super::sharing::Sharing::Alone => format!(
+            "another realtime-core instance is running on {target}: two instances on one database \
+             would number the same sessions twice; give each instance its own database, or run \
+             them as a cluster (REDIS_URL on every instance)"
+        ),
+        super::sharing::Sharing::Cluster => format!(
+            "a realtime-core instance without REDIS_URL is running on {target}: it would number \
+             the cluster's sessions on its own; give it REDIS_URL too, or this instance another \
+             database"
+        ),
     }
 }

@@ -6,6 +6,7 @@
 //!   retries through database outages.
 //! - [`spill`]: [`SpillFile`], where finals wait on disk beyond the batcher's memory bound.
 //! - [`instance_lock`]: one instance per PostgreSQL database (an advisory lock held while it runs).
+//! - [`sharing`]: whether the instances of a cluster share the database.
 //! - [`high_water`]: each session's highest numbered `seq` on local disk, so numbering never
 //!   reuses one (finals still queued, the database down at a session's start).
 //! - [`ai_lock`]: the per-meeting AI coordinator lock (`AcquireAiLock`, `ReleaseAiLock`).
@@ -24,6 +25,7 @@ pub mod metrics;
 pub mod models;
 pub mod redact;
 pub mod schema;
+pub mod sharing;
 pub mod spill;
 mod start;
 pub mod stream_keys;
@@ -35,6 +37,7 @@ pub use error::DbError;
 pub use executor::{DbExecutor, Ping, WriteFinals};
 pub use metrics::{StorageMetrics, StorageMetricsSnapshot};
 pub use redact::redact_url;
+pub use sharing::Sharing;
 pub use spill::{default_spill_dir, SpillFile, DEFAULT_SPILL_MAX_BYTES};
 pub use start::{start_storage, start_storage_with, StorageHandles};
 

@@ -67,9 +67,9 @@ pub fn start_storage_with(
     config: BatcherConfig,
 ) -> Result<StorageHandles, DbError> {
     // First: a second instance on this database must not touch it (not even its spill file).
-    let instance_lock = instance_lock::take(database_url)?;
+    let instance_lock = instance_lock::take(database_url, config.sharing)?;
     let mut conn = establish(database_url)?;
-    let applied = run_migrations(&mut conn)?;
+    let applied = instance_lock::migrating(&mut conn, run_migrations)?;
     let backend = conn.backend_name();
     let is_pg = matches!(conn, DbConnection::Pg(_));
 

@@ -13,6 +13,14 @@
 //! goes to the [`crate::relay::RelayPoster`] ([`BroadcastActor::with_relay`]); on the receiving
 //! instance [`RelayedTranscript`] fans a posted message out as if it were local, keeping the
 //! sender's `seq`.
+//!
+//! Cluster mode (docs/ARCHITECTURE.md#cluster-mode, [`BroadcastActor::with_cluster`]): the
+//! broadcaster of the instance that owns the session numbers its finals and commits each to
+//! the cluster before delivering it ([`cluster_seq::CommitQueue`]); on every other instance
+//! with clients of the session it follows the owner: it delivers the finals the bus brings
+//! with the owner's `seq`, fills any it missed from the cluster's log and then the database,
+//! and saves them too (the upsert stores each once), so a final the owner committed reaches
+//! the database even if the owner dies before writing it.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -21,6 +29,10 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use bytestring::ByteString;
 
+use crate::messages::cluster::{
+    BusFrame, BusKind, ClusterLink, CommitFinal, CommitOutcome, LeaseToken, PublishFrame,
+    ReadFinals,
+};
 use crate::messages::{
     now_ms, ClientId, Deliver, NextReplayPage, ReplayPage, SessionState, TranscriptEvent,
 };
@@ -36,9 +48,19 @@ use crate::relay::RelayMessage;
 use crate::speaker::{SpeakerReport, SpeakerTimeline};
 use crate::wire::{to_json, IncomingTranscript, TranscriptMessage};
 
+mod cluster_seq;
 mod replay;
 
+use cluster_seq::{judge_remote, CommitQueue, Remote};
 use replay::{judge_stored, PagePlan, ReplayRing, StoredPage};
+
+/// Finals read from the cluster's log or the database in one step of a fill.
+const FILL_PAGE: usize = 100;
+/// How often a fill asks the database again for finals it knows exist but that no store has
+/// yet (the owner's writer still holds them), before it reports them lost: 40 × 250 ms.
+const FILL_DB_TRIES: u32 = 40;
+/// Local provider events held while a new owner catches up with the cluster's log.
+const MAX_HELD_EVENTS: usize = 10_000;
 
 /// How many utterance ids are remembered as finalized (duplicate finals are ignored).
 const FINALIZED_MEMORY: usize = 4096;
@@ -69,6 +91,58 @@ enum Pending {
         IncomingTranscript,
         tokio::sync::oneshot::Sender<RelayOutcome>,
     ),
+    /// A frame another instance published, judged once the stored last `seq` is known.
+    Bus(BusFrame),
+}
+
+/// This instance's part in numbering the session (docs/ARCHITECTURE.md#cluster-mode).
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Role {
+    /// Not clustered, or the cluster unreachable when the publisher came: numbers alone.
+    Alone,
+    /// Holds the session's lease: numbers, and commits each final before delivering it.
+    Owner(LeaseToken),
+    /// Another instance owns the session: delivers what the bus brings with its `seq`.
+    Follower,
+}
+
+/// The owner, or the session's broadcaster when it becomes one (docs/ARCHITECTURE.md#cluster-mode).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct BecomeOwner {
+    /// `None`: the cluster could not be reached; number alone until it is back.
+    pub token: Option<LeaseToken>,
+    /// The highest `seq` the cluster has committed for the session: numbering continues
+    /// after it, once the finals up to it are delivered here.
+    pub committed_seq: i64,
+}
+
+/// Another instance took the session: deliver its finals from now on.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct BecomeFollower;
+
+/// The cluster's bus went away (`false`) or came back (`true`).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct BusAvailable(pub bool);
+
+/// A numbered final waiting for its commit.
+struct Committing {
+    record: FinalRecord,
+    outbound: Outbound,
+    received_at: Instant,
+}
+
+/// A follower (or a new owner) reading the finals it missed from the cluster's log, then the
+/// database.
+#[derive(Debug, Default)]
+struct Fill {
+    active: bool,
+    /// Asked again while active: another round once this one ends.
+    again: bool,
+    /// Database reads that found nothing yet (see [`FILL_DB_TRIES`]).
+    db_tries: u32,
 }
 
 #[derive(Message)]
@@ -147,6 +221,18 @@ pub struct BroadcastActor {
     relay: Option<Recipient<RelayMessage>>,
     /// Relayed partials: utterance id → (`ts`, `endedAt`) of the newest one delivered.
     relayed_partials: HashMap<String, (i64, i64)>,
+    /// Cluster mode: where finals are committed and frames published.
+    cluster: Option<ClusterLink>,
+    role: Role,
+    commits: CommitQueue<Committing>,
+    fill: Fill,
+    /// The highest `seq` known to exist anywhere (the bus, a lease grant): a fill goes on
+    /// until it has delivered up to here.
+    known_head: i64,
+    /// Provider events that came while a new owner was still catching up.
+    held: VecDeque<TranscriptEvent>,
+    /// The owner's newest status frame, for clients that subscribe here.
+    remote_status: Option<ByteString>,
 }
 
 impl BroadcastActor {
@@ -168,7 +254,24 @@ impl BroadcastActor {
             broadcast_loop_ms: ::metrics::histogram!(WS_BROADCAST_LOOP_MS),
             relay: None,
             relayed_partials: HashMap::new(),
+            cluster: None,
+            role: Role::Alone,
+            commits: CommitQueue::default(),
+            fill: Fill::default(),
+            known_head: 0,
+            held: VecDeque::new(),
+            remote_status: None,
         }
+    }
+
+    /// Cluster mode: the session starts as a follower; [`BecomeOwner`] when a publisher is
+    /// attached here.
+    pub fn with_cluster(mut self, cluster: Option<ClusterLink>) -> Self {
+        if cluster.is_some() {
+            self.role = Role::Follower;
+        }
+        self.cluster = cluster;
+        self
     }
 
     /// Also hands every message this actor emits to `relay` (HTTP broadcast mode).
@@ -206,13 +309,17 @@ impl BroadcastActor {
                         Numbering::Loading { pending } => pending,
                         Numbering::Ready { .. } => Vec::new(),
                     };
+                    // First what the cluster's log holds beyond the database (finals an owner
+                    // committed and has not written yet): local events wait for it.
+                    act.fill(ctx);
                     for item in pending {
                         match item {
-                            Pending::Local(event) => act.publish(event),
+                            Pending::Local(event) => act.publish(event, ctx),
                             Pending::Relayed(message, reply) => {
                                 let outcome = act.accept_relayed(message);
                                 let _ = reply.send(outcome);
                             }
+                            Pending::Bus(frame) => act.on_bus(frame, ctx),
                         }
                     }
                 }
@@ -254,14 +361,28 @@ impl BroadcastActor {
         }
     }
 
-    fn publish(&mut self, event: TranscriptEvent) {
+    fn publish(&mut self, event: TranscriptEvent, ctx: &mut Context<Self>) {
         let last_seq = match &mut self.numbering {
             Numbering::Loading { pending, .. } => {
                 pending.push(Pending::Local(event));
                 return;
             }
-            Numbering::Ready { last_seq, .. } => last_seq,
+            Numbering::Ready { last_seq, .. } => *last_seq,
         };
+        if self.role == Role::Follower {
+            // The session is owned elsewhere (its lease was taken while this provider stream
+            // was still ending): its numbers are not ours to give.
+            tracing::debug!(session = %self.session_slug, "a provider event after the session moved away: dropped");
+            return;
+        }
+        if self.fill.active {
+            // A new owner still catching up: numbering continues after what it reads.
+            if self.held.len() >= MAX_HELD_EVENTS {
+                self.held.pop_front();
+            }
+            self.held.push_back(event);
+            return;
+        }
         if self.finalized.contains(&event.utterance_id) {
             // A partial after its final, or a repeated final: never shown, never renumbered.
             return;
@@ -272,10 +393,9 @@ impl BroadcastActor {
             event.provider_speaker.as_deref(),
         );
         if event.is_final {
-            *last_seq += 1;
             let record = FinalRecord {
                 session_slug: self.session_slug.to_string(),
-                seq: *last_seq,
+                seq: self.commits.next_seq(last_seq),
                 utterance_id: event.utterance_id,
                 text: event.text,
                 speaker: speaker.to_string(),
@@ -284,20 +404,19 @@ impl BroadcastActor {
                 ended_at_ms: event.ended_at_ms,
                 language: event.language,
             };
-            // Never the text: transcripts are the meeting's content, not telemetry.
-            let _span = tracing::info_span!(parent: &self.span, "broadcast",
-                session.slug = %self.session_slug, transcript.seq = record.seq,
-                transcript.utterance_id = %record.utterance_id, broadcast.clients = self.clients.len())
-            .entered();
             let outbound = self.final_frame(&record, event.provisional);
             self.remember_final(record.utterance_id.clone());
-            self.keep_for_replay(record.seq, &outbound);
-            self.storage.save_final.do_send(SaveFinal(record));
-            if let Outbound::Final { frame, .. } = &outbound {
-                self.relay(true, frame);
+            let committing = Committing {
+                record,
+                outbound,
+                received_at: event.received_at,
+            };
+            if matches!(self.role, Role::Owner(_)) {
+                self.commits.push(committing.record.seq, committing);
+                self.commit_next(ctx);
+            } else {
+                self.deliver_final(committing);
             }
-            self.fan_out(outbound);
-            self.record_latency(event.received_at);
         } else {
             let message = TranscriptMessage {
                 kind: "transcript",
@@ -317,11 +436,319 @@ impl BroadcastActor {
             };
             let frame = ByteString::from(to_json(&message));
             self.relay(false, &frame);
+            self.publish_to_cluster(BusKind::Partial, &event.utterance_id, &frame);
             self.fan_out(Outbound::Partial {
                 utterance_id: event.utterance_id.as_str().into(),
                 frame,
             });
             self.record_latency(event.received_at);
+        }
+    }
+
+    /// A numbered final reaches everyone: the ring, the database, the relay, the clients.
+    fn deliver_final(&mut self, committing: Committing) {
+        let Committing {
+            record,
+            outbound,
+            received_at,
+        } = committing;
+        // Never the text: transcripts are the meeting's content, not telemetry.
+        let _span = tracing::info_span!(parent: &self.span, "broadcast",
+            session.slug = %self.session_slug, transcript.seq = record.seq,
+            transcript.utterance_id = %record.utterance_id, broadcast.clients = self.clients.len())
+        .entered();
+        if let Numbering::Ready { last_seq, .. } = &mut self.numbering {
+            *last_seq = record.seq;
+        }
+        self.keep_for_replay(record.seq, &outbound);
+        self.storage.save_final.do_send(SaveFinal(record));
+        if let Outbound::Final { frame, .. } = &outbound {
+            self.relay(true, frame);
+        }
+        self.fan_out(outbound);
+        self.record_latency(received_at);
+    }
+
+    /// The owner commits its finals one at a time, in order; each is delivered once the
+    /// cluster took it, or could not be asked (Redis away: the session carries on alone).
+    fn commit_next(&mut self, ctx: &mut Context<Self>) {
+        let (Some(cluster), Role::Owner(token)) = (&self.cluster, &self.role) else {
+            return;
+        };
+        let Some((seq, head)) = self.commits.start_next() else {
+            return;
+        };
+        let Outbound::Final {
+            utterance_id,
+            frame,
+            ..
+        } = &head.outbound
+        else {
+            return;
+        };
+        let commit = CommitFinal {
+            session_slug: self.session_slug.clone(),
+            token: token.clone(),
+            seq: *seq,
+            utterance_id: utterance_id.clone(),
+            frame: frame.clone(),
+        };
+        cluster
+            .commit_final
+            .send(commit)
+            .into_actor(self)
+            .map(|outcome, act, ctx| {
+                let outcome = outcome.unwrap_or(CommitOutcome::Unavailable);
+                match outcome {
+                    CommitOutcome::Committed | CommitOutcome::Unavailable => {
+                        if let Some((_, committed)) = act.commits.finish_head() {
+                            act.deliver_final(committed);
+                        }
+                        act.commit_next(ctx);
+                    }
+                    CommitOutcome::Fenced => {
+                        let dropped = act.commits.abandon();
+                        tracing::warn!(session = %act.session_slug, dropped,
+                            "another instance owns the session now: finals not committed are not delivered");
+                        act.become_follower();
+                        act.fill(ctx);
+                    }
+                }
+            })
+            .spawn(ctx);
+    }
+
+    fn publish_to_cluster(&self, kind: BusKind, utterance_id: &str, frame: &ByteString) {
+        if let (Some(cluster), Role::Owner(_)) = (&self.cluster, &self.role) {
+            cluster.publish.do_send(PublishFrame {
+                session_slug: self.session_slug.clone(),
+                kind,
+                utterance_id: utterance_id.into(),
+                frame: frame.clone(),
+            });
+        }
+    }
+
+    fn become_follower(&mut self) {
+        let dropped = self.commits.abandon() + self.held.len();
+        self.held.clear();
+        if dropped > 0 {
+            tracing::warn!(session = %self.session_slug, dropped, "the session moved to another instance: transcripts not yet committed here are dropped");
+        }
+        self.role = Role::Follower;
+    }
+
+    /// A frame the session's owner published on another instance.
+    fn on_bus(&mut self, frame: BusFrame, ctx: &mut Context<Self>) {
+        if self.role != Role::Follower {
+            // Ours, or an old owner's that the cluster's log already ordered before our lease.
+            return;
+        }
+        match frame.kind {
+            BusKind::Status => {
+                self.remote_status = Some(frame.frame.clone());
+                self.fan_out(Outbound::Control(frame.frame));
+            }
+            BusKind::Partial => {
+                if !self.fill.active && !self.finalized.contains(frame.utterance_id.as_ref()) {
+                    self.fan_out(Outbound::Partial {
+                        utterance_id: frame.utterance_id,
+                        frame: frame.frame,
+                    });
+                }
+            }
+            BusKind::Final => {
+                let Some(seq) = frame.seq else { return };
+                self.known_head = self.known_head.max(seq);
+                let last_seq = match &mut self.numbering {
+                    Numbering::Loading { pending } => {
+                        pending.push(Pending::Bus(frame));
+                        return;
+                    }
+                    Numbering::Ready { last_seq, .. } => *last_seq,
+                };
+                if self.fill.active {
+                    // The fill reads it from the log, in order.
+                    self.fill.again = true;
+                    return;
+                }
+                match judge_remote(seq, last_seq) {
+                    Remote::Duplicate => {}
+                    Remote::Next => self.accept_remote(frame),
+                    Remote::Gap => self.fill(ctx),
+                }
+            }
+        }
+    }
+
+    /// A final the owner committed: delivered with its `seq`, kept for replay and saved
+    /// (the upsert stores it once whoever else saves it).
+    fn accept_remote(&mut self, frame: BusFrame) {
+        let Some(seq) = frame.seq else { return };
+        let parsed = serde_json::from_str::<IncomingTranscript>(&frame.frame)
+            .map_err(|e| e.to_string())
+            .and_then(|m| m.validate().map(|()| m));
+        if let Numbering::Ready { last_seq, .. } = &mut self.numbering {
+            *last_seq = seq;
+        }
+        let message = match parsed {
+            Ok(message) if message.is_final && message.seq == Some(seq) => message,
+            Ok(_) => {
+                tracing::warn!(session = %self.session_slug, seq, "a final from the cluster that is not the final it claims to be: skipped");
+                return;
+            }
+            Err(error) => {
+                tracing::warn!(session = %self.session_slug, seq, error = %error, "a final from the cluster that is no transcript message: skipped");
+                return;
+            }
+        };
+        let ended_at = message.ended_at.unwrap_or(message.ts);
+        let record = FinalRecord {
+            session_slug: self.session_slug.to_string(),
+            seq,
+            utterance_id: message.utterance_id,
+            text: message.text,
+            speaker: message.speaker,
+            speaker_id: message.speaker_id,
+            started_at_ms: message.started_at.unwrap_or(ended_at),
+            ended_at_ms: ended_at,
+            language: message.language,
+        };
+        self.remember_final(record.utterance_id.clone());
+        let outbound = Outbound::Final {
+            session: self.session_slug.clone(),
+            seq,
+            utterance_id: frame.utterance_id,
+            frame: frame.frame,
+        };
+        self.keep_for_replay(seq, &outbound);
+        self.storage.save_final.do_send(SaveFinal(record));
+        self.fan_out(outbound);
+    }
+
+    /// Reads the finals after the last one delivered here from the cluster's log, page by
+    /// page; what the log no longer has (trimmed, or Redis restarted) from the database.
+    fn fill(&mut self, ctx: &mut Context<Self>) {
+        let Some(cluster) = &self.cluster else { return };
+        let Numbering::Ready { last_seq, .. } = &self.numbering else {
+            return;
+        };
+        if self.fill.active {
+            self.fill.again = true;
+            return;
+        }
+        self.fill.active = true;
+        let after = *last_seq;
+        cluster
+            .read_finals
+            .send(ReadFinals {
+                session_slug: self.session_slug.clone(),
+                after,
+                limit: FILL_PAGE,
+            })
+            .into_actor(self)
+            .map(move |answer, act, ctx| match answer {
+                Ok(Ok(frames)) if !frames.is_empty() => {
+                    for frame in frames {
+                        let last = act.delivered_seq();
+                        match frame.seq.map(|seq| judge_remote(seq, last)) {
+                            Some(Remote::Next) => act.accept_remote(frame),
+                            Some(Remote::Gap) => {
+                                // The log lost the ones before: the database has them.
+                                act.fill_from_database(ctx);
+                                return;
+                            }
+                            _ => {}
+                        }
+                    }
+                    act.fill.active = false;
+                    act.fill(ctx);
+                }
+                Ok(Ok(_)) if act.known_head > after => act.fill_from_database(ctx),
+                Ok(Ok(_)) => act.fill_done(ctx),
+                Ok(Err(error)) => {
+                    tracing::debug!(session = %act.session_slug, %error, "cluster log unavailable; filling when the bus is back");
+                    act.fill_done(ctx);
+                }
+                Err(_) => act.fill_done(ctx),
+            })
+            .spawn(ctx);
+    }
+
+    fn fill_from_database(&mut self, ctx: &mut Context<Self>) {
+        let after = self.delivered_seq();
+        let request = LoadFinalsAfter {
+            session_slug: self.session_slug.to_string(),
+            after_seq: after,
+            limit: FILL_PAGE as i64,
+        };
+        self.storage
+            .load_finals_after
+            .send(request)
+            .into_actor(self)
+            .map(move |answer, act, ctx| {
+                let records = match answer {
+                    Ok(Ok(records)) => records,
+                    _ => Vec::new(),
+                };
+                if records.is_empty() {
+                    act.fill.db_tries += 1;
+                    if act.fill.db_tries < FILL_DB_TRIES {
+                        ctx.run_later(Duration::from_millis(250), |act, ctx| {
+                            act.fill_from_database(ctx)
+                        });
+                        return;
+                    }
+                    let head = act.known_head;
+                    tracing::warn!(session = %act.session_slug, after, through = head,
+                        "finals the cluster numbered are in neither its log nor the database: skipped");
+                    if let Numbering::Ready { last_seq, .. } = &mut act.numbering {
+                        *last_seq = (*last_seq).max(head);
+                    }
+                } else {
+                    act.fill.db_tries = 0;
+                    for record in records {
+                        if record.seq <= act.delivered_seq() {
+                            continue;
+                        }
+                        if record.seq > act.delivered_seq() + 1 {
+                            tracing::warn!(session = %act.session_slug, after = act.delivered_seq(), next = record.seq,
+                                "finals missing from the database were skipped while following the cluster");
+                        }
+                        let outbound = act.final_frame(&record, false);
+                        act.remember_final(record.utterance_id.clone());
+                        if let Numbering::Ready { last_seq, .. } = &mut act.numbering {
+                            *last_seq = record.seq;
+                        }
+                        act.keep_for_replay(record.seq, &outbound);
+                        act.fan_out(outbound);
+                    }
+                }
+                act.fill.active = false;
+                act.fill(ctx);
+            })
+            .spawn(ctx);
+    }
+
+    fn fill_done(&mut self, ctx: &mut Context<Self>) {
+        self.fill.active = false;
+        self.fill.db_tries = 0;
+        if std::mem::take(&mut self.fill.again) {
+            self.fill(ctx);
+            return;
+        }
+        // A new owner caught up: what the provider said meanwhile is numbered now, in order.
+        let held: Vec<_> = self.held.drain(..).collect();
+        for event in held {
+            self.publish(event, ctx);
+        }
+    }
+
+    /// The `seq` of the last final delivered here (0 before the stored one is known).
+    fn delivered_seq(&self) -> i64 {
+        match &self.numbering {
+            Numbering::Ready { last_seq, .. } => *last_seq,
+            Numbering::Loading { .. } => 0,
         }
     }
 
@@ -439,6 +866,10 @@ impl BroadcastActor {
             Some(_) => Delivery::CatchingUp,
             None => Delivery::Live,
         };
+        if let (Role::Follower, Some(status)) = (&self.role, &self.remote_status) {
+            // The owner's state, after the local one the supervisor sent.
+            deliver(&msg.deliver, Outbound::Control(status.clone()));
+        }
         self.clients.insert(
             msg.id,
             ClientEntry {
@@ -556,8 +987,68 @@ impl Actor for BroadcastActor {
 impl Handler<TranscriptEvent> for BroadcastActor {
     type Result = ();
 
-    fn handle(&mut self, event: TranscriptEvent, _: &mut Self::Context) {
-        self.publish(event);
+    fn handle(&mut self, event: TranscriptEvent, ctx: &mut Self::Context) {
+        self.publish(event, ctx);
+    }
+}
+
+impl Handler<BusFrame> for BroadcastActor {
+    type Result = ();
+
+    fn handle(&mut self, frame: BusFrame, ctx: &mut Self::Context) {
+        self.on_bus(frame, ctx);
+    }
+}
+
+impl Handler<BecomeOwner> for BroadcastActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: BecomeOwner, ctx: &mut Self::Context) {
+        let was_follower = self.role == Role::Follower;
+        self.role = match msg.token {
+            Some(token) => Role::Owner(token),
+            None => Role::Alone,
+        };
+        self.remote_status = None;
+        self.known_head = self.known_head.max(msg.committed_seq);
+        if was_follower {
+            // Deliver what the last owner committed before numbering on from it.
+            self.fill(ctx);
+        }
+    }
+}
+
+impl Handler<BecomeFollower> for BroadcastActor {
+    type Result = ();
+
+    fn handle(&mut self, _: BecomeFollower, ctx: &mut Self::Context) {
+        if self.cluster.is_some() {
+            self.become_follower();
+            self.fill(ctx);
+        }
+    }
+}
+
+impl Handler<BusAvailable> for BroadcastActor {
+    type Result = ();
+
+    fn handle(&mut self, BusAvailable(up): BusAvailable, ctx: &mut Self::Context) {
+        if self.role != Role::Follower {
+            return;
+        }
+        if up {
+            self.fill(ctx);
+            if let Some(status) = self.remote_status.clone() {
+                self.fan_out(Outbound::Control(status));
+            }
+        } else {
+            let frame = status_frame(
+                &self.session_slug,
+                SessionState::Reconnecting,
+                "cluster bus unavailable: live transcripts resume, and missed ones are filled in, when it is back",
+            );
+            self.fan_out(Outbound::Control(frame));
+        }
     }
 }
 
@@ -623,7 +1114,12 @@ impl Handler<BroadcastStatus> for BroadcastActor {
     type Result = ();
 
     fn handle(&mut self, msg: BroadcastStatus, _: &mut Self::Context) {
+        if self.role == Role::Follower {
+            // The owner's status reaches these clients over the bus.
+            return;
+        }
         let frame = status_frame(&self.session_slug, msg.state, &msg.detail);
+        self.publish_to_cluster(BusKind::Status, "", &frame);
         self.fan_out(Outbound::Control(frame));
     }
 }

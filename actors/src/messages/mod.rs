@@ -12,10 +12,13 @@
 //! - [`client`]: frames for one WebSocket client.
 //! - [`replay`]: a resuming client pulling the finals it missed, page by page.
 //! - [`session`]: a session's state as everyone outside sees it, and its retirement.
+//! - [`cluster`]: cluster mode's contract (leases, committed finals, the bus), answered by
+//!   the service crate's Redis actor.
 //! - [`clock`]: wall-clock milliseconds, the one place the messages read the time.
 
 pub mod client;
 pub mod clock;
+pub mod cluster;
 pub mod provider;
 pub mod publish;
 pub mod replay;

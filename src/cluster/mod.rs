@@ -1,0 +1,17 @@
+//! Cluster mode (`REDIS_URL`, docs/ARCHITECTURE.md#cluster-mode): several instances share one
+//! PostgreSQL database and one Redis, any of them accepts any publish and any client.
+//!
+//! - [`actor`]: `ClusterActor`, the one Redis client: leases, commits, the log, publishing.
+//! - [`subscriber`]: the bus subscriber, routing other instances' frames to local sessions.
+//! - [`membership`]: which local sessions follow which slug, which leases are held here.
+//! - [`envelope`]: what instances say to each other, checked like any peer's input.
+//! - [`keys`] and [`scripts`]: the Redis layout and the atomic steps on it.
+
+pub mod actor;
+pub mod envelope;
+pub mod keys;
+pub mod membership;
+pub mod scripts;
+pub mod subscriber;
+
+pub use actor::{ClusterActor, ClusterConfig};

@@ -1,0 +1,246 @@
+//! Cluster mode against the real binary (docs/ARCHITECTURE.md#cluster-mode): three instances on
+//! loopback ports sharing one real Redis and one fresh PostgreSQL database, a real FFmpeg
+//! publish, the mock provider, and a WebSocket client on every instance.
+
+use std::time::Duration;
+
+use serde_json::Value;
+use test_harness::*;
+
+/// The Redis the test command starts (or finds) on loopback.
+fn redis_url() -> Option<String> {
+    let url = std::env::var("REDIS_URL_TEST").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let address = url
+        .trim_start_matches("redis://")
+        .split('/')
+        .next()
+        .unwrap_or("127.0.0.1:6379")
+        .to_owned();
+    match std::net::TcpStream::connect_timeout(
+        &address
+            .parse()
+            .expect("REDIS_URL_TEST is redis://HOST:PORT"),
+        Duration::from_secs(2),
+    ) {
+        Ok(_) => Some(url),
+        Err(e) => {
+            unavailable(&format!("Redis is not reachable at {url}: {e}"));
+            None
+        }
+    }
+}
+
+/// A session slug no other test (or earlier run against the same Redis) has used.
+fn fresh_slug(prefix: &str) -> String {
+    format!(
+        "{prefix}-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..10]
+    )
+}
+
+/// `count` instances of one cluster.
+fn start_cluster(
+    mock: &MockProvider,
+    database_url: &str,
+    redis: &str,
+    count: usize,
+) -> Vec<Service> {
+    (0..count)
+        .map(|_| {
+            Service::start(
+                realtime_core_bin!(),
+                &mock.service_env_with(database_url, &[("REDIS_URL", redis)]),
+            )
+        })
+        .collect()
+}
+
+/// The finals' `seq`s, in the order the client got them.
+fn seqs(finals: &[Value]) -> Vec<i64> {
+    finals.iter().filter_map(|f| f["seq"].as_i64()).collect()
+}
+
+#[actix_rt::test]
+async fn clients_on_every_instance_get_every_final_once_in_order_with_one_numbering() {
+    let _serial = SERIAL.lock().await;
+    if !require_tools(&["ffmpeg", "espeak-ng", "sox"]) {
+        return;
+    }
+    let (Some(redis), Some(database_url)) =
+        (redis_url(), fresh_postgres_database("rtcore_cluster"))
+    else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let wav = make_speech(dir.path());
+    let mock = start_mock();
+    let cluster = start_cluster(&mock, &database_url, &redis, 3);
+    let slug = fresh_slug("cluster-fanout");
+    let mut clients = Vec::new();
+    for instance in &cluster {
+        clients.push(WsClient::connect(instance, &format!("sessionSlug={slug}")).await);
+    }
+
+    // The meeting's audio arrives at the second instance only.
+    run_publisher(
+        "ffmpeg",
+        &ffmpeg_speech_args(&wav, &cluster[1].rtmp_url(&slug)),
+        Duration::from_secs(90),
+    )
+    .await;
+    mock.assert_one_session_closed(&cluster[1], Duration::from_secs(30))
+        .await;
+    let provider = mock.sessions().remove(0);
+    let expected = provider.finals_sent.len();
+    assert!(expected >= 3, "the mock found only {expected} utterances");
+
+    for (i, client) in clients.iter().enumerate() {
+        let all = client
+            .wait_until(Duration::from_secs(10), |m| {
+                m.iter().filter(|m| m["isFinal"] == true).count() >= expected
+            })
+            .await;
+        assert!(
+            all,
+            "instance {i}: {} of {expected} finals\n{}",
+            client.finals().len(),
+            cluster[i].log_tail(40)
+        );
+    }
+    // Nothing more arrives late (a duplicate would show here).
+    let settled = clients[0]
+        .wait_until(Duration::from_millis(500), |m| {
+            m.iter().filter(|m| m["isFinal"] == true).count() > expected
+        })
+        .await;
+    assert!(!settled, "a final arrived twice");
+    let reference = clients[1].finals();
+    for (i, client) in clients.iter().enumerate() {
+        let finals = client.finals();
+        assert_eq!(
+            seqs(&finals),
+            (1..=expected as i64).collect::<Vec<_>>(),
+            "instance {i}: not every final once, in order"
+        );
+        for (got, want) in finals.iter().zip(&reference) {
+            assert_eq!(
+                (&got["utteranceId"], &got["text"], &got["speaker"]),
+                (&want["utteranceId"], &want["text"], &want["speaker"]),
+                "instance {i} got another final for seq {}",
+                got["seq"]
+            );
+        }
+        assert_transcript_stream(&client.snapshot(), &slug);
+    }
+    for (sent, got) in provider.finals_sent.iter().zip(&reference) {
+        assert_eq!(got["text"], sent.text.trim_start());
+    }
+    // Followers saw the owner's state, not their own idea of it.
+    let live_seen = clients[0]
+        .snapshot()
+        .iter()
+        .any(|m| m["type"] == "status" && m["state"] == "live");
+    assert!(live_seen, "a follower's client never saw the session live");
+
+    let stored =
+        wait_for_stored_finals(&database_url, &slug, expected, Duration::from_secs(10)).await;
+    assert_eq!(
+        stored.iter().map(|f| f.seq).collect::<Vec<_>>(),
+        (1..=expected as i64).collect::<Vec<_>>(),
+        "the database holds each final once"
+    );
+    let ids: Vec<&str> = reference
+        .iter()
+        .filter_map(|f| f["utteranceId"].as_str())
+        .collect();
+    assert_eq!(
+        stored
+            .iter()
+            .map(|f| f.utterance_id.as_str())
+            .collect::<Vec<_>>(),
+        ids
+    );
+
+    // A client that resumes on the third instance gets the rest from there.
+    let resumed = WsClient::connect(&cluster[2], &format!("sessionSlug={slug}&lastSeq=1")).await;
+    assert!(
+        resumed
+            .wait_until(Duration::from_secs(10), |m| {
+                m.iter().filter(|m| m["isFinal"] == true).count() >= expected - 1
+            })
+            .await
+    );
+    assert_eq!(
+        seqs(&resumed.finals()),
+        (2..=expected as i64).collect::<Vec<_>>()
+    );
+}
+
+#[actix_rt::test]
+async fn a_stop_on_any_instance_ends_the_session_where_it_is_ingested() {
+    let _serial = SERIAL.lock().await;
+    if !require_tools(&["ffmpeg", "espeak-ng", "sox"]) {
+        return;
+    }
+    let (Some(redis), Some(database_url)) =
+        (redis_url(), fresh_postgres_database("rtcore_cluster"))
+    else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let wav = make_long_speech(dir.path(), 30.0);
+    let mock = start_mock();
+    let cluster = start_cluster(&mock, &database_url, &redis, 2);
+    let slug = fresh_slug("cluster-stop");
+    let watcher = WsClient::connect(&cluster[1], &format!("sessionSlug={slug}")).await;
+    let _publisher = tokio::process::Command::new("ffmpeg")
+        .args(ffmpeg_speech_args(&wav, &cluster[0].rtmp_url(&slug)))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("ffmpeg starts");
+    assert!(
+        watcher
+            .wait_until(Duration::from_secs(30), |m| m
+                .iter()
+                .any(|m| m["isFinal"] == true))
+            .await,
+        "no final reached the other instance"
+    );
+    // The stop arrives at the instance without the publisher.
+    let (status, body) = service_delete(&cluster[1], &slug).await;
+    assert_eq!(status, 200, "{body}");
+    mock.assert_one_session_closed(&cluster[0], Duration::from_secs(15))
+        .await;
+    assert!(
+        mock.sessions()[0].stop_received,
+        "the owner sent no stop_recording"
+    );
+    // The owner's clients (here the other instance's) hear it end; the owner, with no client
+    // of its own, retires the session.
+    assert!(
+        watcher
+            .wait_until(Duration::from_secs(10), |m| m
+                .iter()
+                .any(|m| m["type"] == "status" && m["state"] == "ended"))
+            .await,
+        "the follower's client never saw the session end"
+    );
+    let (status, snapshot) = cluster[0].get_json(&format!("/api/sessions/{slug}")).await;
+    assert!(
+        status == 404 || snapshot["state"] == "ended",
+        "{status} {snapshot}"
+    );
+}
+
+async fn service_delete(service: &Service, slug: &str) -> (u16, Value) {
+    let mut response = awc::Client::new()
+        .delete(service.url(&format!("/api/sessions/{slug}/transcription")))
+        .send()
+        .await
+        .expect("DELETE");
+    let body = response.json::<Value>().await.unwrap_or(Value::Null);
+    (response.status().as_u16(), body)
+}
