@@ -2,7 +2,7 @@
 //! loopback ports sharing one real Redis and one fresh PostgreSQL database, a real FFmpeg
 //! publish, the mock provider, and a WebSocket client on every instance.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use test_harness::*;
@@ -243,4 +243,214 @@ async fn service_delete(service: &Service, slug: &str) -> (u16, Value) {
         .expect("DELETE");
     let body = response.json::<Value>().await.unwrap_or(Value::Null);
     (response.status().as_u16(), body)
+}
+
+/// A TCP proxy on loopback, as a load balancer in front of RTMP: each connection goes to the
+/// instance `target` names when it is accepted.
+struct TcpProxy {
+    address: std::net::SocketAddr,
+    target: std::sync::Arc<std::sync::Mutex<std::net::SocketAddr>>,
+}
+
+impl TcpProxy {
+    async fn start(target: std::net::SocketAddr) -> TcpProxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("proxy binds");
+        let address = listener.local_addr().unwrap();
+        let target = std::sync::Arc::new(std::sync::Mutex::new(target));
+        let current = target.clone();
+        actix_rt::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let to = *current.lock().unwrap();
+                actix_rt::spawn(async move {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(to).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+            }
+        });
+        TcpProxy { address, target }
+    }
+
+    fn route_to(&self, target: std::net::SocketAddr) {
+        *self.target.lock().unwrap() = target;
+    }
+
+    fn rtmp_url(&self, key: &str) -> String {
+        format!("rtmp://{}/live/{key}", self.address)
+    }
+}
+
+fn spawn_ffmpeg(args: Vec<String>) -> tokio::process::Child {
+    tokio::process::Command::new("ffmpeg")
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("ffmpeg starts")
+}
+
+fn final_count(client: &WsClient) -> usize {
+    client.finals().len()
+}
+
+#[actix_rt::test]
+async fn a_killed_owner_is_taken_over_by_the_reconnecting_publisher_with_one_numbering() {
+    let _serial = SERIAL.lock().await;
+    if !require_tools(&["ffmpeg", "espeak-ng", "sox"]) {
+        return;
+    }
+    let (Some(redis), Some(database_url)) =
+        (redis_url(), fresh_postgres_database("rtcore_cluster"))
+    else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let wav = make_long_speech(dir.path(), 24.0);
+    let wav_s = wav.to_str().unwrap().to_owned();
+    let mock = start_mock();
+    let mut cluster = start_cluster(&mock, &database_url, &redis, 3);
+    let slug = fresh_slug("cluster-kill");
+    let proxy = TcpProxy::start(cluster[0].rtmp).await;
+    let on_owner = WsClient::connect(&cluster[0], &format!("sessionSlug={slug}")).await;
+    let on_b = WsClient::connect(&cluster[1], &format!("sessionSlug={slug}")).await;
+    let on_c = WsClient::connect(&cluster[2], &format!("sessionSlug={slug}")).await;
+
+    let published_at = Instant::now();
+    let mut first = spawn_ffmpeg(ffmpeg_speech_args(&wav, &proxy.rtmp_url(&slug)));
+    // Mid-speech: a few finals in, and a partial of an utterance that has no final yet.
+    assert!(
+        on_c.wait_until(Duration::from_secs(30), |m| {
+            let finals: Vec<&Value> = m.iter().filter(|m| m["isFinal"] == true).collect();
+            finals.len() >= 2
+                && m.last().is_some_and(|last| {
+                    last["isFinal"] == false
+                        && !finals
+                            .iter()
+                            .any(|f| f["utteranceId"] == last["utteranceId"])
+                })
+        })
+        .await,
+        "no final and open utterance reached a follower\n{}",
+        cluster[0].log_tail(30)
+    );
+    let sent_before_kill = mock.sessions()[0].finals_sent.len();
+    cluster[0].signal("KILL");
+    let killed_at = published_at.elapsed();
+    assert!(cluster[0].wait_exit(Duration::from_secs(5)).await.is_some());
+    let _ = first.wait().await;
+
+    // Egress reconnects through the balancer, which now sends it to another instance: the
+    // rest of the meeting, from where the first publish was cut.
+    proxy.route_to(cluster[1].rtmp);
+    let resume_at = published_at.elapsed();
+    let offset = format!("{:.3}", resume_at.as_secs_f64());
+    let second = ffmpeg_args(
+        &[&["-re", "-ss", &offset, "-i", &wav_s][..], &EGRESS_AAC].concat(),
+        &proxy.rtmp_url(&slug),
+    );
+    let reconnect_gap = resume_at - killed_at;
+    assert!(
+        reconnect_gap < Duration::from_secs(2),
+        "reconnected after {reconnect_gap:?}"
+    );
+    run_publisher("ffmpeg", &second, Duration::from_secs(60)).await;
+    assert!(
+        mock.wait_for(Duration::from_secs(30), |s| s.len() == 2
+            && s[1].closed_with_1000)
+            .await,
+        "the new owner's provider session did not end\n{}",
+        cluster[1].log_tail(30)
+    );
+    let sessions = mock.sessions();
+    let before_kill = &sessions[0];
+    let after = &sessions[1];
+    let total = sent_before_kill + after.finals_sent.len();
+
+    // The client of the dead instance resumes on the third with the last seq it had.
+    let last_on_owner = on_owner
+        .finals()
+        .last()
+        .and_then(|f| f["seq"].as_i64())
+        .unwrap_or(0);
+    let resumed = WsClient::connect(
+        &cluster[2],
+        &format!("sessionSlug={slug}&lastSeq={last_on_owner}"),
+    )
+    .await;
+    for (name, client) in [("B", &on_b), ("C", &on_c)] {
+        assert!(
+            client
+                .wait_until(Duration::from_secs(10), |m| m
+                    .iter()
+                    .filter(|m| m["isFinal"] == true)
+                    .count()
+                    >= total)
+                .await,
+            "{name}: {} of {total} finals",
+            final_count(client)
+        );
+        let finals = client.finals();
+        assert_eq!(
+            seqs(&finals),
+            (1..=total as i64).collect::<Vec<_>>(),
+            "{name}: one numbering, no gap, no duplicate"
+        );
+        // Every final the provider sent before the kill, then the new provider session's.
+        let texts: Vec<&str> = finals.iter().filter_map(|f| f["text"].as_str()).collect();
+        let sent: Vec<String> = before_kill.finals_sent[..sent_before_kill]
+            .iter()
+            .chain(&after.finals_sent)
+            .map(|f| f.text.trim_start().to_owned())
+            .collect();
+        assert_eq!(texts, sent, "{name}: not the provider's finals");
+    }
+    assert!(
+        resumed
+            .wait_until(Duration::from_secs(10), |m| m
+                .iter()
+                .filter(|m| m["isFinal"] == true)
+                .count()
+                >= total - last_on_owner as usize)
+            .await
+    );
+    let mut all_seen: Vec<i64> = seqs(&on_owner.finals());
+    all_seen.extend(seqs(&resumed.finals()));
+    assert_eq!(
+        all_seen,
+        (1..=total as i64).collect::<Vec<_>>(),
+        "the dead instance's client, resumed elsewhere, missed or repeated a final"
+    );
+    let stored = wait_for_stored_finals(&database_url, &slug, total, Duration::from_secs(10)).await;
+    assert_eq!(
+        stored.iter().map(|f| f.seq).collect::<Vec<_>>(),
+        (1..=total as i64).collect::<Vec<_>>(),
+        "the database holds each final once"
+    );
+
+    // What the kill cost: audio the publisher sent that no provider session heard.
+    let heard_ms = |pcm: &[u8]| pcm.len() as u64 / 32;
+    let lost_in_owner =
+        killed_at.as_millis() as u64 - heard_ms(&before_kill.pcm).min(killed_at.as_millis() as u64);
+    eprintln!(
+        "takeover: killed at {} ms of audio; the dead owner's provider had heard {} ms ({} ms lost inside the killed instance); \
+         reconnect gap {} ms (audio not published); {} finals before the kill, {} after",
+        killed_at.as_millis(),
+        heard_ms(&before_kill.pcm),
+        lost_in_owner,
+        reconnect_gap.as_millis(),
+        sent_before_kill,
+        after.finals_sent.len()
+    );
+    assert!(
+        lost_in_owner < 1500,
+        "{lost_in_owner} ms of audio lost inside the killed instance"
+    );
+    assert!(
+        before_kill.finals_sent.len() == sent_before_kill,
+        "the provider sent a final to the dead owner as it was killed (a race the test avoids)"
+    );
 }
