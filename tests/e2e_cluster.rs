@@ -454,3 +454,153 @@ async fn a_killed_owner_is_taken_over_by_the_reconnecting_publisher_with_one_num
         "the provider sent a final to the dead owner as it was killed (a race the test avoids)"
     );
 }
+
+/// A Redis of the test's own on a free loopback port, so it can be killed and started again
+/// without disturbing the one other tests use.
+struct PrivateRedis {
+    port: u16,
+    child: Option<std::process::Child>,
+}
+
+impl PrivateRedis {
+    fn start() -> Option<PrivateRedis> {
+        if !require_tools(&["redis-server"]) {
+            return None;
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let mut redis = PrivateRedis { port, child: None };
+        redis.restart();
+        Some(redis)
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts the server (again) on its port and waits until it answers.
+    fn restart(&mut self) {
+        let child = std::process::Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
+            .args(["--save", "", "--appendonly", "no", "--dir", "/tmp"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server starts");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not listen");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// kill -9: everything it held is gone.
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+#[actix_rt::test]
+async fn redis_restarted_mid_meeting_loses_no_final_and_every_instance_catches_up() {
+    let _serial = SERIAL.lock().await;
+    if !require_tools(&["ffmpeg", "espeak-ng", "sox"]) {
+        return;
+    }
+    let (Some(mut redis), Some(database_url)) = (
+        PrivateRedis::start(),
+        fresh_postgres_database("rtcore_cluster"),
+    ) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let wav = make_long_speech(dir.path(), 24.0);
+    let mock = start_mock();
+    let cluster = start_cluster(&mock, &database_url, &redis.url(), 3);
+    let slug = fresh_slug("cluster-redis");
+    let mut clients = Vec::new();
+    for instance in &cluster {
+        clients.push(WsClient::connect(instance, &format!("sessionSlug={slug}")).await);
+    }
+    let publisher = spawn_ffmpeg(ffmpeg_speech_args(&wav, &cluster[0].rtmp_url(&slug)));
+
+    assert!(
+        clients[2]
+            .wait_until(Duration::from_secs(30), |m| m
+                .iter()
+                .filter(|m| m["isFinal"] == true)
+                .count()
+                >= 2)
+            .await
+    );
+    redis.kill();
+    // The owner carries on alone: its own client gets finals while Redis is away, and the
+    // followers' clients are told the bus is away.
+    let before = final_count(&clients[0]);
+    assert!(
+        clients[0]
+            .wait_until(Duration::from_secs(15), |m| m
+                .iter()
+                .filter(|m| m["isFinal"] == true)
+                .count()
+                >= before + 2)
+            .await,
+        "the owner stopped delivering while Redis was down\n{}",
+        cluster[0].log_tail(20)
+    );
+    for (i, client) in clients.iter().enumerate().skip(1) {
+        assert!(
+            client
+                .wait_until(Duration::from_secs(5), |m| m.iter().any(|m| m["type"]
+                    == "status"
+                    && m["detail"]
+                        .as_str()
+                        .is_some_and(|d| d.contains("cluster bus unavailable"))))
+                .await,
+            "instance {i}'s client was not told the bus is away"
+        );
+    }
+    redis.restart();
+    let mut publisher = publisher;
+    let _ = publisher.wait().await;
+    mock.assert_one_session_closed(&cluster[0], Duration::from_secs(30))
+        .await;
+    let expected = mock.sessions()[0].finals_sent.len();
+
+    for (i, client) in clients.iter().enumerate() {
+        assert!(
+            client
+                .wait_until(Duration::from_secs(15), |m| m
+                    .iter()
+                    .filter(|m| m["isFinal"] == true)
+                    .count()
+                    >= expected)
+                .await,
+            "instance {i}: {} of {expected} finals after Redis came back\n{}",
+            final_count(client),
+            cluster[i].log_tail(20)
+        );
+        assert_eq!(
+            seqs(&client.finals()),
+            (1..=expected as i64).collect::<Vec<_>>(),
+            "instance {i}: a final missing or repeated"
+        );
+    }
+    let stored =
+        wait_for_stored_finals(&database_url, &slug, expected, Duration::from_secs(10)).await;
+    assert_eq!(
+        stored.iter().map(|f| f.seq).collect::<Vec<_>>(),
+        (1..=expected as i64).collect::<Vec<_>>(),
+        "the database lost or repeated a final across the Redis restart"
+    );
+}
