@@ -11,6 +11,7 @@ passes the tools it found or installed in HAPROXY and KUBERNETES_VALIDATE (empty
 import ipaddress
 import os
 import re
+import shlex
 import shutil
 import socket
 import subprocess
@@ -115,12 +116,11 @@ def dockerfile_env(path):
         match = re.match(r"(?i)^ENV\s+(.*)$", line.strip())
         if not match:
             continue
-        body = match.group(1)
-        if "=" in body.split()[0]:
-            names += [m.group(1) for m in re.finditer(r"([A-Za-z_][A-Za-z0-9_]*)=", body)
-                      if not body[:m.start()].count('"') % 2]
-        else:  # legacy `ENV NAME value`
-            names.append(body.split()[0])
+        words = shlex.split(match.group(1))
+        if words and "=" in words[0]:
+            names += [w.split("=", 1)[0] for w in words if "=" in w]
+        elif words:  # legacy `ENV NAME value`
+            names.append(words[0])
     return names
 
 
