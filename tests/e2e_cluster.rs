@@ -604,3 +604,168 @@ async fn redis_restarted_mid_meeting_loses_no_final_and_every_instance_catches_u
         "the database lost or repeated a final across the Redis restart"
     );
 }
+
+/// One browser watching the meeting across the restarts: when its instance goes away it
+/// reconnects to another with the last `seq` it has, as docs/PROTOCOL.md tells clients to.
+struct Viewer {
+    connection: WsClient,
+    earlier: Vec<i64>,
+    /// The instance it is connected to.
+    at: usize,
+}
+
+impl Viewer {
+    async fn connect(service: &Service, at: usize, slug: &str) -> Viewer {
+        Viewer {
+            connection: WsClient::connect(service, &format!("sessionSlug={slug}")).await,
+            earlier: Vec::new(),
+            at,
+        }
+    }
+
+    fn seen(&self) -> Vec<i64> {
+        let mut all = self.earlier.clone();
+        all.extend(seqs(&self.connection.finals()));
+        all
+    }
+
+    /// Waits for its instance's goodbye (1001), then resumes on `service`.
+    async fn follow_to(&mut self, service: &Service, at: usize, slug: &str) {
+        let closed = self.connection.wait_closed(Duration::from_secs(60)).await;
+        assert_eq!(
+            closed.map(|(code, _)| code),
+            Some(1001),
+            "a shutdown says goodbye with 1001"
+        );
+        self.earlier = self.seen();
+        let last = self.earlier.last().copied().unwrap_or(0);
+        self.connection =
+            WsClient::connect(service, &format!("sessionSlug={slug}&lastSeq={last}")).await;
+        self.at = at;
+    }
+}
+
+/// SIGTERM off the test's runtime (the drain takes seconds; the clients and the proxy must
+/// keep running meanwhile).
+async fn terminate(service: Service) {
+    let code = actix_rt::task::spawn_blocking(move || {
+        let mut service = service;
+        service.terminate_within(Duration::from_secs(60))
+    })
+    .await
+    .expect("terminate task");
+    assert_eq!(code, Some(0), "a SIGTERM'd instance exits 0");
+}
+
+async fn start_instance(mock: &MockProvider, database_url: &str, redis: &str) -> Service {
+    let env = mock.service_env_with(database_url, &[("REDIS_URL", redis)]);
+    actix_rt::task::spawn_blocking(move || Service::start(realtime_core_bin!(), &env))
+        .await
+        .expect("start task")
+}
+
+#[actix_rt::test]
+async fn a_rolling_restart_during_a_meeting_loses_nothing_for_resuming_clients() {
+    let _serial = SERIAL.lock().await;
+    if !require_tools(&["ffmpeg", "espeak-ng", "sox"]) {
+        return;
+    }
+    let (Some(redis), Some(database_url)) =
+        (redis_url(), fresh_postgres_database("rtcore_cluster"))
+    else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let wav = make_long_speech(dir.path(), 60.0);
+    let wav_s = wav.to_str().unwrap().to_owned();
+    let mock = start_mock();
+    let mut cluster: Vec<Option<Service>> = start_cluster(&mock, &database_url, &redis, 3)
+        .into_iter()
+        .map(Some)
+        .collect();
+    let slug = fresh_slug("cluster-rolling");
+    let instance = |cluster: &[Option<Service>], i: usize| -> std::net::SocketAddr {
+        cluster[i].as_ref().expect("running").rtmp
+    };
+    let proxy = TcpProxy::start(instance(&cluster, 0)).await;
+    let mut viewers = Vec::new();
+    for (at, service) in cluster.iter().flatten().enumerate() {
+        viewers.push(Viewer::connect(service, at, &slug).await);
+    }
+    let started = Instant::now();
+    let mut publisher = spawn_ffmpeg(ffmpeg_speech_args(&wav, &proxy.rtmp_url(&slug)));
+
+    // Instance i is restarted while it ingests; egress then reconnects to the next one.
+    for step in 0..3 {
+        let next = (step + 1) % 3;
+        let sent = |s: &[mock_gladia::SessionRecord]| -> usize {
+            s.iter().map(|s| s.finals_sent.len()).sum()
+        };
+        let before = sent(&mock.sessions());
+        assert!(
+            mock.wait_for(Duration::from_secs(30), |s| sent(s) >= before + 2)
+                .await,
+            "step {step}: the provider sent no new finals\n{}",
+            cluster[step]
+                .as_ref()
+                .map(|c| c.log_tail(20))
+                .unwrap_or_default()
+        );
+        proxy.route_to(instance(&cluster, next));
+        let leaving = cluster[step].take().expect("running");
+        let terminated = terminate(leaving);
+        let resume = async {
+            // The old connection ends with its instance: egress reconnects at once.
+            let _ = publisher.wait().await;
+            let offset = format!("{:.3}", started.elapsed().as_secs_f64());
+            spawn_ffmpeg(ffmpeg_args(
+                &[&["-re", "-ss", &offset, "-i", &wav_s][..], &EGRESS_AAC].concat(),
+                &proxy.rtmp_url(&slug),
+            ))
+        };
+        let ((), next_publisher) = futures_util::join!(terminated, resume);
+        publisher = next_publisher;
+        let target = cluster[next].as_ref().expect("running");
+        for viewer in viewers.iter_mut().filter(|v| v.at == step) {
+            viewer.follow_to(target, next, &slug).await;
+        }
+        cluster[step] = Some(start_instance(&mock, &database_url, &redis).await);
+    }
+    // The meeting ends: the last owner stops its provider session cleanly.
+    let _ = publisher.wait().await;
+    let sessions = mock.sessions().len();
+    assert!(
+        mock.wait_for(Duration::from_secs(30), |s| s.len() == sessions
+            && s.iter().all(|s| s.closed_with_1000))
+            .await,
+        "a provider session did not end"
+    );
+    let total: usize = mock.sessions().iter().map(|s| s.finals_sent.len()).sum();
+    assert!(
+        sessions >= 4,
+        "{sessions} provider sessions for three restarts"
+    );
+    for (i, viewer) in viewers.iter().enumerate() {
+        let complete = viewer
+            .connection
+            .wait_until(Duration::from_secs(15), |m| {
+                m.iter().filter(|m| m["isFinal"] == true).count() + viewer.earlier.len() >= total
+            })
+            .await;
+        assert!(
+            complete,
+            "viewer {i}: {} of {total} finals",
+            viewer.seen().len()
+        );
+        assert_eq!(
+            viewer.seen(),
+            (1..=total as i64).collect::<Vec<_>>(),
+            "viewer {i} missed or repeated a final across the restarts"
+        );
+    }
+    let stored = wait_for_stored_finals(&database_url, &slug, total, Duration::from_secs(10)).await;
+    assert_eq!(
+        stored.iter().map(|f| f.seq).collect::<Vec<_>>(),
+        (1..=total as i64).collect::<Vec<_>>()
+    );
+}
