@@ -769,3 +769,68 @@ async fn a_rolling_restart_during_a_meeting_loses_nothing_for_resuming_clients()
         (1..=total as i64).collect::<Vec<_>>()
     );
 }
+
+/// A lone instance and a cluster on one database would number the same sessions apart: each
+/// refuses to start beside the other, in one line that names the fix and no password.
+#[actix_rt::test]
+async fn a_lone_instance_and_a_cluster_on_one_database_refuse_each_other() {
+    let _serial = SERIAL.lock().await;
+    let (Some(redis), Some(database_url)) =
+        (redis_url(), fresh_postgres_database("rtcore_cluster"))
+    else {
+        return;
+    };
+    let mock = start_mock();
+    let refused = |extra: &[(&str, &str)]| {
+        let spill = tempfile::tempdir().unwrap();
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_realtime-core"))
+            .env_remove("REDIS_URL")
+            .envs(mock.service_env(&database_url))
+            .envs(extra.iter().copied())
+            .env("PORT", "0")
+            .env("RTMP_INTERNAL_PORT", "0")
+            .env("TRANSCRIPT_SPILL_DIR", spill.path())
+            .env("RUST_LOG", "warn")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        let lines: Vec<String> = stderr
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(str::to_owned)
+            .collect();
+        assert_eq!(output.status.code(), Some(1), "it started: {stderr}");
+        assert_eq!(lines.len(), 1, "one clear line, got: {stderr}");
+        assert!(
+            !stderr.contains("postgres:postgres@"),
+            "the password reached the log"
+        );
+        lines[0].clone()
+    };
+    {
+        let _clustered = start_cluster(&mock, &database_url, &redis, 2);
+        let line = refused(&[]);
+        assert!(
+            line.contains("give it REDIS_URL too") || line.contains("run them as a cluster"),
+            "{line}"
+        );
+    }
+    let _alone = Service::start(realtime_core_bin!(), &mock.service_env(&database_url));
+    let line = refused(&[("REDIS_URL", redis.as_str())]);
+    assert!(line.contains("without REDIS_URL"), "{line}");
+    // And cluster mode on SQLite is refused before anything starts.
+    let dir = tempfile::tempdir().unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_realtime-core"))
+        .envs(mock.service_env(&sqlite_url(dir.path(), "x.db")))
+        .env("REDIS_URL", &redis)
+        .env("PORT", "0")
+        .env("RTMP_INTERNAL_PORT", "0")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "it started: {stderr}");
+    assert!(
+        stderr.contains("DATABASE_URL=\"sqlite:…\"") && stderr.contains("REDIS_URL is set"),
+        "{stderr}"
+    );
+}

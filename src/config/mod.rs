@@ -418,9 +418,11 @@ impl Config {
             proxy_protocol(cli.rtmp_proxy_protocol, cli.rtmp_trusted_proxies)?;
         if cli.redis_url.is_some() && !database_url.starts_with("postgres") {
             // Instances in a cluster number one session together: they need one database.
+            // Only the scheme: the rest of the URL may carry a password.
+            let scheme = database_url.split(':').next().unwrap_or_default();
             return Err(bad(
                 "DATABASE_URL",
-                "",
+                &format!("{scheme}:…"),
                 "a postgres://… URL shared by every instance when REDIS_URL is set",
             ));
         }
