@@ -177,7 +177,7 @@ async fn clients_on_every_instance_get_every_final_once_in_order_with_one_number
 }
 
 #[actix_rt::test]
-async fn a_stop_on_any_instance_ends_the_session_where_it_is_ingested() {
+async fn any_instance_lists_shows_and_stops_a_session_ingested_elsewhere() {
     let _serial = SERIAL.lock().await;
     if !require_tools(&["ffmpeg", "espeak-ng", "sox"]) {
         return;
@@ -190,7 +190,7 @@ async fn a_stop_on_any_instance_ends_the_session_where_it_is_ingested() {
     let dir = tempfile::tempdir().unwrap();
     let wav = make_long_speech(dir.path(), 30.0);
     let mock = start_mock();
-    let cluster = start_cluster(&mock, &database_url, &redis, 2);
+    let cluster = start_cluster(&mock, &database_url, &redis, 3);
     let slug = fresh_slug("cluster-stop");
     let watcher = WsClient::connect(&cluster[1], &format!("sessionSlug={slug}")).await;
     let _publisher = tokio::process::Command::new("ffmpeg")
@@ -209,8 +209,27 @@ async fn a_stop_on_any_instance_ends_the_session_where_it_is_ingested() {
             .await,
         "no final reached the other instance"
     );
-    // The stop arrives at the instance without the publisher.
-    let (status, body) = service_delete(&cluster[1], &slug).await;
+    // The third instance has neither the publisher nor a client, and knows the session live.
+    let (status, listed) = cluster[2].get_json("/api/sessions").await;
+    assert_eq!(status, 200);
+    let entry = listed["sessions"]
+        .as_array()
+        .and_then(|s| s.iter().find(|s| s["sessionSlug"] == slug.as_str()))
+        .unwrap_or_else(|| panic!("not listed on another instance: {listed}"));
+    assert_eq!(entry["state"], "live", "{entry}");
+    assert!(entry["publisher"].is_string(), "{entry}");
+    assert!(
+        entry.get("rtmpUrl").is_none(),
+        "the publish URL left its owner: {entry}"
+    );
+    let (status, shown) = cluster[2].get_json(&format!("/api/sessions/{slug}")).await;
+    assert_eq!(
+        (status, &shown["state"]),
+        (200, &Value::from("live")),
+        "{shown}"
+    );
+    // The stop arrives there too.
+    let (status, body) = service_delete(&cluster[2], &slug).await;
     assert_eq!(status, 200, "{body}");
     mock.assert_one_session_closed(&cluster[0], Duration::from_secs(15))
         .await;

@@ -114,6 +114,7 @@ fn start_server() -> Server {
         broadcast_secret: None,
         speaker_limits: Default::default(),
         auth: realtime_core::auth::Authenticator::new(None),
+        cluster: None,
     };
     let auth = realtime_core::auth::Authenticator::new(None);
     let server = HttpServer::new(move || {

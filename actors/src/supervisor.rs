@@ -18,8 +18,8 @@ use crate::broadcast::{
 };
 use crate::ingest::{DrainIngest, IngestActor, IngestReport, UseProvider, UsePublisher};
 use crate::messages::cluster::{
-    AskStop, ClusterNotice, ClusterUnavailable, JoinCluster, LeaseGrant, LeaseToken, LeaveCluster,
-    TakeLease,
+    AnnounceSession, AskStop, ClusterNotice, ClusterUnavailable, JoinCluster, LeaseGrant,
+    LeaseToken, LeaveCluster, TakeLease,
 };
 use crate::messages::{
     AttachPublisher, ClientId, Deliver, NextReplayPage, ProviderFinished, ProviderPhase,
@@ -280,6 +280,7 @@ impl SessionSupervisor {
                 detail: self.detail.clone(),
             });
         }
+        self.announce();
         // The `sessions` row is the owner's to write: a follower's local state would hide it.
         if changed && self.ownership.owns() {
             self.context
@@ -290,6 +291,21 @@ impl SessionSupervisor {
                     state,
                 });
         }
+    }
+
+    /// The owner tells the cluster's directory what its session looks like now.
+    fn announce(&self) {
+        let (Some(cluster), Ownership::Owner(_)) =
+            (&self.context.settings.cluster, &self.ownership)
+        else {
+            return;
+        };
+        let mut snapshot = self.snapshot();
+        snapshot.rtmp_url = None;
+        cluster.announce.do_send(AnnounceSession {
+            session_slug: self.slug.clone(),
+            snapshot: serde_json::to_value(snapshot).unwrap_or_default(),
+        });
     }
 
     /// A publisher arrived here: in cluster mode the session's lease is taken first (whoever
@@ -329,6 +345,7 @@ impl SessionSupervisor {
                     committed_seq: grant.committed_seq,
                 });
                 self.ownership = Ownership::Owner(grant.token);
+                self.announce();
             }
             Err(error) => {
                 tracing::warn!(session = %self.slug, %error, "cluster unreachable: ingesting without a lease, numbering from this instance's last seq");
@@ -760,6 +777,7 @@ impl SessionSupervisor {
         } else {
             self.set_state(SessionState::Live, "transcribing");
         }
+        self.announce();
         Ok(PublishHandle {
             audio: ingest.clone().recipient(),
             detach: ingest.recipient(),

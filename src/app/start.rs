@@ -181,6 +181,7 @@ pub(super) async fn start(config: &Config) -> anyhow::Result<Running> {
         broadcast_secret: config.realtime_broadcast_secret.as_deref().map(Into::into),
         speaker_limits: Default::default(),
         auth: auth.clone(),
+        cluster: cluster.clone(),
     };
     let server = HttpServer::new(move || {
         App::new()

@@ -10,14 +10,15 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ::actors::messages::cluster::{
-    AskStop, BusFrame, BusKind, ClusterLink, ClusterNotice, ClusterUnavailable, CommitFinal,
-    CommitOutcome, JoinCluster, LeaseGrant, LeaseToken, LeaveCluster, PublishFrame, ReadFinals,
-    TakeLease,
+    AnnounceSession, AskStop, BusFrame, BusKind, ClusterLink, ClusterNotice, ClusterUnavailable,
+    CommitFinal, CommitOutcome, JoinCluster, LeaseGrant, LeaseToken, LeaveCluster, PublishFrame,
+    ReadFinals, TakeLease,
 };
 use actix::prelude::*;
 use redis::aio::MultiplexedConnection;
 use redis::AsyncConnectionConfig;
 
+use super::directory::{self, Entry};
 use super::envelope::{self, Control};
 use super::keys;
 use super::membership::{Member, Membership};
@@ -44,7 +45,14 @@ struct Scripts {
     renew: redis::Script,
     release: redis::Script,
     commit: redis::Script,
+    directory_drop: redis::Script,
+    directory_expire: redis::Script,
 }
+
+/// Every live session the directory lists, except this instance's own (they are local).
+#[derive(Message)]
+#[rtype(result = "Result<Vec<Entry>, ClusterUnavailable>")]
+pub struct ListDirectory;
 
 pub struct ClusterActor {
     client: redis::Client,
@@ -68,6 +76,8 @@ impl ClusterActor {
                 renew: redis::Script::new(scripts::RENEW),
                 release: redis::Script::new(scripts::RELEASE),
                 commit: redis::Script::new(scripts::COMMIT),
+                directory_drop: redis::Script::new(scripts::DIRECTORY_DROP),
+                directory_expire: redis::Script::new(scripts::DIRECTORY_EXPIRE),
             }),
             conn: None,
             connecting: false,
@@ -86,6 +96,7 @@ impl ClusterActor {
             publish: addr.clone().recipient(),
             read_finals: addr.clone().recipient(),
             ask_stop: addr.clone().recipient(),
+            announce: addr.clone().recipient(),
         }
     }
 
@@ -152,11 +163,26 @@ impl ClusterActor {
         }
     }
 
+    /// The directory's field for a session held here, valid one lease from now.
+    fn directory_field(&self, snapshot: &serde_json::Value) -> String {
+        let until = ::actors::messages::now_ms() + self.config.lease.as_millis() as i64;
+        directory::encode(&self.config.instance_id, until, snapshot)
+    }
+
     fn renew_leases(&mut self, ctx: &mut Context<Self>) {
         let leases = self.members().leases();
         if leases.is_empty() {
             return;
         }
+        let fields: Vec<(String, String)> = self
+            .members()
+            .announced()
+            .into_iter()
+            .map(|(slug, snapshot)| {
+                let field = self.directory_field(&snapshot);
+                (slug, field)
+            })
+            .collect();
         let Some(mut conn) = self.connection(ctx) else {
             return;
         };
@@ -181,6 +207,15 @@ impl ClusterActor {
                         break;
                     }
                 }
+            }
+            if error.is_none() && !fields.is_empty() {
+                // Kept fresh with the lease: an entry nobody renews expires with it.
+                let written: redis::RedisResult<i64> = redis::cmd("HSET")
+                    .arg(directory::KEY)
+                    .arg(&fields)
+                    .query_async(&mut conn)
+                    .await;
+                error = written.err();
             }
             (lost, error)
         }
@@ -240,6 +275,7 @@ impl Handler<LeaveCluster> for ClusterActor {
             return;
         };
         let scripts = self.scripts.clone();
+        let owner = self.config.instance_id.clone();
         async move {
             let released: redis::RedisResult<i64> = scripts
                 .release
@@ -247,7 +283,14 @@ impl Handler<LeaveCluster> for ClusterActor {
                 .arg(&*token.0)
                 .invoke_async(&mut conn)
                 .await;
-            released
+            released?;
+            scripts
+                .directory_drop
+                .key(directory::KEY)
+                .arg(&msg.session_slug)
+                .arg(owner)
+                .invoke_async::<i64>(&mut conn)
+                .await
         }
         .into_actor(self)
         .map(|result, act, _| {
@@ -484,5 +527,89 @@ impl Handler<AskStop> for ClusterActor {
             }
         })
         .spawn(ctx);
+    }
+}
+
+impl Handler<AnnounceSession> for ClusterActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: AnnounceSession, ctx: &mut Self::Context) {
+        if !self
+            .members()
+            .announce(&msg.session_slug, msg.snapshot.clone())
+        {
+            return;
+        }
+        let field = self.directory_field(&msg.snapshot);
+        let Some(mut conn) = self.connection(ctx) else {
+            return;
+        };
+        async move {
+            let written: redis::RedisResult<i64> = redis::cmd("HSET")
+                .arg(directory::KEY)
+                .arg(&msg.session_slug)
+                .arg(field)
+                .query_async(&mut conn)
+                .await;
+            written
+        }
+        .into_actor(self)
+        .map(|result, act, _| {
+            if let Err(error) = result {
+                act.failed(&error);
+            }
+        })
+        .spawn(ctx);
+    }
+}
+
+impl Handler<ListDirectory> for ClusterActor {
+    type Result = ResponseActFuture<Self, Result<Vec<Entry>, ClusterUnavailable>>;
+
+    fn handle(&mut self, _: ListDirectory, ctx: &mut Self::Context) -> Self::Result {
+        let Some(mut conn) = self.connection(ctx) else {
+            return Box::pin(fut::ready(Err(ClusterUnavailable(
+                "Redis is not connected".into(),
+            ))));
+        };
+        let scripts = self.scripts.clone();
+        let me = self.config.instance_id.clone();
+        Box::pin(
+            async move {
+                let fields: std::collections::HashMap<String, Vec<u8>> = redis::cmd("HGETALL")
+                    .arg(directory::KEY)
+                    .query_async(&mut conn)
+                    .await?;
+                let now = ::actors::messages::now_ms();
+                let mut entries = Vec::new();
+                for (slug, value) in fields {
+                    match directory::decode(&slug, &value, now) {
+                        Ok(Some(entry)) if entry.owner != me => entries.push(entry),
+                        Ok(Some(_)) => {}
+                        Ok(None) => {
+                            // An owner that stopped renewing: gone, unless it wrote again.
+                            let _: redis::RedisResult<i64> = scripts
+                                .directory_expire
+                                .key(directory::KEY)
+                                .arg(&slug)
+                                .arg(value)
+                                .invoke_async(&mut conn)
+                                .await;
+                        }
+                        Err(error) => {
+                            tracing::warn!(session = %slug.escape_debug(), %error, "cluster: directory entry refused");
+                        }
+                    }
+                }
+                Ok::<_, redis::RedisError>(entries)
+            }
+            .into_actor(self)
+            .map(|listed, act, _| {
+                listed.map_err(|error| {
+                    act.failed(&error);
+                    ClusterUnavailable(error.category().to_owned())
+                })
+            }),
+        )
     }
 }

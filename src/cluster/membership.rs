@@ -18,6 +18,8 @@ pub struct Membership {
     /// Usually one session per slug; a retiring one and its successor can overlap.
     members: HashMap<String, Vec<Member>>,
     leases: HashMap<String, LeaseToken>,
+    /// The newest snapshot of each session held here, for the directory.
+    announced: HashMap<String, serde_json::Value>,
 }
 
 impl Membership {
@@ -42,7 +44,25 @@ impl Membership {
     pub fn release(&mut self, slug: &str, token: &LeaseToken) {
         if self.leases.get(slug) == Some(token) {
             self.leases.remove(slug);
+            self.announced.remove(slug);
         }
+    }
+
+    /// Keeps the snapshot of a session whose lease is held here; `false` for any other.
+    pub fn announce(&mut self, slug: &str, snapshot: serde_json::Value) -> bool {
+        if !self.leases.contains_key(slug) {
+            return false;
+        }
+        self.announced.insert(slug.to_owned(), snapshot);
+        true
+    }
+
+    /// What the directory should say of the sessions held here.
+    pub fn announced(&self) -> Vec<(String, serde_json::Value)> {
+        self.announced
+            .iter()
+            .map(|(s, v)| (s.clone(), v.clone()))
+            .collect()
     }
 
     pub fn leases(&self) -> Vec<(String, LeaseToken)> {
@@ -56,6 +76,7 @@ impl Membership {
     pub fn taken_by_other(&mut self, slug: &str, token: &str) {
         if self.leases.get(slug).is_some_and(|held| &*held.0 != token) {
             self.leases.remove(slug);
+            self.announced.remove(slug);
             self.notify(slug, ClusterNotice::LeaseLost);
         }
     }

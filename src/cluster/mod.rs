@@ -3,15 +3,17 @@
 //!
 //! - [`actor`]: `ClusterActor`, the one Redis client: leases, commits, the log, publishing.
 //! - [`subscriber`]: the bus subscriber, routing other instances' frames to local sessions.
+//! - [`directory`]: every live session's owner snapshot, for listings on any instance.
 //! - [`membership`]: which local sessions follow which slug, which leases are held here.
 //! - [`envelope`]: what instances say to each other, checked like any peer's input.
 //! - [`keys`] and [`scripts`]: the Redis layout and the atomic steps on it.
 
 pub mod actor;
+pub mod directory;
 pub mod envelope;
 pub mod keys;
 pub mod membership;
 pub mod scripts;
 pub mod subscriber;
 
-pub use actor::{ClusterActor, ClusterConfig};
+pub use actor::{ClusterActor, ClusterConfig, ListDirectory};

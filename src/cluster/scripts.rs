@@ -55,3 +55,22 @@ redis.call('EXPIRE', KEYS[3], 86400)
 redis.call('PUBLISH', ARGV[5], ARGV[3])
 return 'ok'
 "#;
+
+/// KEYS: directory. ARGV: slug, owner. Drops the session's entry if this owner wrote it (a
+/// newer owner's entry stays).
+pub const DIRECTORY_DROP: &str = r#"
+local entry = redis.call('HGET', KEYS[1], ARGV[1])
+if entry and cjson.decode(entry).owner == ARGV[2] then
+  return redis.call('HDEL', KEYS[1], ARGV[1])
+end
+return 0
+"#;
+
+/// KEYS: directory. ARGV: slug, value. Drops an expired entry read a moment ago, unless its
+/// owner has written a newer one since.
+pub const DIRECTORY_EXPIRE: &str = r#"
+if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then
+  return redis.call('HDEL', KEYS[1], ARGV[1])
+end
+return 0
+"#;

@@ -59,6 +59,23 @@ fn check_capacity(provider: Option<&SttBackend>, state: SessionState) -> Result<
     ))
 }
 
+/// Cluster mode: what the owners of sessions on other instances last announced, by slug
+/// (empty when alone, or while Redis is away: then each instance lists what it has).
+async fn cluster_directory(
+    state: &AppState,
+) -> std::collections::BTreeMap<String, serde_json::Value> {
+    let Some(cluster) = &state.cluster else {
+        return Default::default();
+    };
+    match cluster.send(crate::cluster::ListDirectory).await {
+        Ok(Ok(entries)) => entries
+            .into_iter()
+            .map(|entry| (entry.slug, entry.snapshot))
+            .collect(),
+        _ => Default::default(),
+    }
+}
+
 /// The session's supervisor if it runs on this instance.
 async fn find(
     state: &AppState,
@@ -102,7 +119,19 @@ pub async fn stop(
     principal: Principal,
 ) -> Result<HttpResponse, ApiError> {
     principal.require(Action::Control)?;
-    let supervisor = find(&state, &slug).await?;
+    let supervisor = match (&state.cluster, find(&state, &slug).await) {
+        // Cluster mode: a session ingested elsewhere is stopped from here too (the local
+        // session asks its owner, wherever it runs).
+        (Some(_), Err(_)) => {
+            state
+                .registry
+                .send(GetOrCreateSession {
+                    session_slug: slug.into_inner(),
+                })
+                .await??
+        }
+        (_, found) => found?,
+    };
     Ok(HttpResponse::Ok().json(supervisor.send(StopTranscription).await?))
 }
 
@@ -111,6 +140,11 @@ pub async fn show(
     slug: web::Path<String>,
     principal: Principal,
 ) -> Result<HttpResponse, ApiError> {
+    validate_slug(&slug)?;
+    // Another instance ingests it: its owner's view (never with the publish URL).
+    if let Some(owned_elsewhere) = cluster_directory(&state).await.remove(slug.as_str()) {
+        return Ok(HttpResponse::Ok().json(owned_elsewhere));
+    }
     let supervisor = find(&state, &slug).await?;
     // A session that retires between the two calls is gone: not found.
     let snapshot = supervisor
@@ -126,16 +160,25 @@ pub async fn list(
     principal: Principal,
 ) -> Result<HttpResponse, ApiError> {
     let supervisors = state.registry.send(ListSessions).await?;
-    let mut sessions = Vec::with_capacity(supervisors.len());
+    // Sessions other instances ingest, as their owners see them; a local follower of one is
+    // shown by its owner's view.
+    let mut listed = cluster_directory(&state).await;
+    listed.retain(|slug, _| principal.access.allows(slug));
     for supervisor in supervisors {
         // A session that retires meanwhile is simply not listed.
         if let Ok(snapshot) = supervisor.send(GetSnapshot).await {
-            if principal.access.allows(&snapshot.session_slug) {
-                sessions.push(as_seen_by(&principal, snapshot));
+            if principal.access.allows(&snapshot.session_slug)
+                && !listed.contains_key(&snapshot.session_slug)
+            {
+                let slug = snapshot.session_slug.clone();
+                let shown =
+                    serde_json::to_value(as_seen_by(&principal, snapshot)).unwrap_or_default();
+                listed.insert(slug, shown);
             }
         }
     }
-    sessions.sort_by(|a, b| a.session_slug.cmp(&b.session_slug));
+    // Sorted by slug (the map's order).
+    let sessions: Vec<serde_json::Value> = listed.into_values().collect();
     let provider = state.registry.send(GetProvider).await.ok().flatten();
     Ok(HttpResponse::Ok().json(serde_json::json!({
         "sessions": sessions,

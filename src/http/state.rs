@@ -24,6 +24,8 @@ pub struct AppState {
     /// The same token check as the middleware's, for the one route outside it that also takes
     /// a `service` token (the relay, docs/PROTOCOL.md#roles).
     pub auth: crate::auth::Authenticator,
+    /// Cluster mode: the directory of sessions other instances own (docs/ARCHITECTURE.md#cluster-mode).
+    pub cluster: Option<Addr<crate::cluster::ClusterActor>>,
 }
 
 /// The AI coordinator lock's storage (a database write each).

@@ -162,6 +162,16 @@ pub struct AskStop {
     pub session_slug: String,
 }
 
+/// The owner's view of its session for the cluster's directory (`GET /api/sessions` on any
+/// instance): the snapshot as JSON, never with its publish URL (a credential). Sent on every
+/// state change; the cluster keeps the newest and refreshes it with the lease.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "()")]
+pub struct AnnounceSession {
+    pub session_slug: String,
+    pub snapshot: serde_json::Value,
+}
+
 /// The cluster endpoints a session needs, handed to every supervisor in cluster mode.
 #[derive(Clone)]
 pub struct ClusterLink {
@@ -172,4 +182,5 @@ pub struct ClusterLink {
     pub publish: Recipient<PublishFrame>,
     pub read_finals: Recipient<ReadFinals>,
     pub ask_stop: Recipient<AskStop>,
+    pub announce: Recipient<AnnounceSession>,
 }
