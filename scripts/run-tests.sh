@@ -49,6 +49,9 @@ cargo test --workspace --locked -- --test-threads=2
 # service's threads stay under a bound (today one decode thread per session plus ~10; issue #16
 # is to bound them by the cores).
 cargo build -p loadgen -p realtime-core --bin loadgen --bin realtime-core --locked
+# deploy/ without a container engine: YAML, every variable the manifests set against --help,
+# HAProxy's config (and a real HAProxy run), the shutdown grace (docs/DEPLOY.md).
+scripts/check-deploy.sh "${CARGO_TARGET_DIR:-target}/debug/realtime-core"
 "${CARGO_TARGET_DIR:-target}/debug/loadgen" --sessions 50 --clients 2 --seconds 20 \
   --service-bin "${CARGO_TARGET_DIR:-target}/debug/realtime-core" \
   --max-missing-finals 0 --max-threads 64 >/dev/null

@@ -222,6 +222,16 @@ async fn any_instance_lists_shows_and_stops_a_session_ingested_elsewhere() {
         entry.get("rtmpUrl").is_none(),
         "the publish URL left its owner: {entry}"
     );
+    // Only the owner ingests it: the autoscaling gauge counts it there alone.
+    for (i, want) in [(0, 1.0), (1, 0.0), (2, 0.0)] {
+        let (_, metrics) = cluster[i].get_json("/metrics").await;
+        assert_eq!(
+            metrics["gauges"]["ingest.live_sessions"].as_f64(),
+            Some(want),
+            "instance {i}: {}",
+            metrics["gauges"]
+        );
+    }
     let (status, shown) = cluster[2].get_json(&format!("/api/sessions/{slug}")).await;
     assert_eq!(
         (status, &shown["state"]),

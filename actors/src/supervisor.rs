@@ -202,6 +202,8 @@ pub struct SessionSupervisor {
     /// The stream key `rtmpUrl` shows, the keys in use and those revoked (docs/PROTOCOL.md#stream-keys).
     keys: SessionKeys,
     ownership: Ownership,
+    /// This session counts in `ingest.live_sessions` (it has a publisher).
+    counted_live: bool,
 }
 
 impl SessionSupervisor {
@@ -243,6 +245,7 @@ impl SessionSupervisor {
             drained_waiters: Vec::new(),
             clients_gauge: ::metrics::Gauge::noop(),
             ownership,
+            counted_live: false,
         }
     }
 
@@ -266,6 +269,8 @@ impl SessionSupervisor {
     }
 
     fn set_state(&mut self, state: SessionState, detail: impl Into<String>) {
+        // Every publisher change is followed by a state change.
+        self.count_live();
         let detail = detail.into();
         if state == self.state && detail == self.detail {
             return;
@@ -290,6 +295,20 @@ impl SessionSupervisor {
                     session_slug: self.slug.clone(),
                     state,
                 });
+        }
+    }
+
+    /// `ingest.live_sessions` follows whether a publisher is attached.
+    fn count_live(&mut self) {
+        let live = self.publisher.is_some();
+        if live != self.counted_live {
+            self.counted_live = live;
+            let gauge = ::metrics::gauge!(crate::metrics::names::INGEST_LIVE_SESSIONS);
+            if live {
+                gauge.increment(1.0);
+            } else {
+                gauge.decrement(1.0);
+            }
         }
     }
 
@@ -624,6 +643,12 @@ impl SessionSupervisor {
 
 impl Actor for SessionSupervisor {
     type Context = Context<Self>;
+
+    fn stopped(&mut self, _: &mut Self::Context) {
+        // Whatever ends the actor, its publisher no longer counts.
+        self.publisher = None;
+        self.count_live();
+    }
 
     fn started(&mut self, ctx: &mut Self::Context) {
         self.clients_gauge = SessionMetrics::new(&self.slug).clients;

@@ -85,6 +85,9 @@ pub const RELAY_DROPPED_FINALS_TOTAL: &str = "relay.dropped_finals_total";
 pub const DB_QUEUE_LEN: &str = "db.queue_len";
 /// Finals in the spill file not yet read back.
 pub const DB_SPILL_PENDING: &str = "db.spill_pending";
+/// Sessions whose audio this instance ingests now (a publisher attached): what an autoscaler
+/// scales on (deploy/k8s/hpa.yaml). In cluster mode each session counts on its owner only.
+pub const INGEST_LIVE_SESSIONS: &str = "ingest.live_sessions";
 
 /// Shown from start-up, at zero, so a reader never misses a series that has not moved yet.
 pub const LATENCIES: &[&str] = &[
@@ -122,7 +125,7 @@ pub const COUNTERS: &[&str] = &[
     RELAY_DROPPED_PARTIALS_TOTAL,
     RELAY_DROPPED_FINALS_TOTAL,
 ];
-pub const GAUGES: &[&str] = &[DB_QUEUE_LEN, DB_SPILL_PENDING];
+pub const GAUGES: &[&str] = &[DB_QUEUE_LEN, DB_SPILL_PENDING, INGEST_LIVE_SESSIONS];
 
 /// A histogram whose name ends in `_ms` is a latency: `/metrics` shows it with `…Ms` fields.
 pub fn is_latency(name: &str) -> bool {
