@@ -215,8 +215,34 @@ fn each_kind_of_bad_value_is_one_line_naming_the_variable() {
     let e = error(&["--realtime-broadcast-mode", ""]);
     assert!(e.ends_with("direct or http"), "{e}");
     // Not a setting at all: clap's first line, still one line.
-    let e = error(&["--redis-url", "redis://localhost"]);
-    assert!(e.contains("--redis-url"), "{e}");
+    let e = error(&["--nats-url", "nats://localhost"]);
+    assert!(e.contains("--nats-url"), "{e}");
+}
+
+#[test]
+fn cluster_mode_needs_a_redis_url_and_a_shared_postgres_and_never_echoes_them() {
+    let e = error(&["--redis-url", "http://user:hunter2@cache:6379"]);
+    assert!(e.starts_with("REDIS_URL=") && e.contains("redis://"), "{e}");
+    assert!(!e.contains("hunter2"), "{e}");
+    let e = error(&["--redis-url", "redis://:hunter2@cache:6379"]);
+    assert!(
+        e.starts_with("DATABASE_URL=\"sqlite:…\"") && e.contains("REDIS_URL is set"),
+        "{e}"
+    );
+    assert!(!e.contains("hunter2"), "{e}");
+    let c = parse(&[
+        "--redis-url",
+        "redis://cache:6379/2",
+        "--database-url",
+        "postgres://u:p@db/x",
+        "--cluster-lease-ms",
+        "3000",
+    ])
+    .unwrap();
+    assert_eq!(c.redis_url.as_deref(), Some("redis://cache:6379/2"));
+    assert_eq!(c.cluster_lease, std::time::Duration::from_millis(3000));
+    assert!(error(&["--cluster-lease-ms", "100"]).starts_with("CLUSTER_LEASE_MS=\"100\""));
+    assert_eq!(parse(&[]).unwrap().redis_url, None);
 }
 
 #[test]
