@@ -30,6 +30,25 @@ fn redis_url() -> Option<String> {
     }
 }
 
+/// What a cluster test with a publisher needs: its tools, the shared Redis, a fresh database
+/// and a directory for its audio.
+struct Fixture {
+    redis: String,
+    database_url: String,
+    dir: tempfile::TempDir,
+}
+
+fn fixture() -> Option<Fixture> {
+    if !require_tools(&["ffmpeg", "espeak-ng", "sox"]) {
+        return None;
+    }
+    Some(Fixture {
+        redis: redis_url()?,
+        database_url: fresh_postgres_database("rtcore_cluster")?,
+        dir: tempfile::tempdir().ok()?,
+    })
+}
+
 /// A session slug no other test (or earlier run against the same Redis) has used.
 fn fresh_slug(prefix: &str) -> String {
     format!(
@@ -63,15 +82,14 @@ fn seqs(finals: &[Value]) -> Vec<i64> {
 #[actix_rt::test]
 async fn clients_on_every_instance_get_every_final_once_in_order_with_one_numbering() {
     let _serial = SERIAL.lock().await;
-    if !require_tools(&["ffmpeg", "espeak-ng", "sox"]) {
-        return;
-    }
-    let (Some(redis), Some(database_url)) =
-        (redis_url(), fresh_postgres_database("rtcore_cluster"))
+    let Some(Fixture {
+        redis,
+        database_url,
+        dir,
+    }) = fixture()
     else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
     let wav = make_speech(dir.path());
     let mock = start_mock();
     let cluster = start_cluster(&mock, &database_url, &redis, 3);
@@ -179,15 +197,14 @@ async fn clients_on_every_instance_get_every_final_once_in_order_with_one_number
 #[actix_rt::test]
 async fn any_instance_lists_shows_and_stops_a_session_ingested_elsewhere() {
     let _serial = SERIAL.lock().await;
-    if !require_tools(&["ffmpeg", "espeak-ng", "sox"]) {
-        return;
-    }
-    let (Some(redis), Some(database_url)) =
-        (redis_url(), fresh_postgres_database("rtcore_cluster"))
+    let Some(Fixture {
+        redis,
+        database_url,
+        dir,
+    }) = fixture()
     else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
     let wav = make_long_speech(dir.path(), 30.0);
     let mock = start_mock();
     let cluster = start_cluster(&mock, &database_url, &redis, 3);
@@ -329,15 +346,14 @@ fn final_count(client: &WsClient) -> usize {
 #[actix_rt::test]
 async fn a_killed_owner_is_taken_over_by_the_reconnecting_publisher_with_one_numbering() {
     let _serial = SERIAL.lock().await;
-    if !require_tools(&["ffmpeg", "espeak-ng", "sox"]) {
-        return;
-    }
-    let (Some(redis), Some(database_url)) =
-        (redis_url(), fresh_postgres_database("rtcore_cluster"))
+    let Some(Fixture {
+        redis,
+        database_url,
+        dir,
+    }) = fixture()
     else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
     let wav = make_long_speech(dir.path(), 24.0);
     let wav_s = wav.to_str().unwrap().to_owned();
     let mock = start_mock();
@@ -696,15 +712,14 @@ async fn start_instance(mock: &MockProvider, database_url: &str, redis: &str) ->
 #[actix_rt::test]
 async fn a_rolling_restart_during_a_meeting_loses_nothing_for_resuming_clients() {
     let _serial = SERIAL.lock().await;
-    if !require_tools(&["ffmpeg", "espeak-ng", "sox"]) {
-        return;
-    }
-    let (Some(redis), Some(database_url)) =
-        (redis_url(), fresh_postgres_database("rtcore_cluster"))
+    let Some(Fixture {
+        redis,
+        database_url,
+        dir,
+    }) = fixture()
     else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
     let wav = make_long_speech(dir.path(), 60.0);
     let wav_s = wav.to_str().unwrap().to_owned();
     let mock = start_mock();

@@ -152,6 +152,22 @@ impl ClusterActor {
         .spawn(ctx);
     }
 
+    /// Runs a command whose answer nobody waits for; a broken connection is still noticed.
+    fn fire<T: 'static>(
+        &mut self,
+        ctx: &mut Context<Self>,
+        command: impl std::future::Future<Output = redis::RedisResult<T>> + 'static,
+    ) {
+        command
+            .into_actor(self)
+            .map(|result, act, _| {
+                if let Err(error) = result {
+                    act.failed(&error);
+                }
+            })
+            .spawn(ctx);
+    }
+
     /// After a failed command: a broken connection is dropped (and rebuilt on next use).
     fn failed(&mut self, error: &redis::RedisError) {
         if error.is_io_error()
@@ -235,6 +251,13 @@ impl ClusterActor {
     }
 }
 
+/// The answer while Redis is away: at once, never a wait.
+fn not_connected<T: 'static>() -> ResponseActFuture<ClusterActor, Result<T, ClusterUnavailable>> {
+    Box::pin(fut::ready(Err(ClusterUnavailable(
+        "Redis is not connected".into(),
+    ))))
+}
+
 impl Actor for ClusterActor {
     type Context = Context<Self>;
 
@@ -276,7 +299,7 @@ impl Handler<LeaveCluster> for ClusterActor {
         };
         let scripts = self.scripts.clone();
         let owner = self.config.instance_id.clone();
-        async move {
+        self.fire(ctx, async move {
             let released: redis::RedisResult<i64> = scripts
                 .release
                 .key(keys::lease(&msg.session_slug))
@@ -291,14 +314,7 @@ impl Handler<LeaveCluster> for ClusterActor {
                 .arg(owner)
                 .invoke_async::<i64>(&mut conn)
                 .await
-        }
-        .into_actor(self)
-        .map(|result, act, _| {
-            if let Err(error) = result {
-                act.failed(&error);
-            }
-        })
-        .spawn(ctx);
+        });
     }
 }
 
@@ -307,9 +323,7 @@ impl Handler<TakeLease> for ClusterActor {
 
     fn handle(&mut self, msg: TakeLease, ctx: &mut Self::Context) -> Self::Result {
         let Some(mut conn) = self.connection(ctx) else {
-            return Box::pin(fut::ready(Err(ClusterUnavailable(
-                "Redis is not connected".into(),
-            ))));
+            return not_connected();
         };
         let scripts = self.scripts.clone();
         let config = self.config.clone();
@@ -422,7 +436,7 @@ impl Handler<PublishFrame> for ClusterActor {
         );
         in_flight.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let channel = keys::bus(&msg.session_slug);
-        async move {
+        self.fire(ctx, async move {
             let published: redis::RedisResult<i64> = redis::cmd("PUBLISH")
                 .arg(channel)
                 .arg(envelope)
@@ -430,14 +444,7 @@ impl Handler<PublishFrame> for ClusterActor {
                 .await;
             in_flight.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
             published
-        }
-        .into_actor(self)
-        .map(|result, act, _| {
-            if let Err(error) = result {
-                act.failed(&error);
-            }
-        })
-        .spawn(ctx);
+        });
     }
 }
 
@@ -446,9 +453,7 @@ impl Handler<ReadFinals> for ClusterActor {
 
     fn handle(&mut self, msg: ReadFinals, ctx: &mut Self::Context) -> Self::Result {
         let Some(mut conn) = self.connection(ctx) else {
-            return Box::pin(fut::ready(Err(ClusterUnavailable(
-                "Redis is not connected".into(),
-            ))));
+            return not_connected();
         };
         Box::pin(
             async move {
@@ -512,21 +517,14 @@ impl Handler<AskStop> for ClusterActor {
             src: self.config.instance_id.clone(),
         })
         .unwrap_or_default();
-        async move {
+        self.fire(ctx, async move {
             let published: redis::RedisResult<i64> = redis::cmd("PUBLISH")
                 .arg(keys::CONTROL_CHANNEL)
                 .arg(control)
                 .query_async(&mut conn)
                 .await;
             published
-        }
-        .into_actor(self)
-        .map(|result, act, _| {
-            if let Err(error) = result {
-                act.failed(&error);
-            }
-        })
-        .spawn(ctx);
+        });
     }
 }
 
@@ -544,7 +542,7 @@ impl Handler<AnnounceSession> for ClusterActor {
         let Some(mut conn) = self.connection(ctx) else {
             return;
         };
-        async move {
+        self.fire(ctx, async move {
             let written: redis::RedisResult<i64> = redis::cmd("HSET")
                 .arg(directory::KEY)
                 .arg(&msg.session_slug)
@@ -552,14 +550,7 @@ impl Handler<AnnounceSession> for ClusterActor {
                 .query_async(&mut conn)
                 .await;
             written
-        }
-        .into_actor(self)
-        .map(|result, act, _| {
-            if let Err(error) = result {
-                act.failed(&error);
-            }
-        })
-        .spawn(ctx);
+        });
     }
 }
 
@@ -568,9 +559,7 @@ impl Handler<ListDirectory> for ClusterActor {
 
     fn handle(&mut self, _: ListDirectory, ctx: &mut Self::Context) -> Self::Result {
         let Some(mut conn) = self.connection(ctx) else {
-            return Box::pin(fut::ready(Err(ClusterUnavailable(
-                "Redis is not connected".into(),
-            ))));
+            return not_connected();
         };
         let scripts = self.scripts.clone();
         let me = self.config.instance_id.clone();

@@ -211,3 +211,38 @@ mod tests {
         assert!(decode_control(br#"{"kind":"reboot"}"#).is_err());
     }
 }
+
+#[cfg(test)]
+mod properties {
+    //! Whatever another instance (or anything else that can write to Redis) publishes.
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #[test]
+        fn arbitrary_bytes_are_refused_or_read_never_a_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = decode(&bytes);
+            let _ = decode_control(&bytes);
+        }
+
+        #[test]
+        fn every_frame_an_owner_publishes_reads_back_the_same(
+            seq in 1i64..=MAX_SEQ,
+            utterance in "[a-z0-9:_]{0,40}",
+            text in "\\PC{0,200}",
+            kind in 0u8..3,
+        ) {
+            let kind = [BusKind::Final, BusKind::Partial, BusKind::Status][kind as usize];
+            let frame = BusFrame {
+                kind,
+                seq: (kind == BusKind::Final).then_some(seq),
+                utterance_id: utterance.as_str().into(),
+                frame: text.into(),
+            };
+            let decoded = decode(encode("instance", &frame).as_bytes()).expect("its own encoding");
+            prop_assert_eq!(decoded.frame, frame);
+        }
+    }
+}

@@ -107,3 +107,109 @@ impl Membership {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! Routing by slug, and who hears that a lease was taken.
+
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+
+    /// Records what one local session was told.
+    #[derive(Default, Clone)]
+    struct Heard(Arc<Mutex<(Vec<ClusterNotice>, Vec<BusFrame>)>>);
+
+    struct Session(Heard);
+    impl Actor for Session {
+        type Context = Context<Self>;
+    }
+    impl Handler<ClusterNotice> for Session {
+        type Result = ();
+        fn handle(&mut self, notice: ClusterNotice, _: &mut Self::Context) {
+            self.0 .0.lock().unwrap().0.push(notice);
+        }
+    }
+    impl Handler<BusFrame> for Session {
+        type Result = ();
+        fn handle(&mut self, frame: BusFrame, _: &mut Self::Context) {
+            self.0 .0.lock().unwrap().1.push(frame);
+        }
+    }
+
+    fn member(instance: u64, heard: &Heard) -> Member {
+        let addr = Session(heard.clone()).start();
+        Member {
+            instance: SessionInstance(instance),
+            notices: addr.clone().recipient(),
+            bus: addr.recipient(),
+        }
+    }
+
+    fn frame(kind: BusKind) -> BusFrame {
+        BusFrame {
+            kind,
+            seq: (kind == BusKind::Final).then_some(1),
+            utterance_id: "u".into(),
+            frame: "{}".into(),
+        }
+    }
+
+    async fn settle() {
+        actix_rt::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+
+    #[actix_rt::test]
+    async fn frames_reach_the_sessions_of_their_slug_only() {
+        let (a, b) = (Heard::default(), Heard::default());
+        let mut members = Membership::default();
+        members.join("a".into(), member(1, &a));
+        members.join("b".into(), member(2, &b));
+        members.route("a", frame(BusKind::Final));
+        members.route("a", frame(BusKind::Partial));
+        members.route("nobody", frame(BusKind::Status));
+        settle().await;
+        assert_eq!(a.0.lock().unwrap().1.len(), 2);
+        assert!(b.0.lock().unwrap().1.is_empty());
+        members.leave("a", SessionInstance(1));
+        members.route("a", frame(BusKind::Final));
+        settle().await;
+        assert_eq!(
+            a.0.lock().unwrap().1.len(),
+            2,
+            "a session that left still hears"
+        );
+    }
+
+    #[actix_rt::test]
+    async fn only_the_holder_of_a_lease_hears_that_another_instance_took_it() {
+        let (held, followed) = (Heard::default(), Heard::default());
+        let mut members = Membership::default();
+        members.join("held".into(), member(1, &held));
+        members.join("followed".into(), member(2, &followed));
+        let token = LeaseToken("me:3".into());
+        members.hold("held".into(), token.clone());
+        assert!(members.announce("held", serde_json::json!({})));
+        assert!(
+            !members.announce("followed", serde_json::json!({})),
+            "not held here"
+        );
+        // Our own take, echoed on the control channel, changes nothing.
+        members.taken_by_other("held", "me:3");
+        members.taken_by_other("followed", "other:9");
+        settle().await;
+        assert!(held.0.lock().unwrap().0.is_empty());
+        assert!(
+            followed.0.lock().unwrap().0.is_empty(),
+            "a follower holds no lease to lose"
+        );
+        members.taken_by_other("held", "other:4");
+        settle().await;
+        assert_eq!(held.0.lock().unwrap().0, vec![ClusterNotice::LeaseLost]);
+        assert!(members.leases().is_empty());
+        assert!(
+            members.announced().is_empty(),
+            "a lost session is no longer announced"
+        );
+    }
+}
