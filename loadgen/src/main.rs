@@ -56,7 +56,9 @@ async fn run(args: Args) -> anyhow::Result<i32> {
         mut service,
         counter,
         load_at_start,
-        ..
+        // Bound, not left to `..`: fields a pattern does not bind are dropped at the end of
+        // the `let`, which removed the SQLite directory while the service was still using it.
+        db_dir: _db_dir,
     } = startup::start(&args)?;
     let pid = service.pid();
     let mut phases = Vec::new();

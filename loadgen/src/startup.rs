@@ -27,8 +27,9 @@ pub struct Started {
     pub counter: Option<StatementCounter>,
     /// The machine's 1-minute load before the service started.
     pub load_at_start: Option<f64>,
-    /// Holds the SQLite database when not `--postgres`; removed on drop.
-    _db_dir: tempfile::TempDir,
+    /// Holds the SQLite database when not `--postgres`; removed on drop, so the caller keeps
+    /// it bound for the whole run.
+    pub db_dir: tempfile::TempDir,
 }
 
 pub fn start(args: &Args) -> anyhow::Result<Started> {
@@ -123,6 +124,6 @@ pub fn start(args: &Args) -> anyhow::Result<Started> {
         service,
         counter,
         load_at_start,
-        _db_dir: db_dir,
+        db_dir,
     })
 }
