@@ -62,8 +62,8 @@ pub struct Args {
     /// Echo the service's log on stderr.
     #[arg(long)]
     pub show_service_log: bool,
-    /// Fail (exit 1) when more finals than this are missing at the clients, or when the
-    /// provider sent none.
+    /// Fail (exit 1) when more finals than this are missing at the clients or delivered twice
+    /// (checked per client and per final), or when the provider sent none.
     #[arg(long)]
     pub max_missing_finals: Option<u64>,
     /// Fail (exit 1) when the service has more threads than this in steady state.

@@ -12,10 +12,19 @@ use serde::Deserialize;
 /// A transcript as the service numbers it: (`utteranceId`, `text`, `isFinal`).
 pub type TranscriptKey = (String, String, bool);
 
-/// What the clients of one session received: every transcript with each client's arrival time.
+/// What the clients of one session received: every transcript with each client's arrival.
 #[derive(Default)]
 pub struct SessionInbox {
-    pub arrivals: HashMap<TranscriptKey, Vec<SystemTime>>,
+    pub arrivals: HashMap<TranscriptKey, Vec<Arrival>>,
+}
+
+/// One client's receipt of a transcript. The client is named so that a final can be checked
+/// per client (missing at one, twice at another) and not only counted over the session.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Arrival {
+    pub at: SystemTime,
+    /// The client's index among its session's clients (its place in the session's tallies).
+    pub client: u32,
 }
 
 /// Per-client tallies.
@@ -58,6 +67,7 @@ pub async fn connect(
     client: &awc::Client,
     http: SocketAddr,
     slug: &str,
+    index: u32,
     inbox: Rc<RefCell<SessionInbox>>,
     tally: Rc<RefCell<ClientTally>>,
     gauges: Rc<ClientGauges>,
@@ -85,9 +95,12 @@ pub async fn connect(
         while let Some(frame) = stream.next().await {
             match frame {
                 Ok(awc::ws::Frame::Text(text)) => {
-                    let at = SystemTime::now();
+                    let arrival = Arrival {
+                        at: SystemTime::now(),
+                        client: index,
+                    };
                     gauges.messages.set(gauges.messages.get() + 1);
-                    record(&text, at, &inbox, &tally, &gauges);
+                    record(&text, arrival, &inbox, &tally, &gauges);
                 }
                 Ok(awc::ws::Frame::Ping(payload)) => {
                     let _ = sink.send(awc::ws::Message::Pong(payload)).await;
@@ -114,7 +127,7 @@ pub async fn connect(
 
 fn record(
     text: &[u8],
-    at: SystemTime,
+    arrival: Arrival,
     inbox: &RefCell<SessionInbox>,
     tally: &RefCell<ClientTally>,
     gauges: &ClientGauges,
@@ -146,7 +159,7 @@ fn record(
         .arrivals
         .entry((id, text, is_final))
         .or_default()
-        .push(at);
+        .push(arrival);
 }
 
 /// The awc client every WebSocket shares: no pool limit (awc's default is 100 connections).

@@ -76,12 +76,14 @@ async fn connect_clients(
     let tallies: Vec<_> = (0..count)
         .map(|_| Rc::new(RefCell::new(ClientTally::default())))
         .collect();
-    futures_util::stream::iter(tallies.iter().cloned())
-        .map(|tally| {
+    futures_util::stream::iter((0u32..).zip(tallies.iter().cloned()))
+        .map(|(index, tally)| {
             let (http, inbox, gauges) = (Rc::clone(http), Rc::clone(inbox), Rc::clone(gauges));
             let slug = slug.to_owned();
             async move {
-                if let Err(e) = clients::connect(&http, addr, &slug, inbox, tally, gauges).await {
+                let connected =
+                    clients::connect(&http, addr, &slug, index, inbox, tally, gauges).await;
+                if let Err(e) = connected {
                     eprintln!("loadgen: client of {slug}: {e:#}");
                 }
             }

@@ -12,6 +12,7 @@
 
 mod args;
 mod clients;
+mod delivery;
 mod flv;
 mod limits;
 mod load;

@@ -10,6 +10,7 @@ use serde_json::{json, Value};
 
 use crate::args::Args;
 use crate::clients::{ClientGauges, ClientTally, SessionInbox};
+use crate::delivery;
 use crate::flv;
 use crate::pg;
 use crate::process::{self, cpu_percent, ProcSample};
@@ -83,11 +84,11 @@ pub fn report(input: ReportInput<'_>) -> Value {
     let mut finals_latency = Vec::new();
     let mut partials_latency = Vec::new();
     let mut unmatched = 0;
-    let (mut finals_missing, mut partials_missing) = (0i64, 0i64);
+    let (mut finals_missing, mut finals_duplicated, mut partials_missing) = (0u64, 0u64, 0i64);
     let (mut finals_sent_total, mut partials_sent_total) = (0usize, 0usize);
     for ((slug, inbox), tallies) in input.slugs.iter().zip(input.inboxes).zip(input.tallies) {
         let mut sent: HashMap<(String, String, bool), Vec<SystemTime>> = HashMap::new();
-        let (mut finals_sent, mut partials_sent) = (0, 0);
+        let mut partials_sent = 0;
         for session in by_slug(slug) {
             let prefix: String = session
                 .id
@@ -109,18 +110,23 @@ pub fn report(input: ReportInput<'_>) -> Value {
                     .push(t.sent_at);
                 }
             }
-            finals_sent += session.finals_sent.len();
+            finals_sent_total += session.finals_sent.len();
             partials_sent += session.partials_sent.len();
         }
-        finals_sent_total += finals_sent;
         partials_sent_total += partials_sent;
-        let (f, p, u) = stats::fanout_latencies(&sent, &inbox.borrow().arrivals);
-        finals_latency.extend(f);
-        partials_latency.extend(p);
-        unmatched += u;
+        let inbox = inbox.borrow();
+        let fanout = stats::fanout_latencies(&sent, &inbox.arrivals);
+        finals_latency.extend(fanout.finals.iter().map(|l| l.ms));
+        partials_latency.extend(fanout.partials.iter().map(|l| l.ms));
+        unmatched += fanout.unmatched;
+        let sent_finals = sent.keys().filter(|key| key.2);
+        for delivery in delivery::per_client(sent_finals, &inbox.arrivals, tallies.len() as u32) {
+            finals_missing += delivery.missing;
+            finals_duplicated += delivery.duplicated;
+        }
+        // Partials may be replaced or dropped for a slow client by design: only counted.
         for tally in tallies {
             let tally = tally.borrow();
-            finals_missing += (finals_sent as i64 - tally.finals as i64).max(0);
             partials_missing += (partials_sent as i64 - tally.partials as i64).max(0);
         }
     }
@@ -213,6 +219,7 @@ pub fn report(input: ReportInput<'_>) -> Value {
             "partials_sent_by_provider": partials_sent_total,
             "client_messages_without_provider_match": unmatched,
             "finals_missing_at_clients": finals_missing,
+            "finals_duplicated_at_clients": finals_duplicated,
             "partials_missing_at_clients": partials_missing,
         },
         "service": {
