@@ -111,13 +111,11 @@ async fn run(args: Args) -> anyhow::Result<i32> {
     };
 
     let db = match &counter {
-        Some(c) => {
-            let counts = c.count();
-            c.drop_database();
-            Some(counts?)
-        }
+        Some(c) => Some(c.count()?),
         None => None,
     };
+    // The service has stopped: the database can go.
+    drop(counter);
 
     let result = report(ReportInput {
         args: &args,

@@ -70,7 +70,7 @@ pub fn start(args: &Args) -> anyhow::Result<Started> {
         None
     };
     let database_url = match &counter {
-        Some(c) => c.url.clone(),
+        Some(c) => c.db.url.clone(),
         None => format!("sqlite://{}/loadgen.db", db_dir.path().display()),
     };
     let mut envs: Vec<(String, String)> = mock
