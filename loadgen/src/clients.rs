@@ -33,6 +33,10 @@ pub struct ClientTally {
     pub finals: u64,
     pub partials: u64,
     pub other: u64,
+    /// The upgrade succeeded.
+    pub connected: bool,
+    /// Closed by the server or broken before the run asked it to go.
+    pub lost: bool,
 }
 
 /// Counters over all clients, for the progress line and the result.
@@ -89,6 +93,7 @@ pub async fn connect(
         }
     };
     gauges.connected.set(gauges.connected.get() + 1);
+    tally.borrow_mut().connected = true;
     actix_rt::spawn(async move {
         let (mut sink, mut stream) = framed.split();
         let mut close_code = None;
@@ -118,6 +123,7 @@ pub async fn connect(
             gauges
                 .unexpected_disconnects
                 .set(gauges.unexpected_disconnects.get() + 1);
+            tally.borrow_mut().lost = true;
         }
         let code = close_code.unwrap_or(1006);
         *gauges.close_codes.borrow_mut().entry(code).or_default() += 1;
