@@ -24,6 +24,20 @@ pub struct Args {
     /// they add is the memory of an idle client.
     #[arg(long, default_value_t = 0)]
     pub idle_clients: u32,
+    /// Instances of the service; more than one runs them in cluster mode on one Redis
+    /// (--redis-url) and one fresh PostgreSQL database (--pg-admin). Every publisher goes to
+    /// instance 0, so it owns every session; each session's clients are spread round-robin
+    /// over all instances.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=16))]
+    pub instances: u32,
+    /// The Redis of cluster mode (with --instances above 1).
+    #[arg(
+        long,
+        env = "REDIS_URL_TEST",
+        default_value = "redis://127.0.0.1:6379",
+        hide_env_values = true
+    )]
+    pub redis_url: String,
     /// The service binary (a release build: `cargo build --release -p realtime-core`).
     #[arg(long, default_value = "target/release/realtime-core")]
     pub service_bin: PathBuf,
@@ -44,9 +58,12 @@ pub struct Args {
     #[arg(long, default_value_t = 3)]
     pub warmup_seconds: u64,
     /// Store finals in a fresh PostgreSQL database that logs every statement, and count the
-    /// statements per final (needs psql and read access to --pg-log).
+    /// statements per final (needs psql and read access to --pg-log). With --instances above
+    /// 1 a fresh PostgreSQL database is used anyway; this adds the counting.
     #[arg(long)]
     pub postgres: bool,
+    /// The PostgreSQL server's admin URL, where the fresh databases of --postgres and
+    /// --instances are created and dropped.
     #[arg(
         long,
         env = "DATABASE_URL_PG_ADMIN",
@@ -62,8 +79,8 @@ pub struct Args {
     /// Echo the service's log on stderr.
     #[arg(long)]
     pub show_service_log: bool,
-    /// Fail (exit 1) when more finals than this are missing at the clients, or when the
-    /// provider sent none.
+    /// Fail (exit 1) when more finals than this are missing at the clients or delivered twice
+    /// (checked per client and per final), or when the provider sent none.
     #[arg(long)]
     pub max_missing_finals: Option<u64>,
     /// Fail (exit 1) when the service has more threads than this in steady state.

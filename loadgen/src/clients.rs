@@ -12,10 +12,19 @@ use serde::Deserialize;
 /// A transcript as the service numbers it: (`utteranceId`, `text`, `isFinal`).
 pub type TranscriptKey = (String, String, bool);
 
-/// What the clients of one session received: every transcript with each client's arrival time.
+/// What the clients of one session received: every transcript with each client's arrival.
 #[derive(Default)]
 pub struct SessionInbox {
-    pub arrivals: HashMap<TranscriptKey, Vec<SystemTime>>,
+    pub arrivals: HashMap<TranscriptKey, Vec<Arrival>>,
+}
+
+/// One client's receipt of a transcript. The client is named so that a final can be checked
+/// per client (missing at one, twice at another) and not only counted over the session.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Arrival {
+    pub at: SystemTime,
+    /// The client's index among its session's clients (its place in the session's tallies).
+    pub client: u32,
 }
 
 /// Per-client tallies.
@@ -24,6 +33,10 @@ pub struct ClientTally {
     pub finals: u64,
     pub partials: u64,
     pub other: u64,
+    /// The upgrade succeeded.
+    pub connected: bool,
+    /// Closed by the server or broken before the run asked it to go.
+    pub lost: bool,
 }
 
 /// Counters over all clients, for the progress line and the result.
@@ -58,6 +71,7 @@ pub async fn connect(
     client: &awc::Client,
     http: SocketAddr,
     slug: &str,
+    index: u32,
     inbox: Rc<RefCell<SessionInbox>>,
     tally: Rc<RefCell<ClientTally>>,
     gauges: Rc<ClientGauges>,
@@ -79,15 +93,19 @@ pub async fn connect(
         }
     };
     gauges.connected.set(gauges.connected.get() + 1);
+    tally.borrow_mut().connected = true;
     actix_rt::spawn(async move {
         let (mut sink, mut stream) = framed.split();
         let mut close_code = None;
         while let Some(frame) = stream.next().await {
             match frame {
                 Ok(awc::ws::Frame::Text(text)) => {
-                    let at = SystemTime::now();
+                    let arrival = Arrival {
+                        at: SystemTime::now(),
+                        client: index,
+                    };
                     gauges.messages.set(gauges.messages.get() + 1);
-                    record(&text, at, &inbox, &tally, &gauges);
+                    record(&text, arrival, &inbox, &tally, &gauges);
                 }
                 Ok(awc::ws::Frame::Ping(payload)) => {
                     let _ = sink.send(awc::ws::Message::Pong(payload)).await;
@@ -105,6 +123,7 @@ pub async fn connect(
             gauges
                 .unexpected_disconnects
                 .set(gauges.unexpected_disconnects.get() + 1);
+            tally.borrow_mut().lost = true;
         }
         let code = close_code.unwrap_or(1006);
         *gauges.close_codes.borrow_mut().entry(code).or_default() += 1;
@@ -114,7 +133,7 @@ pub async fn connect(
 
 fn record(
     text: &[u8],
-    at: SystemTime,
+    arrival: Arrival,
     inbox: &RefCell<SessionInbox>,
     tally: &RefCell<ClientTally>,
     gauges: &ClientGauges,
@@ -146,7 +165,7 @@ fn record(
         .arrivals
         .entry((id, text, is_final))
         .or_default()
-        .push(at);
+        .push(arrival);
 }
 
 /// The awc client every WebSocket shares: no pool limit (awc's default is 100 connections).

@@ -14,16 +14,19 @@ pub struct Limits {
 pub fn broken(limits: Limits, report: &Value) -> Vec<String> {
     let mut broken = Vec::new();
     if let Some(max) = limits.max_missing_finals {
-        let missing = report["fanout"]["finals_missing_at_clients"].as_i64();
-        let sent = report["fanout"]["finals_sent_by_provider"]
-            .as_u64()
-            .unwrap_or(0);
+        let fanout = &report["fanout"];
+        let missing = fanout["finals_missing_at_clients"].as_u64();
+        // A final delivered twice is as wrong as one not delivered: both count against the bound.
+        let duplicated = fanout["finals_duplicated_at_clients"].as_u64().unwrap_or(0);
+        let sent = fanout["finals_sent_by_provider"].as_u64().unwrap_or(0);
         match missing {
-            Some(n) if n <= max as i64 && sent > 0 => {}
+            Some(n) if n + duplicated <= max && sent > 0 => {}
             Some(n) if sent == 0 => broken.push(format!(
                 "the provider sent no final ({n} missing): the run proves nothing"
             )),
-            Some(n) => broken.push(format!("{n} finals missing at clients (at most {max})")),
+            Some(n) => broken.push(format!(
+                "{n} finals missing and {duplicated} duplicated at clients (at most {max} together)"
+            )),
             None => broken.push("the report has no finals_missing_at_clients".to_owned()),
         }
     }
@@ -44,9 +47,13 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn report(missing: i64, sent: u64, threads: u64) -> Value {
+    fn report(missing: u64, sent: u64, threads: u64) -> Value {
         json!({
-            "fanout": { "finals_missing_at_clients": missing, "finals_sent_by_provider": sent },
+            "fanout": {
+                "finals_missing_at_clients": missing,
+                "finals_duplicated_at_clients": 0,
+                "finals_sent_by_provider": sent,
+            },
             "service": { "threads_steady": threads },
         })
     }
@@ -65,6 +72,13 @@ mod tests {
             broken(limits, &report(0, 0, 10)).len(),
             1,
             "no final at all is a failure"
+        );
+        let mut doubled = report(0, 40, 90);
+        doubled["fanout"]["finals_duplicated_at_clients"] = json!(1);
+        assert_eq!(
+            broken(limits, &doubled).len(),
+            1,
+            "a duplicate breaks the bound"
         );
         assert_eq!(broken(limits, &json!({})).len(), 2);
         assert!(broken(Limits::default(), &json!({})).is_empty());

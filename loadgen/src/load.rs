@@ -1,5 +1,6 @@
 //! The load itself: WebSocket clients connected to every session before it publishes (like
-//! viewers waiting), then one real RTMP publisher per session, all stopping together.
+//! viewers waiting; with several instances, spread over them by [`spread::instance_of`]), then
+//! one real RTMP publisher per session, all stopping together.
 
 use std::cell::RefCell;
 use std::net::SocketAddr;
@@ -14,6 +15,7 @@ use crate::args::Args;
 use crate::clients::{self, ClientGauges, ClientTally, SessionInbox};
 use crate::flv::AacTrack;
 use crate::publisher::{self, PublishLog, PublisherGauges};
+use crate::spread;
 
 /// The sessions under load, their clients' inboxes and tallies, in the same order.
 pub struct Sessions {
@@ -31,25 +33,39 @@ pub async fn connect_idle_clients(
     gauges: &Rc<ClientGauges>,
 ) {
     let inbox = Rc::new(RefCell::new(SessionInbox::default()));
-    connect_clients(http, addr, "lg-idle", count, &inbox, gauges).await;
+    let targets = vec![addr; count as usize];
+    connect_clients(http, &targets, "lg-idle", &inbox, gauges).await;
 }
 
-/// Connects `--clients` clients to each of the `--sessions` sessions.
+/// Connects `--clients` clients to each of the `--sessions` sessions, client `j` of session `i`
+/// to the instance at `addrs[spread::instance_of(i, j, …)]`.
 pub async fn connect_session_clients(
     args: &Args,
     http: &Rc<awc::Client>,
-    addr: SocketAddr,
+    addrs: &[SocketAddr],
     gauges: &Rc<ClientGauges>,
 ) -> Sessions {
-    let slugs: Vec<String> = (0..args.sessions).map(|i| format!("lg-{i}")).collect();
+    // A cluster keeps a session's numbering and log in Redis for days after it ended, and the
+    // Redis outlives the run: slugs of their own keep one run from continuing another's.
+    let prefix = if addrs.len() > 1 {
+        format!("lg-{}", &uuid::Uuid::new_v4().simple().to_string()[..8])
+    } else {
+        "lg".to_owned()
+    };
+    let slugs: Vec<String> = (0..args.sessions)
+        .map(|i| format!("{prefix}-{i}"))
+        .collect();
     let inboxes: Vec<Rc<RefCell<SessionInbox>>> = slugs
         .iter()
         .map(|_| Rc::new(RefCell::new(SessionInbox::default())))
         .collect();
     let mut tallies = Vec::new();
     let connect_started = Instant::now();
-    for (slug, inbox) in slugs.iter().zip(&inboxes) {
-        tallies.push(connect_clients(http, addr, slug, args.clients, inbox, gauges).await);
+    for (session, (slug, inbox)) in slugs.iter().zip(&inboxes).enumerate() {
+        let targets: Vec<SocketAddr> = (0..args.clients)
+            .map(|client| addrs[spread::instance_of(session, client, addrs.len() as u32)])
+            .collect();
+        tallies.push(connect_clients(http, &targets, slug, inbox, gauges).await);
     }
     eprintln!(
         "loadgen: {} clients connected in {:.1} s ({} failed)",
@@ -64,24 +80,27 @@ pub async fn connect_session_clients(
     }
 }
 
-/// Connects `count` clients to `slug`, at most 50 handshakes in flight.
+/// Connects one client to `slug` at each of `targets` (client `j` to `targets[j]`), at most 50
+/// handshakes in flight.
 async fn connect_clients(
     http: &Rc<awc::Client>,
-    addr: SocketAddr,
+    targets: &[SocketAddr],
     slug: &str,
-    count: u32,
     inbox: &Rc<RefCell<SessionInbox>>,
     gauges: &Rc<ClientGauges>,
 ) -> Vec<Rc<RefCell<ClientTally>>> {
-    let tallies: Vec<_> = (0..count)
+    let tallies: Vec<_> = targets
+        .iter()
         .map(|_| Rc::new(RefCell::new(ClientTally::default())))
         .collect();
-    futures_util::stream::iter(tallies.iter().cloned())
-        .map(|tally| {
+    futures_util::stream::iter((0u32..).zip(targets.iter().copied().zip(tallies.iter().cloned())))
+        .map(|(index, (addr, tally))| {
             let (http, inbox, gauges) = (Rc::clone(http), Rc::clone(inbox), Rc::clone(gauges));
             let slug = slug.to_owned();
             async move {
-                if let Err(e) = clients::connect(&http, addr, &slug, inbox, tally, gauges).await {
+                let connected =
+                    clients::connect(&http, addr, &slug, index, inbox, tally, gauges).await;
+                if let Err(e) = connected {
                     eprintln!("loadgen: client of {slug}: {e:#}");
                 }
             }

@@ -5,14 +5,19 @@
 //! `--sessions` sessions, then publishes one real RTMP stream per session (a pre-encoded AAC
 //! FLV paced in real time) for `--seconds`. Meanwhile it prints a progress line every second;
 //! at the end it reports ingest-added and fan-out latency, the service's CPU and RSS per
-//! session and per client, drops and disconnects, as JSON. See docs/PERFORMANCE.md.
+//! session and per client, drops and disconnects, as JSON. With `--instances N` it runs N
+//! instances in cluster mode, publishes to the first, spreads the clients over all of them and
+//! reports each one's fan-out. See docs/PERFORMANCE.md.
 //!
-//! One module per phase: [`args`], [`startup`], [`load`] (clients and publishers),
-//! [`sampling`] (progress and the steady window), [`report`].
+//! One module per phase: [`args`], [`startup`] (with [`instances`]), [`load`] (clients and
+//! publishers, spread by [`spread`]), [`sampling`] (progress and the steady window),
+//! [`report`] (checking deliveries with [`delivery`]).
 
 mod args;
 mod clients;
+mod delivery;
 mod flv;
+mod instances;
 mod limits;
 mod load;
 mod pg;
@@ -21,6 +26,7 @@ mod publisher;
 mod report;
 mod sampling;
 mod soak;
+mod spread;
 mod startup;
 mod stats;
 
@@ -53,12 +59,16 @@ async fn run(args: Args) -> anyhow::Result<i32> {
     let startup::Started {
         track,
         mock,
-        mut service,
+        mut instances,
         counter,
+        // Bound, not left to `..`: fields a pattern does not bind are dropped at the end of
+        // the `let`, which would remove the databases while the service still uses them.
+        cluster_db,
         load_at_start,
-        ..
+        db_dir: _db_dir,
     } = startup::start(&args)?;
-    let pid = service.pid();
+    let owner = instances.owner();
+    let (pid, owner_http, owner_rtmp) = (owner.pid(), owner.http, owner.rtmp);
     let mut phases = Vec::new();
     actix_rt::time::sleep(Duration::from_secs(1)).await;
     phases.push(Phase::take("started", pid)?);
@@ -66,55 +76,48 @@ async fn run(args: Args) -> anyhow::Result<i32> {
     let http = Rc::new(clients::http_client());
     let gauges = Rc::new(ClientGauges::default());
     if args.idle_clients > 0 {
-        load::connect_idle_clients(&http, service.http, args.idle_clients, &gauges).await;
+        load::connect_idle_clients(&http, owner_http, args.idle_clients, &gauges).await;
         settle().await;
         phases.push(Phase::take("idle_clients_connected", pid)?);
     }
-    let sessions = load::connect_session_clients(&args, &http, service.http, &gauges).await;
+    let addrs = instances.http_addrs();
+    let sessions = load::connect_session_clients(&args, &http, &addrs, &gauges).await;
     settle().await;
     phases.push(Phase::take("clients_connected", pid)?);
 
-    let publishers = load::start_publishers(&args, service.rtmp, &sessions.slugs, &track);
-    let watch = sampling::watch(&args, &mut service, &gauges, &publishers).await?;
+    let publishers = load::start_publishers(&args, owner_rtmp, &sessions.slugs, &track);
+    let watch = sampling::watch(&args, &mut instances, &gauges, &publishers).await?;
     let logs = publishers.finish().await;
     let mut died = watch.died;
     if died.is_none() {
         sampling::drain(&gauges).await;
-        died = service.exited();
+        died = instances.first_exited();
     }
-    let after = process::sample(pid);
+    let samples = instances.samples();
+    let after = samples.first().copied().flatten();
     let metrics = if died.is_none() {
-        fetch_metrics(&http, service.http).await
+        fetch_metrics(&http, owner_http).await
     } else {
         Value::Null
     };
-    let service_log = service.log_counts();
-    let log_kinds = service.log_kinds();
-    let log_tail = service.log_tail(30);
+    let owner = instances.owner();
+    let service_log = owner.log_counts();
+    let log_kinds = owner.log_kinds();
+    let log_tail = instances
+        .get(died.unwrap_or(0))
+        .map(|s| s.log_tail(30))
+        .unwrap_or_default();
 
     gauges.finishing.set(true);
-    let exit_code = if died.is_none() {
-        // SIGTERM and the wait for the exit block: off the runtime the clients still run on.
-        let (service_back, code) = actix_rt::task::spawn_blocking(move || {
-            let code = service.terminate_within(Duration::from_secs(60));
-            (service, code)
-        })
-        .await
-        .context("terminate task")?;
-        drop(service_back);
-        code
-    } else {
-        died.and_then(|s| s.code())
-    };
+    let ends = instances.finish(Duration::from_secs(60)).await?;
 
     let db = match &counter {
-        Some(c) => {
-            let counts = c.count();
-            c.drop_database();
-            Some(counts?)
-        }
+        Some(c) => Some(c.count()?),
         None => None,
     };
+    // Every instance has stopped: the databases can go.
+    drop(counter);
+    drop(cluster_db);
 
     let result = report(ReportInput {
         args: &args,
@@ -134,8 +137,11 @@ async fn run(args: Args) -> anyhow::Result<i32> {
         service_log,
         log_kinds,
         thread_cpu: watch.thread_cpu,
-        exit_code,
-        died: died.is_some(),
+        instances: &report::Instances {
+            http: &addrs,
+            samples: &samples,
+            ends: &ends,
+        },
         load_at_start,
         db,
     });
@@ -144,8 +150,13 @@ async fn run(args: Args) -> anyhow::Result<i32> {
     if let Some(path) = &args.json_out {
         std::fs::write(path, &text).with_context(|| format!("cannot write {}", path.display()))?;
     }
-    if died.is_some() {
-        eprintln!("loadgen: the service died during the run; its last log lines:\n{log_tail}");
+    if let Some(i) = died {
+        let which = if ends.len() > 1 {
+            format!("instance {i}")
+        } else {
+            "the service".to_owned()
+        };
+        eprintln!("loadgen: {which} died during the run; its last log lines:\n{log_tail}");
         return Ok(1);
     }
     let broken = limits::broken(args.limits(), &result);

@@ -1,32 +1,60 @@
-//! Counting the service's SQL statements on PostgreSQL: a fresh database whose sessions log
-//! every statement (`ALTER DATABASE … SET log_statement = 'all'`, which touches no other
-//! database), then the server log's lines for that database, by kind.
+//! PostgreSQL for a run: a fresh database (cluster mode needs one shared by every instance),
+//! and counting the service's SQL statements on it: the database's sessions log every
+//! statement (`ALTER DATABASE … SET log_statement = 'all'`, which touches no other database),
+//! then the server log's lines for that database, by kind.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{ensure, Context as _};
 
-pub struct StatementCounter {
+/// A database created for this run on the server of `--pg-admin`; dropped with this value, so
+/// a run that stops early leaves no database behind on a shared server.
+pub struct FreshDatabase {
     admin_url: String,
-    pub database: String,
+    pub name: String,
     pub url: String,
+}
+
+impl FreshDatabase {
+    pub fn create(admin_url: &str) -> anyhow::Result<Self> {
+        let name = format!("loadgen_{}", uuid::Uuid::new_v4().simple());
+        psql(admin_url, &format!("CREATE DATABASE {name}"))?;
+        let base = admin_url
+            .rsplit_once('/')
+            .map(|(b, _)| b.to_owned())
+            .unwrap_or_else(|| admin_url.to_owned());
+        Ok(FreshDatabase {
+            admin_url: admin_url.to_owned(),
+            url: format!("{base}/{name}"),
+            name,
+        })
+    }
+}
+
+impl Drop for FreshDatabase {
+    fn drop(&mut self) {
+        // FORCE: an instance that is still connected (a run that failed) does not keep it.
+        let _ = psql(
+            &self.admin_url,
+            &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
+        );
+    }
+}
+
+pub struct StatementCounter {
+    pub db: FreshDatabase,
     log: PathBuf,
     log_start: u64,
 }
 
 impl StatementCounter {
     pub fn create(admin_url: &str, log: &Path) -> anyhow::Result<Self> {
-        let database = format!("loadgen_{}", uuid::Uuid::new_v4().simple());
-        psql(admin_url, &format!("CREATE DATABASE {database}"))?;
+        let db = FreshDatabase::create(admin_url)?;
         psql(
             admin_url,
-            &format!("ALTER DATABASE {database} SET log_statement = 'all'"),
+            &format!("ALTER DATABASE {} SET log_statement = 'all'", db.name),
         )?;
-        let base = admin_url
-            .rsplit_once('/')
-            .map(|(b, _)| b.to_owned())
-            .unwrap_or_else(|| admin_url.to_owned());
         let log_start = std::fs::metadata(log)
             .with_context(|| {
                 format!(
@@ -36,9 +64,7 @@ impl StatementCounter {
             })?
             .len();
         Ok(StatementCounter {
-            admin_url: admin_url.to_owned(),
-            url: format!("{base}/{database}"),
-            database,
+            db,
             log: log.to_owned(),
             log_start,
         })
@@ -51,7 +77,7 @@ impl StatementCounter {
         file.seek(std::io::SeekFrom::Start(self.log_start))?;
         let mut text = String::new();
         file.read_to_string(&mut text)?;
-        let marker = format!("@{} ", self.database);
+        let marker = format!("@{} ", self.db.name);
         let mut counts = StatementCounts::default();
         for line in text.lines().filter(|l| l.contains(&marker)) {
             // `statement: …` (simple protocol) or `execute <name>: …` (prepared statements).
@@ -69,16 +95,9 @@ impl StatementCounter {
                 counts.transaction_control += 1;
             }
         }
-        let finals = psql(&self.url, "SELECT count(*) FROM transcripts")?;
+        let finals = psql(&self.db.url, "SELECT count(*) FROM transcripts")?;
         counts.finals_stored = finals.trim().parse().unwrap_or(0);
         Ok(counts)
-    }
-
-    pub fn drop_database(&self) {
-        let _ = psql(
-            &self.admin_url,
-            &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.database),
-        );
     }
 }
 

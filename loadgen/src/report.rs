@@ -1,5 +1,6 @@
 //! The result, as JSON: ingest-added and fan-out latency (matched against the mock's own
-//! stamps), the service's CPU and memory per session and per client, drops and disconnects.
+//! stamps), the service's CPU and memory per session and per client, drops and disconnects,
+//! and with several instances the fan-out of each and what the followers add to it.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -10,12 +11,23 @@ use serde_json::{json, Value};
 
 use crate::args::Args;
 use crate::clients::{ClientGauges, ClientTally, SessionInbox};
+use crate::delivery;
 use crate::flv;
+use crate::instances::InstanceEnd;
 use crate::pg;
 use crate::process::{self, cpu_percent, ProcSample};
 use crate::publisher::PublishLog;
 use crate::sampling::Phase;
+use crate::spread::{self, InstanceTally};
 use crate::stats::{self, summarize};
+
+/// What the run knows of each instance (index 0 is the owner), in instance order.
+pub struct Instances<'a> {
+    pub http: &'a [std::net::SocketAddr],
+    /// CPU time and memory after the drain (`None`: gone).
+    pub samples: &'a [Option<ProcSample>],
+    pub ends: &'a [InstanceEnd],
+}
 
 pub struct ReportInput<'a> {
     pub args: &'a Args,
@@ -35,8 +47,7 @@ pub struct ReportInput<'a> {
     pub service_log: (u64, u64),
     pub log_kinds: std::collections::BTreeMap<String, u64>,
     pub thread_cpu: std::collections::BTreeMap<String, f64>,
-    pub exit_code: Option<i32>,
-    pub died: bool,
+    pub instances: &'a Instances<'a>,
     pub load_at_start: Option<f64>,
     pub db: Option<pg::StatementCounts>,
 }
@@ -83,11 +94,13 @@ pub fn report(input: ReportInput<'_>) -> Value {
     let mut finals_latency = Vec::new();
     let mut partials_latency = Vec::new();
     let mut unmatched = 0;
-    let (mut finals_missing, mut partials_missing) = (0i64, 0i64);
+    let (mut finals_missing, mut finals_duplicated, mut partials_missing) = (0u64, 0u64, 0i64);
     let (mut finals_sent_total, mut partials_sent_total) = (0usize, 0usize);
-    for ((slug, inbox), tallies) in input.slugs.iter().zip(input.inboxes).zip(input.tallies) {
+    let mut per_instance = vec![InstanceTally::default(); input.instances.ends.len().max(1)];
+    let sessions_in_order = input.slugs.iter().zip(input.inboxes).zip(input.tallies);
+    for (session, ((slug, inbox), tallies)) in sessions_in_order.enumerate() {
         let mut sent: HashMap<(String, String, bool), Vec<SystemTime>> = HashMap::new();
-        let (mut finals_sent, mut partials_sent) = (0, 0);
+        let mut partials_sent = 0;
         for session in by_slug(slug) {
             let prefix: String = session
                 .id
@@ -109,20 +122,27 @@ pub fn report(input: ReportInput<'_>) -> Value {
                     .push(t.sent_at);
                 }
             }
-            finals_sent += session.finals_sent.len();
+            finals_sent_total += session.finals_sent.len();
             partials_sent += session.partials_sent.len();
         }
-        finals_sent_total += finals_sent;
         partials_sent_total += partials_sent;
-        let (f, p, u) = stats::fanout_latencies(&sent, &inbox.borrow().arrivals);
-        finals_latency.extend(f);
-        partials_latency.extend(p);
-        unmatched += u;
-        for tally in tallies {
-            let tally = tally.borrow();
-            finals_missing += (finals_sent as i64 - tally.finals as i64).max(0);
+        let inbox = inbox.borrow();
+        let fanout = stats::fanout_latencies(&sent, &inbox.arrivals);
+        finals_latency.extend(fanout.finals.iter().map(|l| l.ms));
+        partials_latency.extend(fanout.partials.iter().map(|l| l.ms));
+        unmatched += fanout.unmatched;
+        let sent_finals = sent.keys().filter(|key| key.2);
+        let deliveries = delivery::per_client(sent_finals, &inbox.arrivals, tallies.len() as u32);
+        for delivery in &deliveries {
+            finals_missing += delivery.missing;
+            finals_duplicated += delivery.duplicated;
+        }
+        let tallies: Vec<ClientTally> = tallies.iter().map(|t| t.borrow().clone()).collect();
+        // Partials may be replaced or dropped for a slow client by design: only counted.
+        for tally in &tallies {
             partials_missing += (partials_sent as i64 - tally.partials as i64).max(0);
         }
+        spread::add_session(&mut per_instance, session, &fanout, &deliveries, &tallies);
     }
     let mut all_fanout = finals_latency.clone();
     all_fanout.extend(partials_latency.iter().copied());
@@ -194,7 +214,12 @@ pub fn report(input: ReportInput<'_>) -> Value {
             "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
             "load_average_at_start": input.load_at_start,
             "load_average_at_end": process::load_average(),
-            "database": if input.db.is_some() { "postgres" } else { "sqlite" },
+            "database": if args.postgres || args.instances > 1 { "postgres" } else { "sqlite" },
+            "instances": args.instances,
+            "sampled_instance": (args.instances > 1).then_some(
+                "service.* (CPU, RSS, threads, thread kinds, log kinds, metrics) and soak are of \
+                 instance 0, the owner of every session; instances[] has every instance's fan-out, \
+                 deliveries, log counts and CPU seconds"),
         },
         "ingest_latency_ms": summarize(ingest),
         "ingest_latency_aligned_ms": summarize(ingest_aligned),
@@ -213,6 +238,7 @@ pub fn report(input: ReportInput<'_>) -> Value {
             "partials_sent_by_provider": partials_sent_total,
             "client_messages_without_provider_match": unmatched,
             "finals_missing_at_clients": finals_missing,
+            "finals_duplicated_at_clients": finals_duplicated,
             "partials_missing_at_clients": partials_missing,
         },
         "service": {
@@ -238,8 +264,8 @@ pub fn report(input: ReportInput<'_>) -> Value {
             "log_errors": input.service_log.1,
             "log_warning_and_error_kinds": input.log_kinds,
             "cpu_percent_of_one_core_by_thread_kind": input.thread_cpu,
-            "exit_code_after_sigterm": input.exit_code,
-            "died_during_run": input.died,
+            "exit_code_after_sigterm": input.instances.ends.first().and_then(|e| e.exit_code),
+            "died_during_run": input.instances.ends.first().is_some_and(|e| e.died),
             "metrics": input.metrics,
         },
         "loadgen_cpu_percent_of_one_core": loadgen_cpu.map(round1),
@@ -253,5 +279,68 @@ pub fn report(input: ReportInput<'_>) -> Value {
         },
         "database": db,
         "soak": crate::soak::summary(input.series, input.args.sample_every),
+        "instances": instances_section(input.instances, &per_instance),
+        "remote_extra_latency_ms": remote_extra_section(&per_instance),
+    })
+}
+
+/// One entry per instance: where it listened, what its clients got and how fast, how it ended.
+fn instances_section(instances: &Instances<'_>, per_instance: &[InstanceTally]) -> Value {
+    let entries: Vec<Value> = per_instance
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            let end = instances.ends.get(i);
+            let sample = instances.samples.get(i).copied().flatten();
+            json!({
+                "instance": i,
+                "role": if i == 0 { "owner: every publish" } else { "follower: clients only" },
+                "http": instances.http.get(i).map(ToString::to_string),
+                "clients": t.clients,
+                "clients_connected": t.clients_connected,
+                "clients_lost": t.clients_lost,
+                "fanout_final_latency_ms": summarize(t.final_latencies_ms.clone()),
+                "fanout_partial_latency_ms": summarize(t.partial_latencies_ms.clone()),
+                "finals_received": t.finals_received,
+                "partials_received": t.partials_received,
+                "finals_missing_at_clients": t.finals_missing,
+                "finals_duplicated_at_clients": t.finals_duplicated,
+                "cpu_seconds_total": sample.map(|s| (s.cpu_seconds * 10.0).round() / 10.0),
+                "rss_kb_after_drain": sample.map(|s| s.rss_kb),
+                "log_warnings": end.map(|e| e.log_warnings),
+                "log_errors": end.map(|e| e.log_errors),
+                "exit_code_after_sigterm": end.and_then(|e| e.exit_code),
+                "died_during_run": end.map(|e| e.died),
+            })
+        })
+        .collect();
+    Value::Array(entries)
+}
+
+/// `null` with one instance; otherwise p50/p99 of the followers' clients minus those of the
+/// owner's clients, for finals and for partials.
+fn remote_extra_section(per_instance: &[InstanceTally]) -> Value {
+    let Some((owner, others)) = per_instance.split_first() else {
+        return Value::Null;
+    };
+    if others.is_empty() {
+        return Value::Null;
+    }
+    let finals = spread::remote_extra(
+        &owner.final_latencies_ms,
+        others.iter().map(|t| t.final_latencies_ms.as_slice()),
+    );
+    let partials = spread::remote_extra(
+        &owner.partial_latencies_ms,
+        others.iter().map(|t| t.partial_latencies_ms.as_slice()),
+    );
+    json!({
+        "p50_ms": finals.map(|f| f.p50_ms),
+        "p99_ms": finals.map(|f| f.p99_ms),
+        "partials_p50_ms": partials.map(|p| p.p50_ms),
+        "partials_p99_ms": partials.map(|p| p.p99_ms),
+        "is": "a difference of percentiles, not a percentile of differences: the p50 (p99) \
+               fan-out latency of finals (partials) at the clients of instances 1.., all \
+               together, minus the p50 (p99) at the clients of instance 0",
     })
 }

@@ -1,16 +1,18 @@
 //! Measuring while the load runs: the service's CPU and memory at named phases, a progress
 //! line every second, the samples of the steady window (from `--warmup-seconds` after the
-//! last publisher started), and the drain of trailing finals at the end.
+//! last publisher started), and the drain of trailing finals at the end. With several
+//! instances only instance 0 (the owner of every session) is sampled; all are watched for an
+//! early exit.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use test_harness::Service;
 use tokio::time::Instant;
 
 use crate::args::Args;
 use crate::clients::ClientGauges;
+use crate::instances::Instances;
 use crate::load::Publishers;
 use crate::process::{self, cpu_percent, ProcSample};
 use crate::soak;
@@ -37,8 +39,8 @@ pub struct Watch {
     pub loadgen_steady: Vec<ProcSample>,
     /// % of one core per thread kind over the steady window.
     pub thread_cpu: BTreeMap<String, f64>,
-    /// Set when the service exited during the run.
-    pub died: Option<std::process::ExitStatus>,
+    /// The first instance that exited during the run.
+    pub died: Option<usize>,
     /// Every `--sample-every` seconds from the first publish (`crate::soak`).
     pub series: Vec<soak::Point>,
 }
@@ -52,11 +54,11 @@ pub async fn settle() {
 /// the service and this process over the steady window.
 pub async fn watch(
     args: &Args,
-    service: &mut Service,
+    instances: &mut Instances,
     gauges: &ClientGauges,
     publishers: &Publishers,
 ) -> anyhow::Result<Watch> {
-    let pid = service.pid();
+    let pid = instances.owner().pid();
     let self_pid = std::process::id();
     let sample =
         |what: &str| process::sample(pid).with_context(|| format!("service process gone ({what})"));
@@ -76,8 +78,8 @@ pub async fn watch(
     );
     while Instant::now() < publishers.until {
         tick.tick().await;
-        if let Some(status) = service.exited() {
-            died = Some(status);
+        if let Some(instance) = instances.first_exited() {
+            died = Some(instance);
             break;
         }
         let now = sample("progress")?;

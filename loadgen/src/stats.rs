@@ -5,6 +5,8 @@ use std::time::SystemTime;
 
 use serde::Serialize;
 
+use crate::clients::{Arrival, TranscriptKey};
+
 /// Percentiles of a set of latencies in ms (exact: the values are sorted).
 #[derive(Debug, Clone, Copy, Default, Serialize)]
 pub struct Summary {
@@ -85,36 +87,54 @@ pub fn min_backlog(sends: &[(SystemTime, u64)], arrivals: &[(SystemTime, u64)]) 
         .min()
 }
 
+/// One fan-out latency, with the client it was measured at (its index in its session).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ClientLatency {
+    pub ms: f64,
+    pub client: u32,
+}
+
+/// The fan-out latencies of one session.
+#[derive(Debug, Default)]
+pub struct FanOut {
+    pub finals: Vec<ClientLatency>,
+    pub partials: Vec<ClientLatency>,
+    /// Client arrivals with no provider send to match.
+    pub unmatched: usize,
+}
+
 /// Fan-out latency: each client arrival minus the time the provider sent that transcript.
 /// `sent`: (utterance id as the service names it, trimmed text, is_final) → send times.
-/// Returns (latencies of finals, latencies of partials, arrivals with no provider match).
 pub fn fanout_latencies(
-    sent: &HashMap<(String, String, bool), Vec<SystemTime>>,
-    received: &HashMap<(String, String, bool), Vec<SystemTime>>,
-) -> (Vec<f64>, Vec<f64>, usize) {
-    let (mut finals, mut partials, mut unmatched) = (Vec::new(), Vec::new(), 0);
+    sent: &HashMap<TranscriptKey, Vec<SystemTime>>,
+    received: &HashMap<TranscriptKey, Vec<Arrival>>,
+) -> FanOut {
+    let mut fanout = FanOut::default();
     for (key, arrivals) in received {
         let Some(candidates) = sent.get(key) else {
-            unmatched += arrivals.len();
+            fanout.unmatched += arrivals.len();
             continue;
         };
-        for &arrived in arrivals {
+        for arrival in arrivals {
             // The latest send of that same text not after the arrival (texts rarely repeat).
-            let best = candidates.iter().filter(|&&s| s <= arrived).max();
+            let best = candidates.iter().filter(|&&s| s <= arrival.at).max();
             match best {
                 Some(&s) => {
-                    let latency = ms_between(arrived, s);
+                    let latency = ClientLatency {
+                        ms: ms_between(arrival.at, s),
+                        client: arrival.client,
+                    };
                     if key.2 {
-                        finals.push(latency);
+                        fanout.finals.push(latency);
                     } else {
-                        partials.push(latency);
+                        fanout.partials.push(latency);
                     }
                 }
-                None => unmatched += 1,
+                None => fanout.unmatched += 1,
             }
         }
     }
-    (finals, partials, unmatched)
+    fanout
 }
 
 #[cfg(test)]
@@ -159,19 +179,21 @@ mod tests {
     #[test]
     fn fanout_matches_by_id_text_and_finality() {
         let key = |text: &str, f: bool| ("ab:00_1".to_owned(), text.to_owned(), f);
+        let at = |ms: u64, client: u32| Arrival { at: t(ms), client };
         let sent = HashMap::from([
             (key("hello", false), vec![t(0)]),
             (key("hello world", true), vec![t(10)]),
         ]);
         let received = HashMap::from([
-            (key("hello", false), vec![t(1), t(3)]),
-            (key("hello world", true), vec![t(12)]),
-            (key("never sent", true), vec![t(20)]),
+            (key("hello", false), vec![at(1, 0), at(3, 1)]),
+            (key("hello world", true), vec![at(12, 1)]),
+            (key("never sent", true), vec![at(20, 0)]),
         ]);
-        let (finals, mut partials, unmatched) = fanout_latencies(&sent, &received);
-        partials.sort_by(f64::total_cmp);
-        assert_eq!(finals, vec![2.0]);
-        assert_eq!(partials, vec![1.0, 3.0]);
-        assert_eq!(unmatched, 1);
+        let mut fanout = fanout_latencies(&sent, &received);
+        fanout.partials.sort_by(|a, b| a.ms.total_cmp(&b.ms));
+        let ms = |l: &[ClientLatency]| l.iter().map(|l| (l.ms, l.client)).collect::<Vec<_>>();
+        assert_eq!(ms(&fanout.finals), vec![(2.0, 1)]);
+        assert_eq!(ms(&fanout.partials), vec![(1.0, 0), (3.0, 1)]);
+        assert_eq!(fanout.unmatched, 1);
     }
 }
