@@ -179,13 +179,15 @@ impl Service {
         let sink = Arc::clone(&log);
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if line.contains("realtime-core ready") {
-                    let _ = ready_tx.send(line.clone());
-                }
                 if launch.show_log {
                     eprintln!("[service] {line}");
                 }
+                let ready = line.contains("realtime-core ready").then(|| line.clone());
+                // Into the log first: a caller woken by the ready line finds it there.
                 lock(&sink).push(line, launch.keep_lines);
+                if let Some(ready) = ready {
+                    let _ = ready_tx.send(ready);
+                }
             }
         });
         let Ok(ready) = ready_rx.recv_timeout(READY_TIMEOUT) else {
