@@ -345,6 +345,26 @@ fn final_count(client: &WsClient) -> usize {
 
 #[actix_rt::test]
 async fn a_killed_owner_is_taken_over_by_the_reconnecting_publisher_with_one_numbering() {
+    kill_the_owner_mid_speech(3, Takeover::ContinueProviderSession).await;
+}
+
+#[actix_rt::test]
+async fn a_provider_session_that_cannot_be_continued_is_replaced_by_a_fresh_one() {
+    kill_the_owner_mid_speech(2, Takeover::ProviderSessionGone).await;
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Takeover {
+    /// The new owner continues the dead owner's provider session from Redis.
+    ContinueProviderSession,
+    /// The provider session named in Redis is unknown to the provider (as after its
+    /// timeout): the new owner starts a fresh one.
+    ProviderSessionGone,
+}
+
+/// kill -9 of the owner mid-speech, then the publisher reconnects through the proxy to
+/// another instance.
+async fn kill_the_owner_mid_speech(instances: usize, takeover: Takeover) {
     let _serial = SERIAL.lock().await;
     let Some(Fixture {
         redis,
@@ -354,31 +374,35 @@ async fn a_killed_owner_is_taken_over_by_the_reconnecting_publisher_with_one_num
     else {
         return;
     };
+    if !require_tools(&["redis-cli"]) {
+        return;
+    }
     let wav = make_long_speech(dir.path(), 24.0);
     let wav_s = wav.to_str().unwrap().to_owned();
     let mock = start_mock();
-    let mut cluster = start_cluster(&mock, &database_url, &redis, 3);
+    let mut cluster = start_cluster(&mock, &database_url, &redis, instances);
     let slug = fresh_slug("cluster-kill");
     let proxy = TcpProxy::start(cluster[0].rtmp).await;
     let on_owner = WsClient::connect(&cluster[0], &format!("sessionSlug={slug}")).await;
     let on_b = WsClient::connect(&cluster[1], &format!("sessionSlug={slug}")).await;
-    let on_c = WsClient::connect(&cluster[2], &format!("sessionSlug={slug}")).await;
+    let on_last = WsClient::connect(&cluster[instances - 1], &format!("sessionSlug={slug}")).await;
 
     let published_at = Instant::now();
     let mut first = spawn_ffmpeg(ffmpeg_speech_args(&wav, &proxy.rtmp_url(&slug)));
     // Mid-speech: a few finals in, and a partial of an utterance that has no final yet.
     assert!(
-        on_c.wait_until(Duration::from_secs(30), |m| {
-            let finals: Vec<&Value> = m.iter().filter(|m| m["isFinal"] == true).collect();
-            finals.len() >= 2
-                && m.last().is_some_and(|last| {
-                    last["isFinal"] == false
-                        && !finals
-                            .iter()
-                            .any(|f| f["utteranceId"] == last["utteranceId"])
-                })
-        })
-        .await,
+        on_last
+            .wait_until(Duration::from_secs(30), |m| {
+                let finals: Vec<&Value> = m.iter().filter(|m| m["isFinal"] == true).collect();
+                finals.len() >= 2
+                    && m.last().is_some_and(|last| {
+                        last["isFinal"] == false
+                            && !finals
+                                .iter()
+                                .any(|f| f["utteranceId"] == last["utteranceId"])
+                    })
+            })
+            .await,
         "no final and open utterance reached a follower\n{}",
         cluster[0].log_tail(30)
     );
@@ -386,7 +410,37 @@ async fn a_killed_owner_is_taken_over_by_the_reconnecting_publisher_with_one_num
     cluster[0].signal("KILL");
     let killed_at = published_at.elapsed();
     assert!(cluster[0].wait_exit(Duration::from_secs(5)).await.is_some());
+    let heard_before_kill = mock.sessions()[0].pcm.len();
+    // The utterance that had partials and no final when the owner died.
+    let open_utterance = {
+        let seen = on_last.transcripts();
+        seen.iter()
+            .rev()
+            .find(|m| m["isFinal"] == false)
+            .and_then(|m| m["utteranceId"].as_str())
+            .filter(|id| {
+                !seen
+                    .iter()
+                    .any(|f| f["isFinal"] == true && f["utteranceId"] == *id)
+            })
+            .map(str::to_owned)
+    };
     let _ = first.wait().await;
+    if takeover == Takeover::ProviderSessionGone {
+        // What the dead owner left in Redis now names a session the provider does not know.
+        let ws_base = mock.base_url().replacen("http", "ws", 1);
+        let record = serde_json::json!({
+            "id": "00000000-gone-0000-0000-000000000000",
+            "url": format!("{ws_base}/v2/live?token=expired"),
+            "acked": heard_before_kill,
+        })
+        .to_string();
+        let set = std::process::Command::new("redis-cli")
+            .args(["-u", &redis, "SET", &format!("rc:provider:{slug}"), &record])
+            .output()
+            .expect("redis-cli runs");
+        assert_eq!(String::from_utf8_lossy(&set.stdout).trim(), "OK");
+    }
 
     // Egress reconnects through the balancer, which now sends it to another instance: the
     // rest of the meeting, from where the first publish was cut.
@@ -403,30 +457,56 @@ async fn a_killed_owner_is_taken_over_by_the_reconnecting_publisher_with_one_num
         "reconnected after {reconnect_gap:?}"
     );
     run_publisher("ffmpeg", &second, Duration::from_secs(60)).await;
+    let provider_sessions = match takeover {
+        Takeover::ContinueProviderSession => 1,
+        Takeover::ProviderSessionGone => 2,
+    };
     assert!(
-        mock.wait_for(Duration::from_secs(30), |s| s.len() == 2
-            && s[1].closed_with_1000)
+        mock.wait_for(Duration::from_secs(30), |s| s.len() == provider_sessions
+            && s[provider_sessions - 1].closed_with_1000)
             .await,
-        "the new owner's provider session did not end\n{}",
+        "the new owner's provider session did not end ({} sessions)\n{}",
+        mock.sessions().len(),
         cluster[1].log_tail(30)
     );
     let sessions = mock.sessions();
-    let before_kill = &sessions[0];
-    let after = &sessions[1];
-    let total = sent_before_kill + after.finals_sent.len();
+    assert_eq!(
+        mock.init_requests().len(),
+        provider_sessions,
+        "one init per provider session: a continued one needs none"
+    );
+    // Every final the provider sent, the dead owner's and the new owner's, in order.
+    let sent: Vec<String> = match takeover {
+        Takeover::ContinueProviderSession => {
+            assert_eq!(
+                sessions[0].ws_connections, 2,
+                "the new owner connected to the dead owner's provider session"
+            );
+            sessions[0].finals_sent.iter().collect::<Vec<_>>()
+        }
+        Takeover::ProviderSessionGone => sessions[0].finals_sent[..sent_before_kill]
+            .iter()
+            .chain(&sessions[1].finals_sent)
+            .collect(),
+    }
+    .into_iter()
+    .map(|f| f.text.trim_start().to_owned())
+    .collect();
+    let total = sent.len();
+    assert!(total > sent_before_kill, "no final after the takeover");
 
-    // The client of the dead instance resumes on the third with the last seq it had.
+    // The client of the dead instance resumes on the last with the last seq it had.
     let last_on_owner = on_owner
         .finals()
         .last()
         .and_then(|f| f["seq"].as_i64())
         .unwrap_or(0);
     let resumed = WsClient::connect(
-        &cluster[2],
+        &cluster[instances - 1],
         &format!("sessionSlug={slug}&lastSeq={last_on_owner}"),
     )
     .await;
-    for (name, client) in [("B", &on_b), ("C", &on_c)] {
+    for (name, client) in [("B", &on_b), ("last", &on_last)] {
         assert!(
             client
                 .wait_until(Duration::from_secs(10), |m| m
@@ -444,14 +524,15 @@ async fn a_killed_owner_is_taken_over_by_the_reconnecting_publisher_with_one_num
             (1..=total as i64).collect::<Vec<_>>(),
             "{name}: one numbering, no gap, no duplicate"
         );
-        // Every final the provider sent before the kill, then the new provider session's.
         let texts: Vec<&str> = finals.iter().filter_map(|f| f["text"].as_str()).collect();
-        let sent: Vec<String> = before_kill.finals_sent[..sent_before_kill]
-            .iter()
-            .chain(&after.finals_sent)
-            .map(|f| f.text.trim_start().to_owned())
-            .collect();
         assert_eq!(texts, sent, "{name}: not the provider's finals");
+        if let (Takeover::ContinueProviderSession, Some(open)) = (takeover, &open_utterance) {
+            // The utterance open at the kill ends with its own final, under the same id.
+            assert!(
+                finals.iter().any(|f| f["utteranceId"] == open.as_str()),
+                "{name}: the utterance open at the kill ({open}) got no final"
+            );
+        }
     }
     assert!(
         resumed
@@ -475,27 +556,31 @@ async fn a_killed_owner_is_taken_over_by_the_reconnecting_publisher_with_one_num
         (1..=total as i64).collect::<Vec<_>>(),
         "the database holds each final once"
     );
+    if takeover == Takeover::ProviderSessionGone {
+        assert!(
+            cluster[1].log().contains("cannot be continued"),
+            "the new owner did not say why it started a fresh provider session"
+        );
+    }
 
     // What the kill cost: audio the publisher sent that no provider session heard.
-    let heard_ms = |pcm: &[u8]| pcm.len() as u64 / 32;
-    let lost_in_owner =
-        killed_at.as_millis() as u64 - heard_ms(&before_kill.pcm).min(killed_at.as_millis() as u64);
+    let heard_ms = heard_before_kill as u64 / 32;
+    let killed_ms = killed_at.as_millis() as u64;
+    let lost_in_owner = killed_ms - heard_ms.min(killed_ms);
     eprintln!(
-        "takeover: killed at {} ms of audio; the dead owner's provider had heard {} ms ({} ms lost inside the killed instance); \
-         reconnect gap {} ms (audio not published); {} finals before the kill, {} after",
-        killed_at.as_millis(),
-        heard_ms(&before_kill.pcm),
-        lost_in_owner,
+        "takeover ({takeover:?}): killed at {killed_ms} ms of audio; the provider had heard {heard_ms} ms \
+         ({lost_in_owner} ms lost inside the killed instance); reconnect gap {} ms (audio not published); \
+         {sent_before_kill} finals before the kill, {} after",
         reconnect_gap.as_millis(),
-        sent_before_kill,
-        after.finals_sent.len()
+        total - sent_before_kill
     );
     assert!(
         lost_in_owner < 1500,
         "{lost_in_owner} ms of audio lost inside the killed instance"
     );
     assert!(
-        before_kill.finals_sent.len() == sent_before_kill,
+        sessions[0].finals_sent.len() == sent_before_kill
+            || takeover == Takeover::ContinueProviderSession,
         "the provider sent a final to the dead owner as it was killed (a race the test avoids)"
     );
 }

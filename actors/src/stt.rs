@@ -12,7 +12,7 @@ use std::sync::Arc;
 use actix::prelude::*;
 
 use crate::gladia::{GladiaActor, GladiaConfig};
-use crate::messages::{EndOfAudio, PcmChunk, PublisherGap, StreamSinks};
+use crate::messages::{EndOfAudio, HandOver, PcmChunk, ProviderResume, PublisherGap, StreamSinks};
 use crate::whisper::{Admission, CapacityReached, WhisperActor, WhisperProvider};
 
 #[derive(Clone)]
@@ -42,22 +42,30 @@ pub struct SttStream {
     pub audio: Recipient<PcmChunk>,
     end: Recipient<EndOfAudio>,
     gap: Recipient<PublisherGap>,
+    hand_over: Recipient<HandOver>,
 }
 
 impl SttStream {
-    /// The stream of a provider actor: every provider handles the same three messages.
+    /// The stream of a provider actor: every provider handles the same four messages.
     fn of<A>(addr: Addr<A>) -> SttStream
     where
         A: Actor<Context = Context<A>>
             + Handler<PcmChunk>
             + Handler<EndOfAudio>
-            + Handler<PublisherGap>,
+            + Handler<PublisherGap>
+            + Handler<HandOver>,
     {
         SttStream {
             audio: addr.clone().recipient(),
             end: addr.clone().recipient(),
-            gap: addr.recipient(),
+            gap: addr.clone().recipient(),
+            hand_over: addr.recipient(),
         }
+    }
+
+    /// Another instance took the session: leave the provider session for it to continue.
+    pub fn hand_over(&self) {
+        self.hand_over.do_send(HandOver);
     }
 
     /// No more audio: the provider delivers its trailing finals, then `ProviderFinished`.
@@ -108,15 +116,24 @@ impl SttAdmission {
         }
     }
 
-    /// Starts the actor of provider stream `stream` of `session_slug`.
-    pub fn start(self, session_slug: String, stream: u64, sinks: StreamSinks) -> SttStream {
+    /// Starts the actor of provider stream `stream` of `session_slug`, continuing the
+    /// provider session `resume` (another instance's, taken over) where the provider can.
+    pub fn start(
+        self,
+        session_slug: String,
+        stream: u64,
+        sinks: StreamSinks,
+        resume: Option<ProviderResume>,
+    ) -> SttStream {
         match self {
             SttAdmission::Whisper(provider, admission) => SttStream::of(
                 WhisperActor::new(session_slug, stream, provider, admission, sinks).start(),
             ),
-            SttAdmission::Gladia(config) => {
-                SttStream::of(GladiaActor::new(session_slug, stream, config, sinks).start())
-            }
+            SttAdmission::Gladia(config) => SttStream::of(
+                GladiaActor::new(session_slug, stream, config, sinks)
+                    .resuming(resume)
+                    .start(),
+            ),
         }
     }
 }

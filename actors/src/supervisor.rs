@@ -19,12 +19,12 @@ use crate::broadcast::{
 use crate::ingest::{DrainIngest, IngestActor, IngestReport, UseProvider, UsePublisher};
 use crate::messages::cluster::{
     AnnounceSession, AskStop, ClusterNotice, ClusterUnavailable, JoinCluster, LeaseGrant,
-    LeaseToken, LeaveCluster, TakeLease,
+    LeaseToken, LeaveCluster, SaveProvider, TakeLease,
 };
 use crate::messages::{
-    AttachPublisher, ClientId, Deliver, NextReplayPage, ProviderFinished, ProviderPhase,
-    ProviderStatus, PublishHandle, PublishRefused, PublisherId, SessionInstance, SessionRetired,
-    SessionState, StreamSinks,
+    AttachPublisher, ClientId, Deliver, NextReplayPage, ProviderCheckpoint, ProviderFinished,
+    ProviderPhase, ProviderResume, ProviderStatus, PublishHandle, PublishRefused, PublisherId,
+    SessionInstance, SessionRetired, SessionState, StreamSinks,
 };
 use crate::metrics::SessionMetrics;
 use crate::outbound_frames::status_frame;
@@ -202,6 +202,9 @@ pub struct SessionSupervisor {
     /// The stream key `rtmpUrl` shows, the keys in use and those revoked (docs/PROTOCOL.md#stream-keys).
     keys: SessionKeys,
     ownership: Ownership,
+    /// The provider session the previous owner left, for the next provider stream to
+    /// continue (docs/ARCHITECTURE.md#cluster-mode, provider continuity).
+    provider_to_continue: Option<ProviderResume>,
     /// This session counts in `ingest.live_sessions` (it has a publisher).
     counted_live: bool,
 }
@@ -245,6 +248,7 @@ impl SessionSupervisor {
             drained_waiters: Vec::new(),
             clients_gauge: ::metrics::Gauge::noop(),
             ownership,
+            provider_to_continue: None,
             counted_live: false,
         }
     }
@@ -363,6 +367,10 @@ impl SessionSupervisor {
                     token: Some(grant.token.clone()),
                     committed_seq: grant.committed_seq,
                 });
+                // Only a session without a provider stream of its own continues another's.
+                if self.provider.as_ref().is_none_or(|p| p.ending) {
+                    self.provider_to_continue = grant.provider;
+                }
                 self.ownership = Ownership::Owner(grant.token);
                 self.announce();
             }
@@ -397,7 +405,7 @@ impl SessionSupervisor {
                 let _ = replaced.send(());
             }
         }
-        self.end_provider_stream();
+        self.hand_over_provider_stream();
         self.set_state(
             SessionState::WaitingForEgress,
             "the meeting's audio moved to another instance",
@@ -438,8 +446,10 @@ impl SessionSupervisor {
             StreamSinks {
                 transcripts: broadcast.recipient(),
                 status: me.clone().recipient(),
-                finished: me.recipient(),
+                finished: me.clone().recipient(),
+                checkpoints: me.recipient(),
             },
+            self.provider_to_continue.take(),
         );
         ingest.do_send(UseProvider(Some(addr.audio.clone())));
         self.provider = Some(ProviderStream {
@@ -472,6 +482,21 @@ impl SessionSupervisor {
             if !stream.ending {
                 stream.ending = true;
                 stream.addr.end_of_audio();
+                self.finishing_streams.insert(stream.id);
+            }
+        }
+        if let Some(ingest) = &self.ingest {
+            ingest.do_send(UseProvider(None));
+        }
+    }
+
+    /// The session moved to another instance: the provider session is left running for the
+    /// new owner to continue (no stop, whose trailing finals would be fenced anyway).
+    fn hand_over_provider_stream(&mut self) {
+        if let Some(stream) = &mut self.provider {
+            if !stream.ending {
+                stream.ending = true;
+                stream.addr.hand_over();
                 self.finishing_streams.insert(stream.id);
             }
         }
@@ -894,6 +919,16 @@ impl Handler<ProviderFinished> for SessionSupervisor {
         }
         if self.provider.as_ref().map(|p| p.id) == Some(stream) {
             self.provider = None;
+            // Its provider session is over: nothing is left for a later owner to continue.
+            if let (Some(cluster), Ownership::Owner(token)) =
+                (&self.context.settings.cluster, &self.ownership)
+            {
+                cluster.save_provider.do_send(SaveProvider {
+                    session_slug: self.slug.clone(),
+                    token: token.clone(),
+                    resume: None,
+                });
+            }
             if self.publisher.is_some() {
                 // The provider gave up while audio still flows: open a new stream.
                 if let Ok(Some(admission)) = self.admit() {
@@ -916,6 +951,26 @@ impl Handler<ProviderFinished> for SessionSupervisor {
         }
         self.notify_if_drained();
         self.maybe_retire(ctx);
+    }
+}
+
+/// The owner keeps its provider session's position in the cluster, fenced by its lease.
+impl Handler<ProviderCheckpoint> for SessionSupervisor {
+    type Result = ();
+
+    fn handle(&mut self, checkpoint: ProviderCheckpoint, _: &mut Self::Context) {
+        if self.provider.as_ref().map(|p| (p.id, p.ending)) != Some((checkpoint.stream, false)) {
+            return;
+        }
+        if let (Some(cluster), Ownership::Owner(token)) =
+            (&self.context.settings.cluster, &self.ownership)
+        {
+            cluster.save_provider.do_send(SaveProvider {
+                session_slug: self.slug.clone(),
+                token: token.clone(),
+                resume: Some(checkpoint.resume),
+            });
+        }
     }
 }
 

@@ -169,12 +169,12 @@ proptest! {
         );
     }
 
-    /// §3.4 `audio_chunk`: acknowledged with a byte range, or rejected with an error and null
-    /// data.
+    /// §3.4 `audio_chunk`: acknowledged with a byte range within a day of audio, or rejected
+    /// with an error and null data.
     #[test]
     fn every_audio_chunk_ack_is_accepted(
-        start in any::<u32>(),
-        length in any::<u32>(),
+        start in 0u32..1_500_000_000,
+        length in 0u32..1_000_000_000,
         acknowledged in any::<bool>(),
         error in prop::option::of(".{0,30}"),
     ) {
@@ -193,12 +193,14 @@ proptest! {
             })
         };
         match parse_server_message(&message.to_string()) {
-            Ok(ServerMessage::AudioChunkAck { acknowledged: got, byte_end, error: got_error }) => {
+            Ok(ServerMessage::AudioChunkAck { acknowledged: got, byte_start, byte_end, error: got_error }) => {
                 prop_assert_eq!(got, acknowledged);
                 if acknowledged {
+                    prop_assert_eq!(byte_start, Some(u64::from(start)));
                     prop_assert_eq!(byte_end, Some(end));
                     prop_assert_eq!(got_error, None);
                 } else {
+                    prop_assert_eq!(byte_start, None);
                     prop_assert_eq!(byte_end, None);
                     prop_assert_eq!(got_error, error);
                 }

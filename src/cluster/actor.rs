@@ -12,7 +12,7 @@ use std::time::Duration;
 use ::actors::messages::cluster::{
     AnnounceSession, AskStop, BusFrame, BusKind, ClusterLink, ClusterNotice, ClusterUnavailable,
     CommitFinal, CommitOutcome, JoinCluster, LeaseGrant, LeaseToken, LeaveCluster, PublishFrame,
-    ReadFinals, TakeLease,
+    ReadFinals, SaveProvider, TakeLease,
 };
 use actix::prelude::*;
 use redis::aio::MultiplexedConnection;
@@ -22,6 +22,7 @@ use super::directory::{self, Entry};
 use super::envelope::{self, Control};
 use super::keys;
 use super::membership::{Member, Membership};
+use super::provider_record;
 use super::scripts;
 use super::subscriber;
 
@@ -47,6 +48,7 @@ struct Scripts {
     commit: redis::Script,
     directory_drop: redis::Script,
     directory_expire: redis::Script,
+    provider_save: redis::Script,
 }
 
 /// Every live session the directory lists, except this instance's own (they are local).
@@ -78,6 +80,7 @@ impl ClusterActor {
                 commit: redis::Script::new(scripts::COMMIT),
                 directory_drop: redis::Script::new(scripts::DIRECTORY_DROP),
                 directory_expire: redis::Script::new(scripts::DIRECTORY_EXPIRE),
+                provider_save: redis::Script::new(scripts::PROVIDER_SAVE),
             }),
             conn: None,
             connecting: false,
@@ -97,6 +100,7 @@ impl ClusterActor {
             read_finals: addr.clone().recipient(),
             ask_stop: addr.clone().recipient(),
             announce: addr.clone().recipient(),
+            save_provider: addr.clone().recipient(),
         }
     }
 
@@ -330,11 +334,12 @@ impl Handler<TakeLease> for ClusterActor {
         let slug = msg.session_slug;
         Box::pin(
             async move {
-                let taken: redis::RedisResult<(String, i64)> = scripts
+                let taken: redis::RedisResult<(String, i64, Vec<u8>)> = scripts
                     .take
                     .key(keys::lease(&slug))
                     .key(keys::fence(&slug))
                     .key(keys::seq(&slug))
+                    .key(keys::provider(&slug))
                     .arg(&config.instance_id)
                     .arg(config.lease.as_millis() as u64)
                     .arg(keys::CONTROL_CHANNEL)
@@ -345,12 +350,19 @@ impl Handler<TakeLease> for ClusterActor {
             }
             .into_actor(self)
             .map(|(slug, taken), act, _| match taken {
-                Ok((token, committed_seq)) => {
+                Ok((token, committed_seq, provider)) => {
+                    let provider = match provider.as_slice() {
+                        [] => None,
+                        raw => provider_record::decode(raw)
+                            .inspect_err(|error| tracing::warn!(session = %slug, %error, "cluster: the previous owner's provider record refused; starting a fresh provider session"))
+                            .ok(),
+                    };
                     let token = LeaseToken(token.into());
                     act.members().hold(slug, token.clone());
                     Ok(LeaseGrant {
                         token,
                         committed_seq: committed_seq.max(0),
+                        provider,
                     })
                 }
                 Err(error) => {
@@ -548,6 +560,34 @@ impl Handler<AnnounceSession> for ClusterActor {
                 .arg(&msg.session_slug)
                 .arg(field)
                 .query_async(&mut conn)
+                .await;
+            written
+        });
+    }
+}
+
+impl Handler<SaveProvider> for ClusterActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: SaveProvider, ctx: &mut Self::Context) {
+        let Some(mut conn) = self.connection(ctx) else {
+            return;
+        };
+        let scripts = self.scripts.clone();
+        let record = msg
+            .resume
+            .as_ref()
+            .map(provider_record::encode)
+            .unwrap_or_default();
+        self.fire(ctx, async move {
+            let written: redis::RedisResult<i64> = scripts
+                .provider_save
+                .key(keys::lease(&msg.session_slug))
+                .key(keys::provider(&msg.session_slug))
+                .arg(&*msg.token.0)
+                .arg(record)
+                .arg(keys::PROVIDER_RECORD_MS)
+                .invoke_async(&mut conn)
                 .await;
             written
         });

@@ -35,6 +35,15 @@ pub fn log(slug: &str) -> String {
     format!("{PREFIX}finals:{slug}")
 }
 
+/// The owner's provider session (`super::provider_record`), for whoever takes over.
+pub fn provider(slug: &str) -> String {
+    format!("{PREFIX}provider:{slug}")
+}
+
+/// A provider record outlives its last write by this much: long enough for a takeover
+/// after the owner died, short next to Gladia's own timeout of a session without audio.
+pub const PROVIDER_RECORD_MS: u64 = 60_000;
+
 /// The live channel: finals, partials and status frames.
 pub fn bus(slug: &str) -> String {
     format!("{PREFIX}bus:{slug}")

@@ -6,6 +6,7 @@
 //! - [`directory`]: every live session's owner snapshot, for listings on any instance.
 //! - [`membership`]: which local sessions follow which slug, which leases are held here.
 //! - [`envelope`]: what instances say to each other, checked like any peer's input.
+//! - [`provider_record`]: the owner's provider session, for the instance that takes over.
 //! - [`keys`] and [`scripts`]: the Redis layout and the atomic steps on it.
 
 pub mod actor;
@@ -13,6 +14,7 @@ pub mod directory;
 pub mod envelope;
 pub mod keys;
 pub mod membership;
+pub mod provider_record;
 pub mod scripts;
 pub mod subscriber;
 

@@ -2,9 +2,10 @@
 //! (docs/ARCHITECTURE.md#cluster-mode). Redis runs a script without interleaving any other
 //! command, so "check the lease, then write" cannot be split by another instance's take.
 
-/// KEYS: lease, fence, seq. ARGV: instance, lease ms, control channel, slug.
+/// KEYS: lease, fence, seq, provider. ARGV: instance, lease ms, control channel, slug.
 /// A new token from the next fencing number replaces whatever lease there was; the previous
-/// owner hears of it on the control channel. Returns `{token, committed seq}`.
+/// owner hears of it on the control channel. Returns `{token, committed seq, provider record
+/// or ''}`: the record is read in the same step, so no later write of the old owner's counts.
 pub const TAKE: &str = r#"
 local fence = redis.call('INCR', KEYS[2])
 redis.call('EXPIRE', KEYS[2], 604800)
@@ -13,7 +14,9 @@ redis.call('SET', KEYS[1], token, 'PX', ARGV[2])
 redis.call('PUBLISH', ARGV[3], cjson.encode({kind = 'lease_taken', slug = ARGV[4], token = token, src = ARGV[1]}))
 local seq = redis.call('GET', KEYS[3])
 if not seq then seq = '0' end
-return {token, seq}
+local provider = redis.call('GET', KEYS[4])
+if not provider then provider = '' end
+return {token, seq, provider}
 "#;
 
 /// KEYS: lease. ARGV: token, lease ms. 1: still ours (renewed, or taken again after Redis lost
@@ -54,6 +57,19 @@ redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[4], ARGV[2] .. '-0', 'm', ARGV[3
 redis.call('EXPIRE', KEYS[3], 86400)
 redis.call('PUBLISH', ARGV[5], ARGV[3])
 return 'ok'
+"#;
+
+/// KEYS: lease, provider. ARGV: token, record ('' removes it), record ms. Only the lease
+/// holder writes (a lease Redis lost counts as held, as for COMMIT). 1 written, 0 fenced.
+pub const PROVIDER_SAVE: &str = r#"
+local cur = redis.call('GET', KEYS[1])
+if cur and cur ~= ARGV[1] then return 0 end
+if ARGV[2] == '' then
+  redis.call('DEL', KEYS[2])
+else
+  redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
+end
+return 1
 "#;
 
 /// KEYS: directory. ARGV: slug, owner. Drops the session's entry if this owner wrote it (a

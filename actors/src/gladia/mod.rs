@@ -8,6 +8,13 @@
 //! one is created and fed again from the *settled* point (the start of the oldest utterance
 //! without a final), so no utterance is cut in two; that utterance keeps its id. Partials left
 //! without a final when the stream ends become finals marked `provisional`.
+//!
+//! In cluster mode the provider session outlives this process: the actor reports where it
+//! stands ([`ProviderCheckpoint`]: id, URL, bytes acknowledged) for the supervisor to keep in
+//! Redis, leaves it untouched when the session moves away ([`HandOver`]), and, started with
+//! a [`ProviderResume`] by the instance that took the session, connects to the same URL with
+//! no `init` and streams on from the provider's position; if the provider will not take the
+//! connection, a fresh session is created and fed everything this instance has.
 
 mod audio_buffer;
 mod config;
@@ -29,8 +36,8 @@ use awc::BoxedSocket;
 use futures_util::stream::{SplitSink, StreamExt};
 
 use crate::messages::{
-    now_ms, EndOfAudio, PcmChunk, ProviderFinished, ProviderPhase, ProviderStatus, PublisherGap,
-    StreamSinks, TranscriptEvent,
+    now_ms, EndOfAudio, HandOver, PcmChunk, ProviderCheckpoint, ProviderFinished, ProviderPhase,
+    ProviderResume, ProviderStatus, PublisherGap, StreamSinks, TranscriptEvent,
 };
 use crate::metrics::names::{GLADIA_FINALS_TOTAL, GLADIA_RECONNECTS_TOTAL, GLADIA_STT_LATENCY_MS};
 pub use audio_buffer::AudioBuffer;
@@ -69,6 +76,7 @@ pub struct GladiaActor {
     transcripts: Recipient<TranscriptEvent>,
     status: Recipient<ProviderStatus>,
     finished: Recipient<ProviderFinished>,
+    checkpoints: Recipient<ProviderCheckpoint>,
     state: ConnectionState,
     provider_session: Option<InitResponse>,
     /// Short prefix of the provider session id, making utterance ids unique across sessions.
@@ -78,8 +86,20 @@ pub struct GladiaActor {
     send_clock: SendClock,
     /// Wall clock (ms) of the first PCM byte, and the buffer offset where the current
     /// provider session began: together they turn provider seconds into wall-clock times.
+    /// Negative for a session continued from another instance, which began before this
+    /// buffer did.
     audio_epoch_ms: Option<i64>,
-    provider_base_offset: u64,
+    provider_base_offset: i64,
+    /// A provider session taken over, to continue at start instead of creating one.
+    resume: Option<ProviderResume>,
+    /// The continued session has not accepted a connection from here yet: a refusal means
+    /// it is gone, and a fresh one is created.
+    resume_unconfirmed: bool,
+    /// After a continued session's first connection: the buffer offset of the first byte
+    /// sent on it, matched with the provider's first acknowledgement to learn exactly where
+    /// the provider's bytes stand against this buffer's.
+    calibrate_from: Option<u64>,
+    last_checkpoint: Option<Instant>,
     end_of_audio: bool,
     failures_in_a_row: u32,
     connection_gen: u64,
@@ -112,6 +132,13 @@ struct OpenUtterance {
     last_partial: TranscriptEvent,
 }
 
+/// Checkpoints while audio is acknowledged are at least this far apart: a takeover resumes
+/// at most this much behind the provider's real position (its first acknowledgement then
+/// says exactly where).
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
+/// Connection attempts to a continued session before it is given up for a fresh one.
+const RESUME_ATTEMPTS: u32 = 3;
+
 /// Audio older than this before the acknowledged point, with no utterance open, is silence
 /// the provider has already passed over: it need not be kept for a fresh session.
 const UNSETTLED_SILENCE_KEPT: u64 = 10 * PCM_BYTES_PER_SEC;
@@ -129,6 +156,7 @@ impl GladiaActor {
             transcripts,
             status,
             finished,
+            checkpoints,
         } = sinks;
         let max_bytes = config.max_buffered_audio.as_millis() as u64 * PCM_BYTES_PER_SEC / 1000;
         GladiaActor {
@@ -138,6 +166,7 @@ impl GladiaActor {
             transcripts,
             status,
             finished,
+            checkpoints,
             state: ConnectionState::Initializing,
             provider_session: None,
             utterance_prefix: String::new(),
@@ -145,6 +174,10 @@ impl GladiaActor {
             send_clock: SendClock::default(),
             audio_epoch_ms: None,
             provider_base_offset: 0,
+            resume: None,
+            resume_unconfirmed: false,
+            calibrate_from: None,
+            last_checkpoint: None,
             end_of_audio: false,
             failures_in_a_row: 0,
             connection_gen: 0,
@@ -156,6 +189,12 @@ impl GladiaActor {
             gap: None,
             gap_silence: None,
         }
+    }
+
+    /// Continue `resume` (another instance's provider session) rather than create one.
+    pub fn resuming(mut self, resume: Option<ProviderResume>) -> Self {
+        self.resume = resume;
+        self
     }
 
     fn report(&self, phase: ProviderPhase, detail: impl Into<String>) {
@@ -177,6 +216,8 @@ impl GladiaActor {
         self.drop_connection(ctx);
         self.state = ConnectionState::Initializing;
         self.provider_session = None;
+        self.resume_unconfirmed = false;
+        self.calibrate_from = None;
         self.report(ProviderPhase::Connecting, "creating provider session");
         let config = self.config.clone();
         let slug = self.session_slug.clone();
@@ -185,10 +226,10 @@ impl GladiaActor {
             .map(|result, act, ctx| match result {
                 Ok(session) => {
                     tracing::info!(session = %act.session_slug, provider_session = %session.id, "gladia session created");
-                    act.utterance_prefix = session.id.chars().filter(|c| c.is_ascii_alphanumeric()).take(8).collect();
+                    act.utterance_prefix = utterance_prefix(&session.id);
                     // The fresh session hears everything since the settled point; that audio
                     // starts its clock.
-                    act.provider_base_offset = act.audio.rewind_to_settled();
+                    act.provider_base_offset = to_i64(act.audio.rewind_to_settled());
                     act.provider_session = Some(session);
                     act.arm_session_limit(ctx);
                     act.connect(ctx);
@@ -196,6 +237,48 @@ impl GladiaActor {
                 Err(error) => act.init_failed(ctx, error),
             })
             .spawn(ctx);
+    }
+
+    /// Continues the provider session another instance left (no `init`): its clock is at
+    /// `acked_bytes` when this buffer's first byte arrives.
+    fn continue_provider_session(&mut self, resume: ProviderResume, ctx: &mut Context<Self>) {
+        tracing::info!(session = %self.session_slug, provider_session = %resume.provider_session_id,
+            acked_bytes = resume.acked_bytes, "continuing the provider session of the previous owner");
+        self.utterance_prefix = utterance_prefix(&resume.provider_session_id);
+        self.provider_base_offset = -to_i64(resume.acked_bytes);
+        self.provider_session = Some(InitResponse {
+            id: resume.provider_session_id,
+            url: resume.url,
+        });
+        self.resume_unconfirmed = true;
+        self.report(ProviderPhase::Connecting, "continuing the provider session");
+        self.arm_session_limit(ctx);
+        self.connect(ctx);
+    }
+
+    /// Tells the supervisor where the provider session stands (see [`ProviderResume`]).
+    fn checkpoint(&mut self, force: bool) {
+        let Some(session) = &self.provider_session else {
+            return;
+        };
+        if self.resume_unconfirmed
+            || (!force
+                && self
+                    .last_checkpoint
+                    .is_some_and(|at| at.elapsed() < CHECKPOINT_EVERY))
+        {
+            return;
+        }
+        self.last_checkpoint = Some(Instant::now());
+        let acked = to_i64(self.audio.acked_offset()).saturating_sub(self.provider_base_offset);
+        self.checkpoints.do_send(ProviderCheckpoint {
+            stream: self.stream,
+            resume: ProviderResume {
+                provider_session_id: session.id.clone(),
+                url: session.url.clone(),
+                acked_bytes: acked.max(0) as u64,
+            },
+        });
     }
 
     fn init_failed(&mut self, ctx: &mut Context<Self>, error: InitError) {
@@ -246,8 +329,12 @@ impl GladiaActor {
                         ctx.add_stream(frames.chain(ended));
                         act.failures_in_a_row = 0;
                         act.audio.rewind_to_unacknowledged();
+                        if std::mem::take(&mut act.resume_unconfirmed) {
+                            act.calibrate_from = Some(act.audio.acked_offset());
+                        }
                         act.state = ConnectionState::Streaming { sink: SinkWrite::new(sink, ctx) };
                         act.report(ProviderPhase::Streaming, "transcribing");
+                        act.checkpoint(true);
                         act.pump_audio();
                         if act.end_of_audio {
                             act.send_stop(ctx);
@@ -255,6 +342,14 @@ impl GladiaActor {
                     }
                     Err(error) => {
                         act.failures_in_a_row += 1;
+                        let refused = matches!(error, awc::error::WsClientError::InvalidResponseStatus(_));
+                        if act.resume_unconfirmed && (refused || act.failures_in_a_row >= RESUME_ATTEMPTS) {
+                            // Ended, expired or unknown there: nothing of it can be kept.
+                            tracing::info!(session = %act.session_slug, %error, "the previous owner's provider session cannot be continued; starting a fresh one");
+                            act.resume_unconfirmed = false;
+                            act.start_provider_session(ctx);
+                            return;
+                        }
                         let delay = act.backoff();
                         tracing::warn!(session = %act.session_slug, %error, "gladia websocket connect failed");
                         act.report(ProviderPhase::Retrying, format!("stt provider connection failed: {error}"));
@@ -337,7 +432,15 @@ impl GladiaActor {
     /// Provider seconds in the current session → absolute byte offset (sample-aligned).
     fn offset_of(&self, seconds: f64) -> u64 {
         let bytes = (seconds.max(0.0) * PCM_BYTES_PER_SEC as f64) as u64 & !1;
-        self.provider_base_offset.saturating_add(bytes)
+        self.buffer_offset(bytes)
+    }
+
+    /// A byte position of the provider session → this buffer's offset (0 for a position
+    /// before the buffer began, which only a continued session can name).
+    fn buffer_offset(&self, provider_bytes: u64) -> u64 {
+        self.provider_base_offset
+            .saturating_add(to_i64(provider_bytes))
+            .max(0) as u64
     }
 
     fn drop_connection(&mut self, ctx: &mut Context<Self>) {
@@ -459,7 +562,7 @@ impl GladiaActor {
         match message {
             ServerMessage::Transcript(data) => {
                 let epoch = self.audio_epoch_ms.unwrap_or_else(now_ms)
-                    + (self.provider_base_offset * 1000 / PCM_BYTES_PER_SEC) as i64;
+                    + self.provider_base_offset * 1000 / PCM_BYTES_PER_SEC as i64;
                 // Times are within MAX_PROVIDER_SECONDS (checked at parse); saturating anyway.
                 let to_ms = |seconds: f64| epoch.saturating_add((seconds.max(0.0) * 1000.0) as i64);
                 if let Some(carried) = self.carried_utterance.take() {
@@ -505,12 +608,22 @@ impl GladiaActor {
             }
             ServerMessage::AudioChunkAck {
                 acknowledged: true,
+                byte_start,
                 byte_end: Some(end),
                 ..
             } => {
-                self.audio
-                    .acknowledge(self.provider_base_offset.saturating_add(end));
+                if let (Some(from), Some(start)) = (self.calibrate_from.take(), byte_start) {
+                    // The first chunk sent from here landed at `start` of the provider's
+                    // bytes: the previous owner's last checkpoint was that far behind.
+                    let base = to_i64(from).saturating_sub(to_i64(start));
+                    if base != self.provider_base_offset {
+                        tracing::debug!(session = %self.session_slug, behind_bytes = self.provider_base_offset - base, "continued provider session calibrated");
+                        self.provider_base_offset = base;
+                    }
+                }
+                self.audio.acknowledge(self.buffer_offset(end));
                 self.update_settled(None);
+                self.checkpoint(false);
             }
             ServerMessage::AudioChunkAck {
                 acknowledged: false,
@@ -558,7 +671,10 @@ impl Actor for GladiaActor {
     fn started(&mut self, ctx: &mut Self::Context) {
         // 60 s of audio at 100 ms chunks fits; beyond that the ingest side counts drops.
         ctx.set_mailbox_capacity(1024);
-        self.start_provider_session(ctx);
+        match self.resume.take() {
+            Some(resume) => self.continue_provider_session(resume, ctx),
+            None => self.start_provider_session(ctx),
+        }
     }
 }
 
@@ -576,6 +692,29 @@ impl Handler<PcmChunk> for GladiaActor {
             .get_or_insert_with(|| now_ms() - (chunk.pcm.len() as i64 / 32));
         self.audio.push(chunk.pcm);
         self.pump_audio();
+    }
+}
+
+/// The session moved to another instance, which continues this provider session: drop the
+/// socket without a close (a close with 1000 would end the provider session) and leave.
+impl Handler<HandOver> for GladiaActor {
+    type Result = ();
+
+    fn handle(&mut self, _: HandOver, ctx: &mut Self::Context) {
+        if matches!(self.state, ConnectionState::Finished) {
+            return;
+        }
+        tracing::info!(session = %self.session_slug, unacknowledged_bytes = self.audio.unacknowledged_bytes(),
+            "provider session left to the instance that took the session over");
+        self.drop_connection(ctx);
+        self.end_gap(ctx);
+        self.open_utterances.clear();
+        self.state = ConnectionState::Finished;
+        self.finished.do_send(ProviderFinished {
+            stream: self.stream,
+            lost_audio_bytes: self.audio.overflow_bytes,
+        });
+        ctx.stop();
     }
 }
 
@@ -693,4 +832,19 @@ impl WriteHandler<WsProtocolError> for GladiaActor {
     }
 
     fn finished(&mut self, _ctx: &mut Self::Context) {}
+}
+
+/// Utterance ids are `{prefix}:{provider id}`: the same prefix on every instance that
+/// continues the session, so a final replaces the partials another instance showed.
+fn utterance_prefix(provider_session_id: &str) -> String {
+    provider_session_id
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .take(8)
+        .collect()
+}
+
+/// Byte offsets fit an `i64` for 290 000 years of audio; saturating anyway.
+fn to_i64(offset: u64) -> i64 {
+    i64::try_from(offset).unwrap_or(i64::MAX)
 }

@@ -73,6 +73,11 @@ pub enum ServerMessage {
     Transcript(TranscriptData),
     AudioChunkAck {
         acknowledged: bool,
+        /// Where the acknowledged chunk began in the provider session's bytes: after a
+        /// takeover, where the new owner's first byte landed.
+        byte_start: Option<u64>,
+        /// How many bytes the provider session has received in all (SDK reading, see the
+        /// reference §4.3).
         byte_end: Option<u64>,
         error: Option<String>,
     },
@@ -137,13 +142,26 @@ pub fn parse_server_message(text: &str) -> Result<ServerMessage, ParseError> {
                 .get("acknowledged")
                 .and_then(Value::as_bool)
                 .unwrap_or(false);
-            let byte_end = match value.get("data") {
+            let range = match value.get("data") {
                 Some(Value::Null) | None => None,
-                Some(data) => serde_json::from_value::<AckData>(data.clone())
-                    .map_err(malformed)?
-                    .byte_range
-                    .map(|(_, end)| end),
+                Some(data) => {
+                    serde_json::from_value::<AckData>(data.clone())
+                        .map_err(malformed)?
+                        .byte_range
+                }
             };
+            if let Some((start, end)) = range {
+                // A day of 16 kHz mono is 2.8 GB: anything past MAX_PROVIDER_SECONDS of
+                // audio, or backwards, is not a position in this session.
+                let max = (MAX_PROVIDER_SECONDS as u64) * 32_000;
+                if start > end || end > max {
+                    return Err(ParseError::Malformed {
+                        kind,
+                        reason: format!("byte_range [{start}, {end}] out of range"),
+                    });
+                }
+            }
+            let (byte_start, byte_end) = (range.map(|r| r.0), range.map(|r| r.1));
             let error = value
                 .get("error")
                 .and_then(|e| e.get("message"))
@@ -151,6 +169,7 @@ pub fn parse_server_message(text: &str) -> Result<ServerMessage, ParseError> {
                 .map(str::to_owned);
             ServerMessage::AudioChunkAck {
                 acknowledged,
+                byte_start,
                 byte_end,
                 error,
             }
@@ -210,17 +229,31 @@ mod tests {
             parse_server_message(ack).unwrap(),
             ServerMessage::AudioChunkAck {
                 acknowledged: true,
+                byte_start: Some(3200),
                 byte_end: Some(6400),
                 error: None
             }
         ));
+        for range in ["[6400,3200]", "[0,99999999999999]"] {
+            let bad = format!(
+                r#"{{"type":"audio_chunk","acknowledged":true,"data":{{"byte_range":{range}}}}}"#
+            );
+            assert!(
+                matches!(
+                    parse_server_message(&bad),
+                    Err(ParseError::Malformed { .. })
+                ),
+                "{range}"
+            );
+        }
         let rejected = r#"{"type":"audio_chunk","acknowledged":false,"error":{"message":"quota"},"data":null}"#;
         assert!(matches!(
             parse_server_message(rejected).unwrap(),
             ServerMessage::AudioChunkAck {
                 acknowledged: false,
                 byte_end: None,
-                error: Some(_)
+                error: Some(_),
+                ..
             }
         ));
         assert!(matches!(

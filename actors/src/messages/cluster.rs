@@ -16,6 +16,7 @@ use std::sync::Arc;
 use actix::prelude::*;
 use bytestring::ByteString;
 
+use super::provider::ProviderResume;
 use super::session::SessionInstance;
 
 /// Why the cluster could not answer: Redis unreachable or too slow. The session carries on
@@ -63,6 +64,21 @@ pub struct LeaseGrant {
     pub token: LeaseToken,
     /// The highest `seq` any owner committed for the session (0: none, or Redis lost it).
     pub committed_seq: i64,
+    /// The provider session the previous owner left (see [`SaveProvider`]), read in the same
+    /// step as the take: the new owner continues it rather than starting a fresh one.
+    pub provider: Option<ProviderResume>,
+}
+
+/// The owner's provider session, for whoever takes the session over: written only while the
+/// token holds the lease (a former owner's late write is fenced), expiring on its own a while
+/// after the last write (a provider session without audio times out anyway). `None` removes
+/// it: the provider session ended.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "()")]
+pub struct SaveProvider {
+    pub session_slug: String,
+    pub token: LeaseToken,
+    pub resume: Option<ProviderResume>,
 }
 
 /// What the cluster tells a session.
@@ -183,4 +199,5 @@ pub struct ClusterLink {
     pub read_finals: Recipient<ReadFinals>,
     pub ask_stop: Recipient<AskStop>,
     pub announce: Recipient<AnnounceSession>,
+    pub save_provider: Recipient<SaveProvider>,
 }

@@ -27,8 +27,8 @@ pub mod session;
 pub use client::{ClientId, Deliver};
 pub use clock::now_ms;
 pub use provider::{
-    EndOfAudio, PcmChunk, ProviderFinished, ProviderPhase, ProviderStatus, PublisherGap,
-    StreamSinks, TranscriptEvent,
+    EndOfAudio, HandOver, PcmChunk, ProviderCheckpoint, ProviderFinished, ProviderPhase,
+    ProviderResume, ProviderStatus, PublisherGap, StreamSinks, TranscriptEvent,
 };
 pub use publish::{
     AttachPublisher, AudioTagReceived, DetachPublisher, PublishHandle, PublishKey, PublishRefused,

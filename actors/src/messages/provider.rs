@@ -1,8 +1,9 @@
 //! The contract between a session and its provider stream, whichever provider runs it
 //! (`stt::SttBackend` picks one; `gladia` and `whisper` implement it). The supervisor starts a
 //! stream, the ingest feeds it [`PcmChunk`]s, the supervisor signals [`PublisherGap`] and
-//! [`EndOfAudio`]; the stream answers with [`TranscriptEvent`]s (to the broadcaster),
-//! [`ProviderStatus`] and, once, [`ProviderFinished`] (to the supervisor).
+//! [`EndOfAudio`] (or, when another instance takes the session over, [`HandOver`]); the
+//! stream answers with [`TranscriptEvent`]s (to the broadcaster), [`ProviderStatus`],
+//! [`ProviderCheckpoint`]s and, once, [`ProviderFinished`] (to the supervisor).
 
 use std::time::Instant;
 
@@ -29,6 +30,49 @@ pub struct EndOfAudio;
 #[derive(Message, Debug, Clone, Copy)]
 #[rtype(result = "()")]
 pub struct PublisherGap;
+
+/// Another instance took the session over (cluster mode): leave the provider session as it
+/// is for the new owner to continue ([`ProviderResume`]): no stop, no close, no provisional
+/// finals; then report [`ProviderFinished`]. A provider that cannot be continued elsewhere
+/// ends its stream as for [`EndOfAudio`].
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "()")]
+pub struct HandOver;
+
+/// Where a provider session stands, enough for another process to continue it: kept in the
+/// cluster under the owner's lease (docs/ARCHITECTURE.md#cluster-mode, provider continuity).
+/// Only Gladia reports it; a whisper stream has no session outside this process.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ProviderResume {
+    /// The provider session's id (`init`'s `id`), also the utterance ids' prefix source.
+    pub provider_session_id: String,
+    /// Its WebSocket URL, which accepts a new connection after a disconnect. A credential:
+    /// never logged, never shown by the API.
+    pub url: String,
+    /// Audio bytes the provider acknowledged: its clock position when the new owner's first
+    /// byte arrives (it may have heard a little more, which its first acknowledgement shows).
+    pub acked_bytes: u64,
+}
+
+/// Without the URL, which carries the session's token.
+impl std::fmt::Debug for ProviderResume {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProviderResume")
+            .field("provider_session_id", &self.provider_session_id)
+            .field("url", &"[hidden]")
+            .field("acked_bytes", &self.acked_bytes)
+            .finish()
+    }
+}
+
+/// The provider stream's [`ProviderResume`] moved on (at most about once a second while audio
+/// is acknowledged, and when a provider session starts).
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "()")]
+pub struct ProviderCheckpoint {
+    pub stream: u64,
+    pub resume: ProviderResume,
+}
 
 /// A partial or final transcript from the provider, already normalised.
 #[derive(Message, Debug, Clone)]
@@ -86,4 +130,5 @@ pub struct StreamSinks {
     pub transcripts: Recipient<TranscriptEvent>,
     pub status: Recipient<ProviderStatus>,
     pub finished: Recipient<ProviderFinished>,
+    pub checkpoints: Recipient<ProviderCheckpoint>,
 }

@@ -10,8 +10,8 @@ use std::time::Instant;
 use actix::prelude::*;
 
 use crate::messages::{
-    now_ms, EndOfAudio, PcmChunk, ProviderFinished, ProviderPhase, ProviderStatus, PublisherGap,
-    StreamSinks, TranscriptEvent,
+    now_ms, EndOfAudio, HandOver, PcmChunk, ProviderFinished, ProviderPhase, ProviderStatus,
+    PublisherGap, StreamSinks, TranscriptEvent,
 };
 use crate::metrics::names::{WHISPER_FINALS_TOTAL, WHISPER_STT_LATENCY_MS};
 
@@ -72,10 +72,12 @@ impl WhisperActor {
         admission: Admission,
         sinks: StreamSinks,
     ) -> WhisperActor {
+        // Nothing of a whisper stream lives outside this process: no checkpoints.
         let StreamSinks {
             transcripts,
             status,
             finished,
+            checkpoints: _,
         } = sinks;
         let pool_stream = provider.streams.fetch_add(1, Ordering::Relaxed);
         let segmenter = Segmenter::new(provider.settings.vad);
@@ -368,6 +370,16 @@ impl Handler<EndOfAudio> for WhisperActor {
     }
 }
 
+/// A whisper stream cannot be continued on another instance: it ends as for [`EndOfAudio`]
+/// (the finals it still makes are the new owner's to number, so the broadcaster drops them).
+impl Handler<HandOver> for WhisperActor {
+    type Result = ();
+
+    fn handle(&mut self, _: HandOver, ctx: &mut Self::Context) {
+        <Self as Handler<EndOfAudio>>::handle(self, EndOfAudio, ctx);
+    }
+}
+
 impl Handler<PublisherGap> for WhisperActor {
     /// The publisher left: what was said so far is an utterance of its own; the time away is
     /// added to the clock when audio comes back.
@@ -446,6 +458,11 @@ mod tests {
         }
     }
 
+    impl Handler<crate::messages::ProviderCheckpoint> for Collector {
+        type Result = ();
+        fn handle(&mut self, _: crate::messages::ProviderCheckpoint, _: &mut Self::Context) {}
+    }
+
     fn pcm(samples: impl Iterator<Item = i16>) -> Vec<PcmChunk> {
         let bytes: Vec<u8> = samples.flat_map(i16::to_le_bytes).collect();
         bytes
@@ -510,7 +527,8 @@ mod tests {
             StreamSinks {
                 transcripts: collector.clone().recipient(),
                 status: collector.clone().recipient(),
-                finished: collector.recipient(),
+                finished: collector.clone().recipient(),
+                checkpoints: collector.recipient(),
             },
         )
         .start();
