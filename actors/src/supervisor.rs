@@ -478,25 +478,21 @@ impl SessionSupervisor {
 
     /// No more audio for the current provider stream.
     fn end_provider_stream(&mut self) {
-        if let Some(stream) = &mut self.provider {
-            if !stream.ending {
-                stream.ending = true;
-                stream.addr.end_of_audio();
-                self.finishing_streams.insert(stream.id);
-            }
-        }
-        if let Some(ingest) = &self.ingest {
-            ingest.do_send(UseProvider(None));
-        }
+        self.stop_feeding_provider(SttStream::end_of_audio);
     }
 
     /// The session moved to another instance: the provider session is left running for the
     /// new owner to continue (no stop, whose trailing finals would be fenced anyway).
     fn hand_over_provider_stream(&mut self) {
+        self.stop_feeding_provider(SttStream::hand_over);
+    }
+
+    /// The current provider stream takes no more audio and is told why by `signal`, once.
+    fn stop_feeding_provider(&mut self, signal: fn(&SttStream)) {
         if let Some(stream) = &mut self.provider {
             if !stream.ending {
                 stream.ending = true;
-                stream.addr.hand_over();
+                signal(&stream.addr);
                 self.finishing_streams.insert(stream.id);
             }
         }
