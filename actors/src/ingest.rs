@@ -1,9 +1,11 @@
 //! `IngestActor`: one session's audio, from FLV audio tags to provider-sized PCM chunks.
 //!
-//! It owns the GStreamer decode pipeline. GStreamer calls back on its own streaming threads;
-//! those callbacks only `try_send` into a bounded channel that this actor reads as a stream,
-//! so neither side ever blocks the other.
+//! It owns the GStreamer decode pipeline, which has no thread of its own: a frame is decoded
+//! inside `push_frame`, on this actor's session thread (one per core), and the decoder's
+//! callback only leaves its events in a list that this actor takes right after the call.
+//! So a session costs no thread, and PCM reaches the chunker without crossing one.
 
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
@@ -11,18 +13,12 @@ use pipelines::{
     parse_audio_tag, AudioSpecificConfig, AudioTag, DecodePipeline, DecoderEvent, PcmChunker,
     Timing, MAX_TIMESTAMP_STEP_MS,
 };
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 
 use crate::messages::PcmChunk;
 use crate::messages::{AudioTagReceived, DetachPublisher, PublisherId};
 use crate::metrics::names::{
     INGEST_AUDIO_BYTES_TOTAL, INGEST_DECODER_RESTARTS_TOTAL, INGEST_PCM_BYTES_TOTAL,
 };
-
-/// Decoded buffers waiting for this actor; ~20 s of avdec_aac output. Full means the actor's
-/// arbiter is stalled, and the drop is counted.
-const DECODER_CHANNEL_CAPACITY: usize = 1024;
 
 /// First wait before rebuilding a failed decoder; doubles per consecutive failure.
 const RESTART_BACKOFF_INITIAL: Duration = Duration::from_millis(100);
@@ -81,8 +77,21 @@ pub struct IngestCounters {
 #[rtype(result = "IngestCounters")]
 pub struct GetIngestCounters;
 
-/// Events from the decoder, tagged with the pipeline generation that produced them.
-struct DecoderOutput(u64, DecoderEvent);
+/// Where the decoder's callback leaves its events. The callback runs inside `push_frame` and
+/// `finish`, on this actor's thread, so the list holds one call's output and is never
+/// contended; the mutex is only what the callback's `Send + Sync` bound asks for.
+#[derive(Default, Clone)]
+struct DecoderEvents(Arc<Mutex<Vec<DecoderEvent>>>);
+
+impl DecoderEvents {
+    fn push(&self, event: DecoderEvent) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).push(event);
+    }
+
+    fn take(&self) -> Vec<DecoderEvent> {
+        std::mem::take(&mut *self.0.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
 
 enum DecoderState {
     /// No AAC sequence header yet.
@@ -90,16 +99,7 @@ enum DecoderState {
     Running {
         pipeline: DecodePipeline,
         config: AudioSpecificConfig,
-        generation: u64,
-    },
-    /// `finish()` sent; waiting for `Finished` from the pipeline.
-    Draining {
-        _pipeline: DecodePipeline,
-        generation: u64,
-        reason: String,
-        /// Who left: a new publisher may be attached before this drain ends, and must not
-        /// be reported as gone.
-        leaving: Option<PublisherId>,
+        events: DecoderEvents,
     },
     /// The pipeline failed; a rebuild from `config` is due after a back-off. Frames that
     /// arrive meanwhile are dropped (counted).
@@ -117,7 +117,6 @@ pub struct IngestActor {
     flush_interval: Duration,
     provider: Option<Recipient<PcmChunk>>,
     report: Recipient<IngestReport>,
-    decoded_tx: Option<mpsc::Sender<DecoderOutput>>,
     counters: IngestCounters,
     /// `ingest.audio_bytes_total` and `ingest.pcm_bytes_total`, looked up once: every audio
     /// tag and decoded buffer adds to them.
@@ -153,7 +152,6 @@ impl IngestActor {
             flush_interval: Duration::from_millis(u64::from(flush_ms.max(1))),
             provider: None,
             report,
-            decoded_tx: None,
             counters: IngestCounters::default(),
             audio_bytes_total: ::metrics::counter!(INGEST_AUDIO_BYTES_TOTAL),
             pcm_bytes_total: ::metrics::counter!(INGEST_PCM_BYTES_TOTAL),
@@ -193,18 +191,12 @@ impl IngestActor {
     }
 
     fn start_decoder(&mut self, config: AudioSpecificConfig) {
-        let Some(tx) = self.decoded_tx.clone() else {
-            return;
-        };
         self.generation += 1;
         let generation = self.generation;
-        let session = self.session_slug.clone();
-        let on_event = move |event: DecoderEvent| {
-            if let Err(mpsc::error::TrySendError::Full(_)) =
-                tx.try_send(DecoderOutput(generation, event))
-            {
-                tracing::warn!(%session, "ingest actor behind the decoder: PCM dropped");
-            }
+        let events = DecoderEvents::default();
+        let on_event = {
+            let events = events.clone();
+            move |event: DecoderEvent| events.push(event)
         };
         match DecodePipeline::start(&config, on_event) {
             Ok(pipeline) => {
@@ -220,7 +212,7 @@ impl IngestActor {
                 self.decoder = DecoderState::Running {
                     pipeline,
                     config,
-                    generation,
+                    events,
                 };
             }
             Err(error) => {
@@ -251,39 +243,60 @@ impl IngestActor {
         );
     }
 
-    /// Ends the current stream: drain the decoder if there is one, else report at once.
+    /// Ends the current stream: the decoder, if there is one, hands on what it holds (in
+    /// this call: it runs in this thread), then the rest of the chunker goes and the
+    /// supervisor hears `Drained`.
     fn drain(&mut self, reason: String) {
         let leaving = self.publisher.take();
-        match std::mem::replace(&mut self.decoder, DecoderState::NotConfigured) {
-            DecoderState::Running {
-                pipeline,
-                generation,
-                ..
-            } => {
-                pipeline.finish();
-                self.decoder = DecoderState::Draining {
-                    _pipeline: pipeline,
-                    generation,
-                    reason,
-                    leaving,
-                };
+        if let DecoderState::Running {
+            pipeline, events, ..
+        } = std::mem::replace(&mut self.decoder, DecoderState::NotConfigured)
+        {
+            pipeline.finish();
+            for event in events.take() {
+                match event {
+                    DecoderEvent::Pcm(pcm) => self.take_pcm(&pcm),
+                    DecoderEvent::Finished => {}
+                    DecoderEvent::Error(error) => {
+                        tracing::error!(session = %self.session_slug, %error, "decoder error while draining");
+                    }
+                }
             }
-            DecoderState::Draining {
-                _pipeline,
-                generation,
-                reason: r,
-                leaving: l,
-            } => {
-                self.decoder = DecoderState::Draining {
-                    _pipeline,
-                    generation,
-                    reason: r,
-                    leaving: l.or(leaving),
-                };
+        }
+        self.drained(reason, leaving);
+    }
+
+    /// Decoded PCM: counted, and cut into the provider's chunks.
+    fn take_pcm(&mut self, pcm: &[u8]) {
+        self.counters.pcm_bytes += pcm.len() as u64;
+        self.pcm_bytes_total.increment(pcm.len() as u64);
+        self.pcm_since_start += pcm.len() as u64;
+        if self.pcm_since_start >= HEALTHY_PCM_BYTES {
+            self.failures_in_a_row = 0;
+        }
+        for chunk in self.chunker.push(pcm, Instant::now()) {
+            self.forward(chunk);
+        }
+    }
+
+    /// What the running decoder reported during one `push_frame`.
+    fn on_decoded(&mut self, events: Vec<DecoderEvent>, ctx: &mut Context<Self>) {
+        for event in events {
+            match event {
+                DecoderEvent::Pcm(pcm) => self.take_pcm(&pcm),
+                // Only `finish` ends a stream, and `drain` reads its events itself.
+                DecoderEvent::Finished => {}
+                DecoderEvent::Error(error) => {
+                    tracing::error!(session = %self.session_slug, %error, "decoder error");
+                    if let DecoderState::Running { config, .. } =
+                        std::mem::replace(&mut self.decoder, DecoderState::NotConfigured)
+                    {
+                        // Rebuild from the stored configuration so the next frames decode;
+                        // bounded so a publisher sending only garbage cannot spin us.
+                        self.restart_decoder(config, error, ctx);
+                    }
+                }
             }
-            DecoderState::NotConfigured
-            | DecoderState::Restarting { .. }
-            | DecoderState::Failed { .. } => self.drained(reason, leaving),
         }
     }
 
@@ -344,9 +357,6 @@ impl Actor for IngestActor {
     fn started(&mut self, ctx: &mut Self::Context) {
         // ~43 AAC frames per second arrive; 1024 is ~20 s of slack before a tag is dropped.
         ctx.set_mailbox_capacity(1024);
-        let (tx, rx) = mpsc::channel(DECODER_CHANNEL_CAPACITY);
-        self.decoded_tx = Some(tx);
-        ctx.add_stream(ReceiverStream::new(rx));
         ctx.run_interval(self.flush_interval / 2, |act, _| {
             if let Some(chunk) = act.chunker.flush_due(Instant::now()) {
                 act.forward(chunk);
@@ -382,7 +392,7 @@ impl Handler<UseProvider> for IngestActor {
 impl Handler<AudioTagReceived> for IngestActor {
     type Result = ();
 
-    fn handle(&mut self, tag: AudioTagReceived, _: &mut Self::Context) {
+    fn handle(&mut self, tag: AudioTagReceived, ctx: &mut Self::Context) {
         if Some(tag.publisher) != self.publisher {
             return;
         }
@@ -396,7 +406,7 @@ impl Handler<AudioTagReceived> for IngestActor {
                         DecoderState::Running { config: c, .. }
                         | DecoderState::Restarting { config: c }
                         | DecoderState::Failed { config: c } => c.raw == config.raw,
-                        DecoderState::NotConfigured | DecoderState::Draining { .. } => false,
+                        DecoderState::NotConfigured => false,
                     };
                     if !same {
                         self.failures_in_a_row = 0;
@@ -411,8 +421,12 @@ impl Handler<AudioTagReceived> for IngestActor {
                 }
             },
             Ok(AudioTag::AacRaw(frame)) => match &self.decoder {
-                DecoderState::Running { pipeline, .. } => {
-                    match pipeline.push_frame(frame, tag.timestamp_ms) {
+                DecoderState::Running {
+                    pipeline, events, ..
+                } => {
+                    let pushed = pipeline.push_frame(frame, tag.timestamp_ms);
+                    let decoded = events.take();
+                    match pushed {
                         Ok(Timing::Continuous) => {}
                         Ok(Timing::Discontinuity {
                             previous_ms,
@@ -423,11 +437,12 @@ impl Handler<AudioTagReceived> for IngestActor {
                             tracing::warn!(session = %self.session_slug, %error, "AAC frame not accepted by the decoder");
                         }
                     }
+                    self.on_decoded(decoded, ctx);
                 }
                 DecoderState::Restarting { .. } | DecoderState::Failed { .. } => {
                     self.counters.dropped_tags += 1;
                 }
-                DecoderState::NotConfigured | DecoderState::Draining { .. } => {}
+                DecoderState::NotConfigured => {}
             },
             Ok(AudioTag::Unsupported { sound_format }) => {
                 if self.counters.audio_tags == 1 {
@@ -467,56 +482,4 @@ impl Handler<GetIngestCounters> for IngestActor {
     fn handle(&mut self, _: GetIngestCounters, _: &mut Self::Context) -> Self::Result {
         MessageResult(self.counters)
     }
-}
-
-impl StreamHandler<DecoderOutput> for IngestActor {
-    fn handle(&mut self, DecoderOutput(generation, event): DecoderOutput, ctx: &mut Self::Context) {
-        let current = match &self.decoder {
-            DecoderState::Running { generation, .. }
-            | DecoderState::Draining { generation, .. } => *generation,
-            DecoderState::NotConfigured
-            | DecoderState::Restarting { .. }
-            | DecoderState::Failed { .. } => return,
-        };
-        if generation != current {
-            return;
-        }
-        match event {
-            DecoderEvent::Pcm(pcm) => {
-                self.counters.pcm_bytes += pcm.len() as u64;
-                self.pcm_bytes_total.increment(pcm.len() as u64);
-                self.pcm_since_start += pcm.len() as u64;
-                if self.pcm_since_start >= HEALTHY_PCM_BYTES {
-                    self.failures_in_a_row = 0;
-                }
-                for chunk in self.chunker.push(&pcm, Instant::now()) {
-                    self.forward(chunk);
-                }
-            }
-            DecoderEvent::Finished => {
-                if let DecoderState::Draining {
-                    reason, leaving, ..
-                } = std::mem::replace(&mut self.decoder, DecoderState::NotConfigured)
-                {
-                    self.drained(reason, leaving);
-                }
-            }
-            DecoderEvent::Error(error) => {
-                tracing::error!(session = %self.session_slug, %error, "decoder error");
-                match std::mem::replace(&mut self.decoder, DecoderState::NotConfigured) {
-                    DecoderState::Draining {
-                        reason, leaving, ..
-                    } => self.drained(reason, leaving),
-                    DecoderState::Running { config, .. } => {
-                        // Rebuild from the stored configuration so the next frames decode;
-                        // bounded so a publisher sending only garbage cannot spin us.
-                        self.restart_decoder(config, error, ctx);
-                    }
-                    other => self.decoder = other,
-                }
-            }
-        }
-    }
-
-    fn finished(&mut self, _: &mut Self::Context) {}
 }

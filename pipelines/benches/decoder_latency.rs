@@ -9,6 +9,8 @@
 //! frame's audio (allowing the 64 samples `audioresample` keeps for its filter). First PCM:
 //! from the first push to the first PCM. Figures go to docs/PERFORMANCE.md.
 
+#[path = "support/app_pipeline.rs"]
+mod app_pipeline;
 #[path = "../tests/support/mod.rs"]
 mod support;
 
@@ -79,32 +81,12 @@ impl Drop for Untuned {
 }
 
 fn untuned(config: &AudioSpecificConfig, arrivals: Arrivals) -> Box<dyn Decoder> {
-    let pipeline = gst::parse::launch(
+    let (pipeline, src, sink) = app_pipeline::launch(
         "appsrc name=src format=time ! queue ! aacparse ! avdec_aac ! queue ! audioconvert \
          ! audioresample ! queue ! audio/x-raw,format=S16LE,rate=16000,channels=1 \
          ! appsink name=sink",
-    )
-    .expect("parse the untuned pipeline")
-    .downcast::<gst::Pipeline>()
-    .expect("a pipeline");
-    let src = pipeline
-        .by_name("src")
-        .and_then(|e| e.downcast::<gst_app::AppSrc>().ok())
-        .expect("appsrc");
-    src.set_caps(Some(
-        &gst::Caps::builder("audio/mpeg")
-            .field("mpegversion", 4i32)
-            .field("stream-format", "raw")
-            .field("framed", true)
-            .field("codec_data", gst::Buffer::from_slice(config.raw.clone()))
-            .field("rate", config.sample_rate as i32)
-            .field("channels", i32::from(config.channels))
-            .build(),
-    ));
-    let sink = pipeline
-        .by_name("sink")
-        .and_then(|e| e.downcast::<gst_app::AppSink>().ok())
-        .expect("appsink");
+        config,
+    );
     sink.set_callbacks(
         gst_app::AppSinkCallbacks::builder()
             .new_sample(move |sink| {
@@ -197,7 +179,7 @@ fn main() {
         let stream = support::decode::audio_stream(&flv);
         for (name, make) in [
             (
-                "service pipeline (live appsrc, no queues, unsynced appsink)",
+                "service pipeline (no thread, no queues, unsynced appsink)",
                 tuned as fn(&_, _) -> _,
             ),
             (

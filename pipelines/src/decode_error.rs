@@ -18,8 +18,6 @@ pub enum DecodeError {
     },
     #[error("cannot start the decode pipeline: {0}")]
     Start(String),
-    #[error("decoder input queue is full ({queued_bytes} bytes queued, limit {max_bytes}): frame dropped")]
-    QueueFull { queued_bytes: u64, max_bytes: u64 },
     #[error("decode pipeline no longer accepts frames (finished or failed)")]
     Stopped,
     #[error("pushing a frame into the decode pipeline failed: {0}")]

@@ -9,8 +9,11 @@
 //!   it, not `onMetaData`, is the truth about sample rate and channels.
 //! - [`frame_clock`]: RTMP timestamps to monotonic stream time, jumps bounded.
 //! - [`decode_pipeline`]: an in-process GStreamer pipeline
-//!   (`appsrc ! aacparse ! avdec_aac ! audioconvert ! audioresample ! appsink`)
-//!   turning AAC frames into S16LE 16 kHz mono PCM, reported through a callback.
+//!   (`aacparse ! avdec_aac ! audioconvert ! appsink`, run in the caller's thread: no
+//!   thread of its own) turning AAC frames into S16LE 16 kHz mono PCM, reported through a
+//!   callback.
+//! - [`resampler`]: the downmix and fixed-ratio polyphase filter from the decoder's rate
+//!   to 16 kHz, called from that pipeline's sink.
 //! - [`chunker`]: cut that PCM into fixed-size chunks (~100 ms) for the provider,
 //!   flushing a partial chunk when audio trickles in too slowly.
 //!
@@ -24,6 +27,7 @@ pub mod flv;
 pub mod frame_clock;
 mod gst_init;
 pub mod pcm_format;
+pub mod resampler;
 
 pub use aac_config::{AacConfigError, AudioSpecificConfig};
 pub use chunker::PcmChunker;

@@ -59,7 +59,7 @@ pub struct Decoded {
     /// From the first `push_frame` call to the first `Pcm` event.
     pub first_pcm_latency: Option<Duration>,
     pub pcm_events: usize,
-    /// Push errors other than a (retried) full queue.
+    /// Push errors (the first one ends the feeding).
     pub push_errors: Vec<DecodeError>,
 }
 
@@ -69,7 +69,7 @@ impl Decoded {
     }
 }
 
-/// Pushes all frames as fast as the queue allows, calls `finish`, and waits (10 s
+/// Pushes all frames, calls `finish`, and waits (10 s
 /// max) for the terminal event. Also checks that no second terminal event follows.
 pub fn decode(config: &AudioSpecificConfig, frames: &[(Bytes, u32)]) -> Decoded {
     let (tx, rx) = mpsc::channel::<(Instant, DecoderEvent)>();
@@ -81,15 +81,9 @@ pub fn decode(config: &AudioSpecificConfig, frames: &[(Bytes, u32)]) -> Decoded 
     let started = Instant::now();
     let mut push_errors = Vec::new();
     'frames: for (frame, ts) in frames {
-        loop {
-            match pipeline.push_frame(frame.clone(), *ts) {
-                Ok(_) => break,
-                Err(DecodeError::QueueFull { .. }) => std::thread::sleep(Duration::from_millis(1)),
-                Err(err) => {
-                    push_errors.push(err);
-                    break 'frames;
-                }
-            }
+        if let Err(err) = pipeline.push_frame(frame.clone(), *ts) {
+            push_errors.push(err);
+            break 'frames;
         }
     }
     pipeline.finish();
