@@ -183,6 +183,7 @@ fn broadcast(c: &mut Criterion) {
                             .send(AddClient {
                                 id: ClientId::next(),
                                 deliver: sink.recipient(),
+                                thread: None,
                                 last_seq: None,
                             })
                             .await

@@ -1,10 +1,13 @@
 //! `ClientActor`: one browser's WebSocket (actix-ws; docs/ARCHITECTURE.md "Backpressure" says
 //! why not actix-web-actors).
 //!
-//! The actor owns the socket's `Session` and an `Outbox`; at most one frame is in flight, so
-//! the outbox (not an unbounded socket buffer) decides what waits: finals and control frames
-//! first, only the newest partial per utterance. Its mailbox stays small because every
-//! `Deliver` is moved into the outbox at once.
+//! The actor owns the client's subscriptions, commands and heartbeat. Its socket's write side
+//! is a [`SocketWriter`], shared with the fan-out hub of the actor's worker thread
+//! ([`crate::fan_out`]): transcripts reach the writer from the hub in a plain call, one
+//! message per thread rather than per client, and the writer's outbox (not an unbounded socket
+//! buffer) decides what waits: finals and control frames first, only the newest partial per
+//! utterance. What the writer cannot decide (close, next replay page) it tells the actor
+//! ([`Written`]).
 //!
 //! A subscription with `lastSeq` starts by catching up (`catch_up`): the actor asks its session
 //! for the next page of missed finals only when the outbox has room for it, so a backlog of any
@@ -18,17 +21,19 @@ use actix::prelude::*;
 use actix_ws::{CloseCode, CloseReason, Message as WsMessage, ProtocolError};
 use bytestring::ByteString;
 
+use crate::fan_out;
+
 use crate::access::{Action, Grant};
 use crate::catch_up::{Answer, CatchUp, Step};
 use crate::inbound_limit::{Inbound, InboundLimit};
-use crate::messages::{ClientId, Deliver, NextReplayPage, ReplayPage};
+use crate::messages::{ClientId, Deliver, FanOutThread, NextReplayPage, ReplayPage};
 use crate::metrics::names::{
-    WS_BROADCAST_ERRORS_TOTAL, WS_HEARTBEAT_TIMEOUTS_TOTAL, WS_POLICY_VIOLATION_CLOSES_TOTAL,
-    WS_QUEUE_DROPS_TOTAL, WS_SLOW_CONSUMER_CLOSES_TOTAL,
+    WS_HEARTBEAT_TIMEOUTS_TOTAL, WS_POLICY_VIOLATION_CLOSES_TOTAL, WS_SLOW_CONSUMER_CLOSES_TOTAL,
 };
 use crate::outbound_frames::{error_frame, pong_frame};
-use crate::outbox::{Outbound, Outbox, Pushed};
+use crate::outbox::{Outbound, Pushed};
 use crate::registry::{GetOrCreateSession, SessionRegistry};
+use crate::socket_writer::{SocketWriter, Written, SEND_TIMEOUT};
 use crate::supervisor::{
     SessionSupervisor, StartTranscription, StopTranscription, Subscribe, Unsubscribe,
 };
@@ -40,9 +45,6 @@ const TOKEN_EXPIRED: u16 = 4001;
 /// Sessions one socket may follow. A page shows one meeting, a dashboard a few; each
 /// subscription costs the socket state and may open a session, so a socket cannot take many.
 pub const MAX_SUBSCRIPTIONS_PER_SOCKET: usize = 16;
-
-/// A socket that has not accepted a frame for this long is a slow consumer (docs/PROTOCOL.md#resume-and-delivery-guarantees).
-const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What a subscription does once the client is subscribed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,18 +87,15 @@ pub struct ClientActor {
     initial_subscription: Option<InitialSubscription>,
     /// Sessions this client is still catching up on (subscribed with `lastSeq`), by slug.
     resuming: HashMap<String, Resuming>,
-    outbox: Outbox,
-    in_flight: bool,
+    writer: SocketWriter,
+    /// The worker thread's fan-out, which the sessions reach this client through.
+    thread: FanOutThread,
     closing: bool,
     /// The service is shutting down: close with 1001 once the outbox is written.
     leaving: bool,
     settings: ClientSettings,
     /// Pings sent since the client last sent any frame.
     unanswered_pings: u32,
-    /// The pong owed to the client's latest ping, written before the next outbox frame. One at
-    /// most: a newer ping replaces it (RFC 6455 §5.5.3 lets an endpoint answer only the most
-    /// recent), so pings from a client that never reads cannot pile up pongs.
-    pong: Option<bytes::Bytes>,
     /// Frames the client may send per second (1008 `policy_violation` beyond).
     inbound: InboundLimit,
     /// When the token the socket was opened with stops being valid: the socket is closed
@@ -119,14 +118,9 @@ type SubscribeAnswer = (
     Option<Recipient<NextReplayPage>>,
 );
 
-/// One frame the actor writes.
-enum Outgoing {
-    Text(ByteString),
-    Pong(bytes::Bytes),
-}
-
 impl ClientActor {
-    pub fn new(
+    /// Starts the client's actor on the current worker thread and joins that thread's fan-out.
+    pub fn open(
         socket: actix_ws::Session,
         incoming: actix_ws::MessageStream,
         registry: Addr<SessionRegistry>,
@@ -134,36 +128,40 @@ impl ClientActor {
         initial_subscription: Option<InitialSubscription>,
         settings: ClientSettings,
         token_valid_until: Option<std::time::SystemTime>,
-    ) -> Self {
-        ClientActor {
-            id: ClientId::next(),
-            socket,
-            incoming: Some(incoming),
-            registry,
-            grant,
-            subscriptions: HashMap::new(),
-            subscribing: 0,
-            initial_subscription,
-            resuming: HashMap::new(),
-            outbox: Outbox::new(settings.max_queued_finals),
-            in_flight: false,
-            closing: false,
-            leaving: false,
-            settings,
-            unanswered_pings: 0,
-            pong: None,
-            inbound: InboundLimit::default(),
-            token_valid_until,
-        }
+    ) -> Addr<ClientActor> {
+        ClientActor::create(|ctx| {
+            let id = ClientId::next();
+            let writer = SocketWriter::new(
+                socket.clone(),
+                settings.max_queued_finals,
+                ctx.address().recipient(),
+            );
+            let thread = fan_out::join(id, writer.clone());
+            ClientActor {
+                id,
+                socket,
+                incoming: Some(incoming),
+                registry,
+                grant,
+                subscriptions: HashMap::new(),
+                subscribing: 0,
+                initial_subscription,
+                resuming: HashMap::new(),
+                writer,
+                thread,
+                closing: false,
+                leaving: false,
+                settings,
+                unanswered_pings: 0,
+                inbound: InboundLimit::default(),
+                token_valid_until,
+            }
+        })
     }
 
     fn enqueue(&mut self, outbound: Outbound, ctx: &mut Context<Self>) {
-        match self.outbox.push(outbound) {
-            Pushed::Queued | Pushed::DuplicateFinal => self.pump(ctx),
-            Pushed::PartialDropped => {
-                ::metrics::counter!(WS_QUEUE_DROPS_TOTAL).increment(1);
-                self.pump(ctx);
-            }
+        match self.writer.push(outbound) {
+            Pushed::Queued | Pushed::DuplicateFinal | Pushed::PartialDropped => self.pump(ctx),
             Pushed::TooManyQueued => {
                 tracing::warn!(
                     client = self.id.0,
@@ -179,58 +177,20 @@ impl ClientActor {
         self.enqueue(Outbound::Control(frame), ctx);
     }
 
-    /// Writes the next frame if none is in flight.
-    fn pump(&mut self, ctx: &mut Context<Self>) {
-        if self.in_flight || self.closing {
+    /// Writes what the socket takes; once the service is leaving and no replay is left, closes
+    /// when the outbox is written. Also tells the writer whether a replay waits for room.
+    fn pump(&mut self, _ctx: &mut Context<Self>) {
+        if self.closing {
             return;
         }
-        let frame = match self.pong.take() {
-            Some(payload) => Outgoing::Pong(payload),
-            None => match self.outbox.pop() {
-                Some(frame) => Outgoing::Text(frame),
-                None => {
-                    // A client still catching up closes once its replay is written (or the
-                    // session is gone), not between two pages.
-                    if self.leaving && self.resuming.is_empty() {
-                        self.close(ctx, CloseCode::Away, "server shutting down");
-                    }
-                    return;
-                }
-            },
-        };
-        self.in_flight = true;
-        let mut socket = self.socket.clone();
-        let send = async move {
-            match frame {
-                Outgoing::Text(text) => socket.text(text).await,
-                Outgoing::Pong(payload) => socket.pong(&payload).await,
-            }
-        };
-        async move { tokio::time::timeout(SEND_TIMEOUT, send).await }
-            .into_actor(self)
-            .map(|result, act, ctx| {
-                act.in_flight = false;
-                match result {
-                    // A frame left the outbox: maybe room for the next replay page.
-                    Ok(Ok(())) => act.catch_up(ctx),
-                    Ok(Err(_closed)) => {
-                        // docs/PROTOCOL.md#resume-and-delivery-guarantees: a failed send closes and removes the client at once.
-                        tracing::debug!(client = act.id.0, "send failed: client gone");
-                        ::metrics::counter!(WS_BROADCAST_ERRORS_TOTAL).increment(1);
-                        act.closing = true;
-                        ctx.stop();
-                    }
-                    Err(_elapsed) => {
-                        tracing::warn!(
-                            client = act.id.0,
-                            "socket accepted nothing for 10 s: closing"
-                        );
-                        ::metrics::counter!(WS_SLOW_CONSUMER_CLOSES_TOTAL).increment(1);
-                        act.close(ctx, CloseCode::Again, "slow_consumer");
-                    }
-                }
-            })
-            .spawn(ctx);
+        self.writer.tell_room(!self.resuming.is_empty());
+        // A client still catching up closes once its replay is written (or the session is
+        // gone), not between two pages.
+        if self.leaving && self.resuming.is_empty() {
+            self.writer.close_when_drained();
+        } else {
+            self.writer.flush();
+        }
     }
 
     fn close(&mut self, ctx: &mut Context<Self>, code: CloseCode, description: &str) {
@@ -239,6 +199,7 @@ impl ClientActor {
         }
         self.closing = true;
         self.resuming.clear();
+        self.writer.stop();
         // Leave the sessions now: nothing more should queue for a client being closed.
         for (_, supervisor) in self.subscriptions.drain() {
             supervisor.do_send(Unsubscribe { client: self.id });
@@ -281,6 +242,7 @@ impl ClientActor {
         }
         let registry = self.registry.clone();
         let deliver = ctx.address().recipient();
+        let thread = Some(self.thread.clone());
         let client = self.id;
         let already = self.subscriptions.get(&slug).cloned();
         let new = already.is_none();
@@ -312,6 +274,7 @@ impl ClientActor {
                     .send(Subscribe {
                         client,
                         deliver,
+                        thread,
                         last_seq,
                     })
                     .await
@@ -382,14 +345,14 @@ impl ClientActor {
         let now = Instant::now();
         let mut asks = Vec::new();
         for (slug, resuming) in &mut self.resuming {
-            let frames = resuming.catch_up.take_held(self.outbox.room());
+            let frames = resuming.catch_up.take_held(self.writer.room());
             for frame in frames {
                 // Within the room just measured: never `TooManyQueued`.
-                if self.outbox.push(frame) == Pushed::TooManyQueued {
+                if self.writer.push(frame) == Pushed::TooManyQueued {
                     tracing::error!(client = self.id.0, "replayed final refused by the outbox");
                 }
             }
-            if let Step::Ask { after, limit } = resuming.catch_up.step(self.outbox.room(), now) {
+            if let Step::Ask { after, limit } = resuming.catch_up.step(self.writer.room(), now) {
                 asks.push((slug.clone(), resuming.source.clone(), after, limit));
             }
         }
@@ -519,6 +482,8 @@ impl Actor for ClientActor {
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
+        self.writer.stop();
+        fan_out::leave(self.id);
         for supervisor in self.subscriptions.values() {
             supervisor.do_send(Unsubscribe { client: self.id });
         }
@@ -538,6 +503,37 @@ impl Handler<Deliver> for ClientActor {
     }
 }
 
+impl Handler<Written> for ClientActor {
+    type Result = ();
+
+    fn handle(&mut self, written: Written, ctx: &mut Self::Context) {
+        match written {
+            Written::Gone => {
+                tracing::debug!(client = self.id.0, "send failed: client gone");
+                self.closing = true;
+                ctx.stop();
+            }
+            Written::SlowConsumer => {
+                if !self.closing {
+                    tracing::warn!(
+                        client = self.id.0,
+                        "client too far behind (finals queued, or nothing accepted for 10 s): closing"
+                    );
+                    ::metrics::counter!(WS_SLOW_CONSUMER_CLOSES_TOTAL).increment(1);
+                }
+                self.close(ctx, CloseCode::Again, "slow_consumer");
+            }
+            // A frame left the outbox: maybe room for the next replay page.
+            Written::Room => self.catch_up(ctx),
+            Written::Drained => self.close(ctx, CloseCode::Away, "server shutting down"),
+            Written::Goodbye => {
+                self.leaving = true;
+                self.pump(ctx);
+            }
+        }
+    }
+}
+
 impl StreamHandler<Result<WsMessage, ProtocolError>> for ClientActor {
     fn handle(&mut self, message: Result<WsMessage, ProtocolError>, ctx: &mut Self::Context) {
         if message.is_ok() {
@@ -554,8 +550,9 @@ impl StreamHandler<Result<WsMessage, ProtocolError>> for ClientActor {
         match message {
             Ok(WsMessage::Text(text)) => self.handle_command(&text, ctx),
             Ok(WsMessage::Ping(payload)) => {
-                self.pong = Some(payload);
-                self.pump(ctx);
+                if !self.closing {
+                    self.writer.pong(payload);
+                }
             }
             Ok(WsMessage::Close(_)) => {
                 self.closing = true;

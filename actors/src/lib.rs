@@ -9,6 +9,8 @@
 //! - `broadcast`: numbering, attribution, one serialisation per message, fan-out.
 //! - `relay`: HTTP broadcast mode, posting every message to another instance.
 //! - `client` + `outbox`: one browser socket; finals first, newest partial only.
+//! - `socket_writer` + `fan_out`: a socket's write side, and the one hub per worker thread
+//!   that hands a session's frame to every client of its thread in one loop.
 //! - `catch_up`: a resuming client pulling the finals it missed, page by page.
 //! - `access`: what a token grants (sessions, role); `stream_keys`: issued and revoked keys.
 //! - `messages`, `wire`, `persistence`: the messages between them and the
@@ -19,6 +21,7 @@ pub mod access;
 pub mod broadcast;
 pub mod catch_up;
 pub mod client;
+pub mod fan_out;
 pub mod gladia;
 pub mod inbound_limit;
 pub mod ingest;
@@ -30,6 +33,7 @@ pub mod persistence;
 pub mod registry;
 pub mod relay;
 pub mod settings;
+pub mod socket_writer;
 pub mod speaker;
 pub mod stream_keys;
 pub mod stt;

@@ -339,6 +339,7 @@ mod tests {
             .send(Subscribe {
                 client,
                 deliver: Collect(seen).start().recipient(),
+                thread: None,
                 last_seq,
             })
             .await

@@ -22,9 +22,9 @@ use crate::messages::cluster::{
     LeaseToken, LeaveCluster, SaveProvider, TakeLease,
 };
 use crate::messages::{
-    AttachPublisher, ClientId, Deliver, NextReplayPage, ProviderCheckpoint, ProviderFinished,
-    ProviderPhase, ProviderResume, ProviderStatus, PublishHandle, PublishRefused, PublisherId,
-    SessionInstance, SessionRetired, SessionState, StreamSinks,
+    AttachPublisher, ClientId, Deliver, FanOutThread, NextReplayPage, ProviderCheckpoint,
+    ProviderFinished, ProviderPhase, ProviderResume, ProviderStatus, PublishHandle, PublishRefused,
+    PublisherId, SessionInstance, SessionRetired, SessionState, StreamSinks,
 };
 use crate::metrics::SessionMetrics;
 use crate::outbound_frames::status_frame;
@@ -74,6 +74,9 @@ pub struct StopTranscription;
 pub struct Subscribe {
     pub client: ClientId,
     pub deliver: Recipient<Deliver>,
+    /// The client's worker thread, through which the broadcaster reaches it with the other
+    /// clients there (`None`: through `deliver` alone).
+    pub thread: Option<FanOutThread>,
     /// Resume: the client pulls every final with `seq > last_seq` (through
     /// [`Subscribed::replay`]) before it gets any live. Never negative.
     pub last_seq: Option<i64>,
@@ -1055,6 +1058,7 @@ impl Handler<Subscribe> for SessionSupervisor {
             broadcast.do_send(AddClient {
                 id: msg.client,
                 deliver: msg.deliver,
+                thread: msg.thread,
                 last_seq: msg.last_seq,
             });
         }

@@ -2,7 +2,6 @@
 
 use ::actors::client::{ClientActor, InitialSubscription};
 use ::actors::registry::validate_slug;
-use actix::Actor as _;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 
@@ -57,7 +56,7 @@ pub async fn upgrade(
             exp.saturating_add(CLOCK_SKEW_LEEWAY_SECS),
         ))
     });
-    ClientActor::new(
+    ClientActor::open(
         socket,
         incoming,
         state.registry.clone(),
@@ -68,7 +67,6 @@ pub async fn upgrade(
         }),
         state.client_settings,
         token_valid_until,
-    )
-    .start();
+    );
     Ok(response)
 }

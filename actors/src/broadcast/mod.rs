@@ -34,7 +34,8 @@ use crate::messages::cluster::{
     ReadFinals,
 };
 use crate::messages::{
-    now_ms, ClientId, Deliver, NextReplayPage, ReplayPage, SessionState, TranscriptEvent,
+    now_ms, ClientId, Deliver, DeliverBatch, FanOutThread, NextReplayPage, ReplayPage,
+    SessionState, TranscriptEvent,
 };
 use crate::metrics::names::{
     INGEST_BROADCAST_LATENCY_MS, WS_BROADCAST_ERRORS_TOTAL, WS_BROADCAST_LOOP_MS,
@@ -50,9 +51,11 @@ use crate::wire::{to_json, IncomingTranscript, TranscriptMessage};
 
 mod cluster_seq;
 mod replay;
+mod threads;
 
 use cluster_seq::{judge_remote, CommitQueue, Remote};
 use replay::{judge_stored, PagePlan, ReplayRing, StoredPage};
+use threads::Threads;
 
 /// Finals read from the cluster's log or the database in one step of a fill.
 const FILL_PAGE: usize = 100;
@@ -150,6 +153,7 @@ struct Fill {
 pub struct AddClient {
     pub id: ClientId,
     pub deliver: Recipient<Deliver>,
+    pub thread: Option<FanOutThread>,
     /// `Some`: the client resumes after this `seq` and pulls the finals it missed
     /// ([`NextReplayPage`]) before it gets any live. Never negative (the routes refuse it).
     pub last_seq: Option<i64>,
@@ -209,6 +213,8 @@ pub struct BroadcastActor {
     speaker_ttl_ms: i64,
     numbering: Numbering,
     clients: HashMap<ClientId, ClientEntry>,
+    /// The clients above that live on a worker thread with a fan-out hub, by thread.
+    threads: Threads,
     finalized: HashSet<String>,
     finalized_order: VecDeque<String>,
     speakers: SpeakerTimeline,
@@ -246,6 +252,7 @@ impl BroadcastActor {
                 pending: Vec::new(),
             },
             clients: HashMap::new(),
+            threads: Threads::default(),
             finalized: HashSet::new(),
             finalized_order: VecDeque::new(),
             speakers: SpeakerTimeline::default(),
@@ -838,17 +845,33 @@ impl BroadcastActor {
         RelayOutcome::Delivered
     }
 
+    /// One batch per worker thread with clients of the session (`threads`), and one message
+    /// to each client reached on its own (docs/ARCHITECTURE.md#fan-out).
     fn fan_out(&mut self, outbound: Outbound) {
         let started = Instant::now();
         let mut gone = Vec::new();
         let transcript = matches!(outbound, Outbound::Final { .. } | Outbound::Partial { .. });
-        for (id, client) in &self.clients {
-            if transcript && client.delivery == Delivery::CatchingUp {
-                // Kept in the ring (finals) for its next page, or superseded (partials).
-                continue;
+        for batch in self.threads.batches(transcript) {
+            let sent = DeliverBatch {
+                clients: batch.clients,
+                outbound: outbound.clone(),
+            };
+            if !deliver_batch(&batch.hub, sent) {
+                gone.extend(self.threads.remove_thread(batch.thread));
             }
-            if !deliver(&client.deliver, outbound.clone()) {
-                gone.push(*id);
+        }
+        if self.clients.len() > self.threads.len() {
+            for (id, client) in &self.clients {
+                if self.threads.contains(*id)
+                    || (transcript && client.delivery == Delivery::CatchingUp)
+                {
+                    // Reached through its thread; or kept in the ring (finals) for its next
+                    // page, or superseded (partials).
+                    continue;
+                }
+                if !deliver(&client.deliver, outbound.clone()) {
+                    gone.push(*id);
+                }
             }
         }
         for id in gone {
@@ -869,6 +892,9 @@ impl BroadcastActor {
         if let (Role::Follower, Some(status)) = (&self.role, &self.remote_status) {
             // The owner's state, after the local one the supervisor sent.
             deliver(&msg.deliver, Outbound::Control(status.clone()));
+        }
+        if let Some(thread) = msg.thread {
+            self.threads.add(msg.id, thread, delivery == Delivery::Live);
         }
         self.clients.insert(
             msg.id,
@@ -900,6 +926,7 @@ impl BroadcastActor {
             PagePlan::CaughtUp => {
                 // In the same handler as the check: the next final numbered goes to it live.
                 client.delivery = Delivery::Live;
+                self.threads.set_live(msg.client);
                 return answer(ReplayPage::Live);
             }
             PagePlan::Memory { frames, through } => {
@@ -954,6 +981,25 @@ impl BroadcastActor {
                 }
             }
         }
+    }
+}
+
+/// Hands a frame to one thread's clients without waiting. False when the thread's hub is gone.
+fn deliver_batch(hub: &Recipient<DeliverBatch>, batch: DeliverBatch) -> bool {
+    match hub.try_send(batch) {
+        Ok(()) => true,
+        Err(SendError::Full(batch)) => {
+            // The hub moves each batch into its clients' outboxes at once; a full mailbox
+            // means its thread is starved. Partials may go; finals and control frames may not.
+            if matches!(batch.outbound, Outbound::Partial { .. }) {
+                let dropped = u64::try_from(batch.clients.len()).unwrap_or(u64::MAX);
+                ::metrics::counter!(WS_QUEUE_DROPS_TOTAL).increment(dropped);
+            } else {
+                hub.do_send(batch);
+            }
+            true
+        }
+        Err(SendError::Closed(_)) => false,
     }
 }
 
@@ -1092,6 +1138,7 @@ impl Handler<RemoveClient> for BroadcastActor {
 
     fn handle(&mut self, msg: RemoveClient, _: &mut Self::Context) {
         self.clients.remove(&msg.id);
+        self.threads.remove(msg.id);
     }
 }
 

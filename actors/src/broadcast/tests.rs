@@ -79,6 +79,7 @@ async fn a_resume_from_far_back_pages_through_the_database_the_batchers_gap_and_
         .send(AddClient {
             id: client,
             deliver,
+            thread: None,
             last_seq: Some(0),
         })
         .await
@@ -159,6 +160,7 @@ async fn a_client_without_last_seq_is_live_at_once() {
         .send(AddClient {
             id: ClientId::next(),
             deliver,
+            thread: None,
             last_seq: None,
         })
         .await
@@ -172,5 +174,84 @@ async fn a_client_without_last_seq_is_live_at_once() {
         transcripts(&seen),
         vec![Some(4)],
         "nothing replayed, live at once"
+    );
+}
+
+/// A worker thread's hub, as the broadcaster sees it: what each batch named.
+#[derive(Default)]
+struct Hub {
+    batches: Vec<(Option<i64>, usize)>,
+}
+impl Actor for Hub {
+    type Context = Context<Self>;
+}
+impl Handler<DeliverBatch> for Hub {
+    type Result = ();
+    fn handle(&mut self, batch: DeliverBatch, _: &mut Self::Context) {
+        let seq = match batch.outbound {
+            Outbound::Final { seq, .. } => Some(seq),
+            _ => None,
+        };
+        self.batches.push((seq, batch.clients.len()));
+    }
+}
+#[derive(Message)]
+#[rtype(result = "Vec<(Option<i64>, usize)>")]
+struct Batches;
+impl Handler<Batches> for Hub {
+    type Result = MessageResult<Batches>;
+    fn handle(&mut self, _: Batches, _: &mut Self::Context) -> Self::Result {
+        MessageResult(std::mem::take(&mut self.batches))
+    }
+}
+
+#[actix_rt::test]
+async fn a_frame_for_a_hundred_clients_on_two_threads_is_two_messages() {
+    let (_, storage) = MemoryStorage::default().start_storage();
+    let broadcast = BroadcastActor::new("s", storage, Duration::from_secs(3)).start();
+    let hubs = [Hub::default().start(), Hub::default().start()];
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let changed = Arc::new(Notify::new());
+    let own = Collect(seen.clone(), changed)
+        .start()
+        .recipient::<Deliver>();
+    // 60 live clients on thread 1, 40 on thread 2, and one on thread 1 still catching up.
+    for (count, thread, last_seq) in [(60, 0, None), (40, 1, None), (1, 0, Some(0))] {
+        for _ in 0..count {
+            broadcast
+                .send(AddClient {
+                    id: ClientId::next(),
+                    deliver: own.clone(),
+                    thread: Some(FanOutThread {
+                        id: thread as u64 + 1,
+                        batch: hubs[thread].clone().recipient(),
+                    }),
+                    last_seq,
+                })
+                .await
+                .unwrap();
+        }
+    }
+    post(&broadcast, 1..=3).await;
+    broadcast
+        .send(BroadcastStatus {
+            state: SessionState::Live,
+            detail: String::new(),
+        })
+        .await
+        .unwrap();
+    // The broadcaster queued every batch before answering; the hubs' mailboxes are in order.
+    assert_eq!(
+        hubs[0].send(Batches).await.unwrap(),
+        vec![(Some(1), 60), (Some(2), 60), (Some(3), 60), (None, 61)],
+        "one batch per frame, naming the live clients (all of them for a status)"
+    );
+    assert_eq!(
+        hubs[1].send(Batches).await.unwrap(),
+        vec![(Some(1), 40), (Some(2), 40), (Some(3), 40), (None, 40)]
+    );
+    assert!(
+        seen.lock().unwrap().is_empty(),
+        "no client was messaged on its own"
     );
 }

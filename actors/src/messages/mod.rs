@@ -9,7 +9,7 @@
 //! - [`publish`]: the RTMP listener ↔ the actor tree (attach a publisher, audio tags, detach).
 //! - [`provider`]: a provider stream's contract (PCM in, transcripts, status and end out),
 //!   whatever the provider (docs/PROTOCOL.md "Speech-to-text providers").
-//! - [`client`]: frames for one WebSocket client.
+//! - [`client`]: frames for one WebSocket client, and for the clients of one worker thread.
 //! - [`replay`]: a resuming client pulling the finals it missed, page by page.
 //! - [`session`]: a session's state as everyone outside sees it, and its retirement.
 //! - [`cluster`]: cluster mode's contract (leases, committed finals, the bus), answered by
@@ -24,7 +24,7 @@ pub mod publish;
 pub mod replay;
 pub mod session;
 
-pub use client::{ClientId, Deliver};
+pub use client::{ClientId, ClientLink, Deliver, DeliverBatch, FanOutThread};
 pub use clock::now_ms;
 pub use provider::{
     EndOfAudio, HandOver, PcmChunk, ProviderCheckpoint, ProviderFinished, ProviderPhase,
