@@ -169,6 +169,7 @@ fn help_lists_every_setting() {
         "WHISPER_COMPUTE_TYPE",
         "WHISPER_LANGUAGE",
         "WHISPER_BEAM_SIZE",
+        "WHISPER_MIN_WINDOW_S",
         "WHISPER_PARTIAL_PERIOD_MS",
         "WHISPER_ENDPOINT_SILENCE_MS",
         "WHISPER_MAX_UTTERANCE_MS",

@@ -195,6 +195,10 @@ pub(super) async fn start(config: &Config) -> anyhow::Result<Running> {
     // One worker per core: each WebSocket client's actor lives on its worker's thread, so
     // fan-out to many clients uses every core (docs/PERFORMANCE.md).
     .workers(std::thread::available_parallelism().map_or(1, |n| n.get()))
+    // actix leaves Nagle on for HTTP/1 sockets: a frame written while the previous one is
+    // unacknowledged would wait for the viewer's delayed ACK (up to 40 ms on Linux). Fan-out
+    // already writes what a client has queued in one call, so there is nothing to coalesce.
+    .tcp_nodelay(true)
     // We handle SIGTERM/SIGINT ourselves (`super::shutdown`): the sessions must finish
     // before the server stops.
     .disable_signals()

@@ -124,6 +124,10 @@ pub struct Cli {
     /// Beam size of Whisper decoding (1: greedy, fastest).
     #[arg(long, env = "WHISPER_BEAM_SIZE", default_value = "1", value_parser = whole(1usize, 16))]
     pub whisper_beam_size: usize,
+    /// The Whisper encoder's window fits the utterance but is at least this many seconds
+    /// (30: always the full window, as Whisper was trained; shorter decodes faster).
+    #[arg(long, env = "WHISPER_MIN_WINDOW_S", default_value = "10", value_parser = whole(1u32, 30))]
+    pub whisper_min_window_s: u32,
     /// A partial every this many ms of a growing utterance (each re-decodes the utterance).
     #[arg(long, env = "WHISPER_PARTIAL_PERIOD_MS", default_value = "1000",
           value_parser = millis(100, 30_000))]
@@ -300,6 +304,8 @@ pub struct WhisperConfig {
     pub compute_type: ComputeType,
     pub language: Option<String>,
     pub beam_size: usize,
+    /// The encoder window's lower bound in seconds (30: the full window).
+    pub min_window_s: u32,
     pub partial_period: Duration,
     pub endpoint_silence: Duration,
     pub max_utterance: Duration,
@@ -391,6 +397,7 @@ impl Config {
             compute_type: cli.whisper_compute_type,
             language: cli.whisper_language,
             beam_size: cli.whisper_beam_size,
+            min_window_s: cli.whisper_min_window_s,
             partial_period: cli.whisper_partial_period_ms,
             endpoint_silence: cli.whisper_endpoint_silence_ms,
             max_utterance: cli.whisper_max_utterance_ms,

@@ -1,5 +1,7 @@
 //! Transcribes a raw 16 kHz mono S16LE file in one decode (at most 30 s) and times it:
-//!   cargo run -p whisper --example transcribe -- MODEL_DIR FILE.raw [THREADS]
+//!   cargo run -p whisper --example transcribe -- MODEL_DIR FILE.raw [THREADS] [MIN_WINDOW_S]
+//! (MIN_WINDOW_S: the encoder window fits the audio but is at least this long; 30, the
+//! default, is the full window.)
 //! (`sox in.wav -r 16000 -c 1 -b 16 -e signed-integer -t raw FILE.raw` makes one.)
 
 use std::time::Instant;
@@ -7,10 +9,14 @@ use std::time::Instant;
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
     let (Some(model), Some(file)) = (args.get(1), args.get(2)) else {
-        eprintln!("usage: transcribe MODEL_DIR FILE.raw [THREADS]");
+        eprintln!("usage: transcribe MODEL_DIR FILE.raw [THREADS] [MIN_WINDOW_S]");
         std::process::exit(2);
     };
     let threads = args.get(3).map_or(Ok(2), |t| t.parse())?;
+    let window = match args.get(4).map_or(Ok(30), |t| t.parse::<u32>())? {
+        30.. => whisper::Window::Full,
+        min_seconds => whisper::Window::Fit { min_seconds },
+    };
     let engine = whisper::WhisperEngine::load(&whisper::EngineOptions {
         model_dir: model.into(),
         threads,
@@ -18,6 +24,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         compute_type: "int8".into(),
         language: None,
         beam_size: 1,
+        window,
     })?;
     let samples: Vec<f32> = std::fs::read(file)?
         .chunks_exact(2)

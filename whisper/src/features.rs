@@ -91,17 +91,26 @@ impl LogMel {
     /// Features of up to 30 s of 16 kHz mono audio in [-1, 1]: `feature_size × nb_max_frames`
     /// values, row-major (one row per mel bin). Longer audio is cut at 30 s.
     pub fn compute(&self, samples: &[f32]) -> Vec<f32> {
+        self.compute_frames(samples, self.shape.nb_max_frames)
+    }
+
+    /// As [`LogMel::compute`], but for a window of `frames` frames (at most `nb_max_frames`):
+    /// the audio zero-padded to `frames × hop_length` samples instead of 30 s, so a short
+    /// utterance costs the encoder less. `feature_size × frames` values, row-major; audio
+    /// longer than the window is cut.
+    pub fn compute_frames(&self, samples: &[f32], frames: usize) -> Vec<f32> {
         let FeatureShape {
             feature_size,
             hop_length,
             n_fft,
-            n_samples,
             nb_max_frames,
             ..
         } = self.shape;
+        let nb_max_frames = frames.clamp(1, nb_max_frames);
+        let n_samples = nb_max_frames * hop_length;
         let samples = &samples[..samples.len().min(n_samples)];
         let half = n_fft / 2;
-        // The sample at padded position p (reflect padding around the zero-padded 30 s).
+        // The sample at padded position p (reflect padding around the zero-padded window).
         let padded_len = n_samples;
         let at = |p: isize| -> f32 {
             let i = if p < 0 {
@@ -181,5 +190,26 @@ mod tests {
         // Normalised: nothing more than 2 (8 in log10 units / 4) below the maximum.
         let max = features.iter().copied().fold(f32::MIN, f32::max);
         assert!(features.iter().all(|&v| v >= max - 2.0 - 1e-5));
+    }
+
+    #[test]
+    fn a_shorter_window_is_the_start_of_the_full_one() {
+        let mel = LogMel::new(FeatureShape::default());
+        // 2 s of a tone followed by nothing: a 5 s window holds all of it.
+        let tone: Vec<f32> = (0..32_000)
+            .map(|i| 0.3 * (2.0 * std::f32::consts::PI * 440.0 * i as f32 / 16_000.0).sin())
+            .collect();
+        let full = mel.compute(&tone);
+        let short = mel.compute_frames(&tone, 500);
+        assert_eq!(short.len(), 80 * 500);
+        for bin in 0..80 {
+            for frame in 0..500 {
+                let (a, b) = (full[bin * 3000 + frame], short[bin * 500 + frame]);
+                assert!((a - b).abs() < 1e-5, "bin {bin} frame {frame}: {a} vs {b}");
+            }
+        }
+        // More than the model's 30 s is the full window; audio past a window is cut.
+        assert_eq!(mel.compute_frames(&tone, 10_000).len(), 80 * 3000);
+        assert_eq!(mel.compute_frames(&tone, 100).len(), 80 * 100);
     }
 }

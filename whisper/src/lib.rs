@@ -45,6 +45,39 @@ pub struct EngineOptions {
     pub language: Option<String>,
     /// 1 is greedy decoding.
     pub beam_size: usize,
+    /// How much audio the encoder sees per decode.
+    pub window: Window,
+}
+
+/// The encoder's input window. Whisper was trained on 30 s windows (shorter audio padded with
+/// silence), but the encoder's cost grows with the window, not the speech: a 3 s utterance in a
+/// 30 s window is 90 % silence encoded. CTranslate2 accepts shorter inputs; very short ones
+/// make the decoder repeat or stop early (whisper.cpp's `audio_ctx` has the same trade), so
+/// the window never goes below `min_seconds`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Window {
+    /// Always 30 s: the reference behaviour.
+    Full,
+    /// The utterance rounded up to the next whole second, but at least `min_seconds` and at
+    /// most 30 s.
+    Fit { min_seconds: u32 },
+}
+
+impl Window {
+    /// Frames (10 ms each) of the window for `samples` samples of audio at `shape`'s rate.
+    pub fn frames(self, samples: usize, shape: &FeatureShape) -> usize {
+        let max = shape.nb_max_frames;
+        match self {
+            Window::Full => max,
+            Window::Fit { min_seconds } => {
+                let per_second = shape.sampling_rate / shape.hop_length;
+                let seconds = samples.div_ceil(shape.sampling_rate.max(1));
+                // A second of margin: the last word must not touch the window's edge.
+                let seconds = (seconds + 1).max(min_seconds as usize);
+                (seconds * per_second).min(max)
+            }
+        }
+    }
 }
 
 /// The files a CTranslate2 Whisper model directory must hold.
@@ -97,6 +130,7 @@ pub struct WhisperEngine {
     multilingual: bool,
     language: Option<String>,
     beam_size: usize,
+    window: Window,
     name: String,
 }
 
@@ -165,6 +199,7 @@ impl WhisperEngine {
             multilingual,
             language,
             beam_size: options.beam_size.max(1),
+            window: options.window,
             name,
         })
     }
@@ -190,8 +225,9 @@ impl WhisperEngine {
     /// Transcribes up to 30 s of 16 kHz mono audio in [-1, 1] (longer audio is cut).
     pub fn transcribe(&self, samples: &[f32]) -> Result<Transcription, EngineError> {
         let shape = self.mel.shape().clone();
-        let mut features = self.mel.compute(samples);
-        let dims = [1, shape.feature_size, shape.nb_max_frames];
+        let frames = self.window.frames(samples.len(), &shape);
+        let mut features = self.mel.compute_frames(samples, frames);
+        let dims = [1, shape.feature_size, frames];
         let decode = |e: anyhow::Error| EngineError::Decode(e.to_string());
         let view = StorageView::new(&dims, &mut features, Device::CPU).map_err(decode)?;
         let mut prompt = vec!["<|startoftranscript|>".to_owned()];
@@ -305,6 +341,21 @@ mod tests {
         assert_eq!(clip.len(), 95_738);
         let peak = clip.iter().fold(0f32, |m, s| m.max(s.abs()));
         assert!(peak > 0.2, "the clip is speech, not silence");
+    }
+
+    #[test]
+    fn a_fitted_window_rounds_up_adds_a_second_and_stays_within_its_bounds() {
+        use super::{FeatureShape, Window};
+        let shape = FeatureShape::default();
+        let fit = Window::Fit { min_seconds: 10 };
+        assert_eq!(Window::Full.frames(16_000, &shape), 3000);
+        assert_eq!(fit.frames(0, &shape), 1000, "never below the minimum");
+        assert_eq!(fit.frames(3 * 16_000, &shape), 1000);
+        // 12.5 s rounds up to 13, plus a second of margin.
+        assert_eq!(fit.frames(200_000, &shape), 1400);
+        assert_eq!(fit.frames(29 * 16_000, &shape), 3000, "never above 30 s");
+        assert_eq!(fit.frames(40 * 16_000, &shape), 3000);
+        assert_eq!(Window::Fit { min_seconds: 1 }.frames(100, &shape), 200);
     }
 
     #[test]

@@ -5,7 +5,9 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use whisper::{calibration_clip, model_present, EngineOptions, WhisperEngine, CALIBRATION_TEXT};
+use whisper::{
+    calibration_clip, model_present, EngineOptions, WhisperEngine, Window, CALIBRATION_TEXT,
+};
 
 fn model_dir() -> Option<PathBuf> {
     let dir = std::env::var_os("WHISPER_MODEL_DIR")
@@ -30,43 +32,48 @@ fn model_dir() -> Option<PathBuf> {
 #[test]
 fn transcribes_the_calibration_clip() {
     let Some(dir) = model_dir() else { return };
-    let threads = std::thread::available_parallelism().map_or(2, |n| n.get().min(4));
-    let loaded = Instant::now();
-    let engine = WhisperEngine::load(&EngineOptions {
-        model_dir: dir,
-        threads,
-        replicas: 1,
-        compute_type: "int8".into(),
-        language: None,
-        beam_size: 1,
-    })
-    .expect("model loads");
-    let load = loaded.elapsed();
-    let clip = calibration_clip();
-    let mut times = Vec::new();
-    let mut text = String::new();
-    for _ in 0..3 {
+    // The reference window, and the fitted one the service uses by default
+    // (WHISPER_MIN_WINDOW_S): both must keep the words.
+    for window in [Window::Full, Window::Fit { min_seconds: 10 }] {
+        let threads = std::thread::available_parallelism().map_or(2, |n| n.get().min(4));
+        let loaded = Instant::now();
+        let engine = WhisperEngine::load(&EngineOptions {
+            model_dir: dir.clone(),
+            threads,
+            replicas: 1,
+            compute_type: "int8".into(),
+            language: None,
+            beam_size: 1,
+            window,
+        })
+        .expect("model loads");
+        let load = loaded.elapsed();
+        let clip = calibration_clip();
+        let mut times = Vec::new();
+        let mut text = String::new();
+        for _ in 0..3 {
+            let t = Instant::now();
+            let result = engine.transcribe(&clip).expect("decodes");
+            times.push(t.elapsed());
+            text = result.text;
+            assert_eq!(result.language.as_deref(), Some("en"));
+        }
+        let front_end = whisper::LogMel::new(whisper::FeatureShape::default());
         let t = Instant::now();
-        let result = engine.transcribe(&clip).expect("decodes");
-        times.push(t.elapsed());
-        text = result.text;
-        assert_eq!(result.language.as_deref(), Some("en"));
+        let _ = front_end.compute(&clip);
+        let features = t.elapsed();
+        let wer = whisper::wer::word_error_rate(CALIBRATION_TEXT, &text);
+        let clip_s = clip.len() as f64 / 16_000.0;
+        eprintln!(
+            "{window:?}: model load {load:?}; decodes {times:?} (30 s log-mel front end {features:?}) for {clip_s:.1} s of speech ({threads} threads, int8, greedy); WER {wer:.3}: {text:?}"
+        );
+        assert!(wer <= 0.2, "{window:?}: WER {wer:.3}: {text:?}");
+        // Silence is no speech, not an invented phrase.
+        let silence = engine.transcribe(&vec![0.0; 32_000]).expect("decodes");
+        assert_eq!(
+            silence.text, "",
+            "{window:?}: no-speech probability {}",
+            silence.no_speech_prob
+        );
     }
-    let front_end = whisper::LogMel::new(whisper::FeatureShape::default());
-    let t = Instant::now();
-    let _ = front_end.compute(&clip);
-    let features = t.elapsed();
-    let wer = whisper::wer::word_error_rate(CALIBRATION_TEXT, &text);
-    let clip_s = clip.len() as f64 / 16_000.0;
-    eprintln!(
-        "model load {load:?}; decodes {times:?} (log-mel front end {features:?}) for {clip_s:.1} s of speech ({threads} threads, int8, greedy); WER {wer:.3}: {text:?}"
-    );
-    assert!(wer <= 0.2, "WER {wer:.3}: {text:?}");
-    // Silence is no speech, not an invented phrase.
-    let silence = engine.transcribe(&vec![0.0; 32_000]).expect("decodes");
-    assert_eq!(
-        silence.text, "",
-        "no-speech probability {}",
-        silence.no_speech_prob
-    );
 }
