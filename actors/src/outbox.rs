@@ -40,8 +40,13 @@ pub enum Pushed {
     DuplicateFinal,
 }
 
-/// How many finalized utterance ids to remember, to refuse a late partial of each.
-const FINALIZED_MEMORY: usize = 4096;
+/// How many finalized utterance ids to remember, to refuse a late partial of each. The
+/// broadcaster already refuses partials of finalized utterances for the whole session
+/// (`actors/src/broadcast/mod.rs`, 4096 ids), and a client's frames reach its outbox in the
+/// order the broadcaster sent them, so this guards only the last few utterances. It is per
+/// client: at 4096 a long meeting made every viewer hold ~300 KB of ids (the one-hour soak,
+/// docs/PERFORMANCE.md#soak), against ~17 KB for the rest of an idle client.
+const FINALIZED_MEMORY: usize = 128;
 
 #[derive(Debug)]
 pub struct Outbox {
@@ -187,6 +192,25 @@ mod tests {
             Pushed::PartialDropped,
             "no partial after its final"
         );
+    }
+
+    #[test]
+    fn the_finalized_memory_is_bounded_and_keeps_the_recent_utterances() {
+        let mut o = Outbox::new(10);
+        for seq in 1..=1000 {
+            o.push(final_(seq, &format!("u{seq}")));
+            o.pop();
+        }
+        assert_eq!(o.finalized.len(), FINALIZED_MEMORY);
+        assert_eq!(o.finalized_order.len(), FINALIZED_MEMORY);
+        assert_eq!(o.push(partial("u1000", "late")), Pushed::PartialDropped);
+        let oldest_kept = 1000 - FINALIZED_MEMORY as i64 + 1;
+        assert_eq!(
+            o.push(partial(&format!("u{oldest_kept}"), "late")),
+            Pushed::PartialDropped
+        );
+        // Long forgotten: the broadcaster's session-wide memory is what refuses it.
+        assert_eq!(o.push(partial("u1", "late")), Pushed::Queued);
     }
 
     #[test]
