@@ -61,10 +61,7 @@ mod engine {
             compute_type: name_of(&config.compute_type),
             language: config.language.clone(),
             beam_size: config.beam_size,
-            window: match config.min_window_s {
-                30.. => whisper::Window::Full,
-                min_seconds => whisper::Window::Fit { min_seconds },
-            },
+            window: whisper::Window::at_least(config.min_window_s),
         })
         .with_context(|| {
             format!(

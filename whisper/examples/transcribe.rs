@@ -13,10 +13,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         std::process::exit(2);
     };
     let threads = args.get(3).map_or(Ok(2), |t| t.parse())?;
-    let window = match args.get(4).map_or(Ok(30), |t| t.parse::<u32>())? {
-        30.. => whisper::Window::Full,
-        min_seconds => whisper::Window::Fit { min_seconds },
-    };
+    let window = whisper::Window::at_least(args.get(4).map_or(Ok(30), |t| t.parse::<u32>())?);
     let engine = whisper::WhisperEngine::load(&whisper::EngineOptions {
         model_dir: model.into(),
         threads,

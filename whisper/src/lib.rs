@@ -64,6 +64,15 @@ pub enum Window {
 }
 
 impl Window {
+    /// The window for a floor of `min_seconds` (`WHISPER_MIN_WINDOW_S`): 30 or more is the
+    /// full window.
+    pub fn at_least(min_seconds: u32) -> Window {
+        match min_seconds {
+            30.. => Window::Full,
+            min_seconds => Window::Fit { min_seconds },
+        }
+    }
+
     /// Frames (10 ms each) of the window for `samples` samples of audio at `shape`'s rate.
     pub fn frames(self, samples: usize, shape: &FeatureShape) -> usize {
         let max = shape.nb_max_frames;
@@ -356,6 +365,8 @@ mod tests {
         assert_eq!(fit.frames(29 * 16_000, &shape), 3000, "never above 30 s");
         assert_eq!(fit.frames(40 * 16_000, &shape), 3000);
         assert_eq!(Window::Fit { min_seconds: 1 }.frames(100, &shape), 200);
+        assert_eq!(Window::at_least(30), Window::Full);
+        assert_eq!(Window::at_least(10), fit);
     }
 
     #[test]
